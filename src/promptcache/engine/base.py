@@ -1,0 +1,89 @@
+"""The engine interface: a canonical request in, a stream of events out.
+
+Two shapes exist because compute and I/O differ:
+
+* :class:`SyncEngine` -- CPU-bound engines (the local transformers engine).
+  ``generate`` runs on a worker thread and checks ``cancel`` between tokens.
+* :class:`Engine` -- what the server and the Python API call. Async, so the
+  event loop never blocks on compute. ``engine/scheduler.py`` adapts a
+  ``SyncEngine`` to it (bounded queue, cancellation on disconnect); the
+  upstream engine implements it directly over HTTP.
+
+Both yield zero or more :class:`~promptcache.request.TextDelta` and then
+exactly one :class:`~promptcache.request.Result`. Engines know nothing of
+HTTP; invalid requests raise :class:`~promptcache.errors.RequestError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from promptcache.request import ChatRequest, Result, StreamEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    id: str
+    owned_by: str = "promptcache"
+    created: int = 0
+    aliases: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrefixCacheSnapshot:
+    """Prefix (KV) cache figures for /metrics and /v1/cache/stats."""
+
+    tokens_queried: int = 0
+    tokens_hit: int = 0
+    kv_bytes_used: int = 0
+    kv_bytes_pinned: int = 0
+    kv_bytes_budget: int = 0
+    blocks_used: int = 0
+    blocks_pinned: int = 0
+    evictions: int = 0
+
+
+class SyncEngine(Protocol):
+    def models(self) -> list[ModelInfo]: ...
+
+    def generate(
+        self, request: ChatRequest, *, cancel: threading.Event | None = None
+    ) -> Iterator[StreamEvent]:
+        """Yield deltas then one Result. Stops early (no Result) once ``cancel`` is set,
+        having released every KV reference it held."""
+        ...
+
+    def prefix_stats(self) -> PrefixCacheSnapshot | None: ...
+
+    def clear_prefix_cache(self) -> None: ...
+
+
+class Engine(ABC):
+    @abstractmethod
+    def models(self) -> list[ModelInfo]: ...
+
+    @abstractmethod
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Deltas then one Result. Closing the iterator early cancels the generation."""
+
+    async def complete(self, request: ChatRequest) -> Result:
+        result: Result | None = None
+        async for event in self.stream(request):
+            if isinstance(event, Result):
+                result = event
+        if result is None:
+            raise RuntimeError("engine stream ended without a Result")
+        return result
+
+    def prefix_stats(self) -> PrefixCacheSnapshot | None:
+        return None
+
+    def clear_prefix_cache(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

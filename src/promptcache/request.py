@@ -1,0 +1,329 @@
+"""The canonical request, its cache breakpoints, and what an engine returns.
+
+Every entry point (Python API, OpenAI dialect, Anthropic dialect, LangChain)
+builds one :class:`ChatRequest` before anything else happens; caches, engines
+and pricing only ever see these plain, frozen dataclasses.
+
+The canonical prefix order is **tools -> system -> messages** (as at
+Anthropic): a change at one level invalidates that level and every later one.
+OpenAI-style tool calls and tool results are folded into Anthropic-style
+content blocks (``ToolUseBlock`` on the assistant message, ``ToolResultBlock``
+on a user message) so both dialects share one form.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from promptcache.errors import RequestError
+
+CacheTTL: TypeAlias = Literal["5m", "1h"]
+TTL_SECONDS: Mapping[str, int] = {"5m": 300, "1h": 3600}
+MAX_BREAKPOINTS = 4
+
+JSONValue: TypeAlias = Any
+"""A JSON-compatible value (dict/list/str/int/float/bool/None)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheControl:
+    """Anthropic's ``{"type": "ephemeral", "ttl": "5m"|"1h"}`` marker."""
+
+    type: Literal["ephemeral"] = "ephemeral"
+    ttl: CacheTTL = "5m"
+
+    @property
+    def ttl_seconds(self) -> int:
+        return TTL_SECONDS[self.ttl]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextBlock:
+    text: str
+    cache_control: CacheControl | None = None
+    type: Literal["text"] = "text"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageBlock:
+    """An image by URL or inline base64 data (``source`` as in either dialect)."""
+
+    source: Mapping[str, JSONValue]
+    cache_control: CacheControl | None = None
+    type: Literal["image"] = "image"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolUseBlock:
+    """A tool call made by the assistant (OpenAI ``tool_calls[i]``)."""
+
+    id: str
+    name: str
+    input: Mapping[str, JSONValue]
+    cache_control: CacheControl | None = None
+    type: Literal["tool_use"] = "tool_use"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolResultBlock:
+    """The result of a tool call (OpenAI ``role: "tool"`` message)."""
+
+    tool_use_id: str
+    content: tuple[TextBlock | ImageBlock, ...] = ()
+    is_error: bool = False
+    cache_control: CacheControl | None = None
+    type: Literal["tool_result"] = "tool_result"
+
+
+ContentBlock: TypeAlias = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    role: Literal["user", "assistant"]
+    content: tuple[ContentBlock, ...]
+
+    def text(self) -> str:
+        """The concatenated text blocks (tool blocks and images excluded)."""
+        return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tool:
+    name: str
+    description: str = ""
+    input_schema: Mapping[str, JSONValue] = field(default_factory=dict)
+    cache_control: CacheControl | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    """Decoding parameters. ``temperature`` 0 (or None with ``top_p`` None) is greedy."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature is None or self.temperature == 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transport:
+    """Fields that never affect caching: they are dropped from every cache key."""
+
+    stream: bool = False
+    include_usage: bool = False
+    request_id: str | None = None
+    user: str | None = None
+    metadata: Mapping[str, JSONValue] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatRequest:
+    model: str
+    messages: tuple[Message, ...]
+    system: tuple[TextBlock, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    response_format: Mapping[str, JSONValue] | None = None
+    tool_choice: JSONValue = None
+    tenant: str = ""
+    """Isolation domain (an API key's identity); part of every cache key and the KV salt."""
+    namespace: str = ""
+    """User-chosen response-cache partition (``x-promptcache-namespace``)."""
+    transport: Transport = field(default_factory=Transport)
+
+    def breakpoints(self) -> tuple[Breakpoint, ...]:
+        """The explicit ``cache_control`` breakpoints, in canonical order, validated."""
+        points = tuple(_iter_breakpoints(self))
+        validate_breakpoints(points)
+        return points
+
+
+@dataclass(frozen=True, kw_only=True)
+class Breakpoint:
+    """A cache breakpoint at the end of one block of the canonical prefix.
+
+    ``message`` is the message index for ``section == "messages"`` (else None);
+    ``block`` is the tool index, system block index, or content block index.
+    """
+
+    section: Literal["tools", "system", "messages"]
+    message: int | None
+    block: int
+    ttl: CacheTTL
+
+    @property
+    def ttl_seconds(self) -> int:
+        return TTL_SECONDS[self.ttl]
+
+
+def _iter_breakpoints(request: ChatRequest) -> Iterator[Breakpoint]:
+    for i, tool in enumerate(request.tools):
+        if tool.cache_control is not None:
+            yield Breakpoint(section="tools", message=None, block=i, ttl=tool.cache_control.ttl)
+    for i, sys_block in enumerate(request.system):
+        if sys_block.cache_control is not None:
+            yield Breakpoint(
+                section="system", message=None, block=i, ttl=sys_block.cache_control.ttl
+            )
+    for m, message in enumerate(request.messages):
+        for i, block in enumerate(message.content):
+            if block.cache_control is not None:
+                yield Breakpoint(section="messages", message=m, block=i, ttl=block.cache_control.ttl)
+
+
+def validate_breakpoints(points: tuple[Breakpoint, ...]) -> None:
+    """Anthropic's rules: at most 4 breakpoints, and every 1h one before any 5m one."""
+    if len(points) > MAX_BREAKPOINTS:
+        raise RequestError(
+            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {len(points)}.",
+            param="cache_control",
+        )
+    seen_short = False
+    for point in points:
+        if point.ttl == "5m":
+            seen_short = True
+        elif seen_short:
+            raise RequestError(
+                "A cache_control block with ttl='1h' must not come after one with "
+                "ttl='5m' (order is tools, system, messages).",
+                param="cache_control",
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    """Exact token counts of one request (SPEC §5).
+
+    ``input_tokens`` are prompt tokens neither read from nor written to the
+    cache at an explicit breakpoint (Anthropic's meaning). Implicitly cached
+    prompt tokens are counted in ``input_tokens`` when written and in
+    ``cache_read_input_tokens`` when read.
+    """
+
+    input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_5m_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def cache_creation_input_tokens(self) -> int:
+        return self.cache_creation_5m_input_tokens + self.cache_creation_1h_input_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        """All prompt tokens (OpenAI's ``prompt_tokens``)."""
+        return self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "cache_creation_5m_input_tokens": self.cache_creation_5m_input_tokens,
+            "cache_creation_1h_input_tokens": self.cache_creation_1h_input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, int]) -> Usage:
+        return cls(**{k: int(data.get(k, 0)) for k in cls().to_dict()})
+
+
+FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    index: int = 0
+    text: str = ""
+    tool_calls: tuple[ToolUseBlock, ...] = ()
+    finish_reason: FinishReason = "stop"
+    stop_sequence: str | None = None
+    """The stop string that ended generation, when one did (Anthropic reports it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """A complete, successful generation: the only thing the response cache stores."""
+
+    id: str
+    model: str
+    created: int
+    choices: tuple[Choice, ...]
+    usage: Usage
+
+    def to_json(self) -> str:
+        """Compact JSON for the response cache (inverse: :meth:`from_json`)."""
+        return json.dumps(
+            {
+                "id": self.id,
+                "model": self.model,
+                "created": self.created,
+                "usage": self.usage.to_dict(),
+                "choices": [
+                    {
+                        "index": c.index,
+                        "text": c.text,
+                        "finish_reason": c.finish_reason,
+                        "stop_sequence": c.stop_sequence,
+                        "tool_calls": [
+                            {"id": t.id, "name": t.name, "input": dict(t.input)}
+                            for t in c.tool_calls
+                        ],
+                    }
+                    for c in self.choices
+                ],
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Result:
+        data = json.loads(text)
+        return cls(
+            id=data["id"],
+            model=data["model"],
+            created=int(data["created"]),
+            usage=Usage.from_dict(data["usage"]),
+            choices=tuple(
+                Choice(
+                    index=c["index"],
+                    text=c["text"],
+                    finish_reason=c["finish_reason"],
+                    stop_sequence=c.get("stop_sequence"),
+                    tool_calls=tuple(
+                        ToolUseBlock(id=t["id"], name=t["name"], input=t["input"])
+                        for t in c.get("tool_calls", [])
+                    ),
+                )
+                for c in data["choices"]
+            ),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextDelta:
+    """A streamed piece of one choice's text."""
+
+    choice_index: int
+    text: str
+
+
+StreamEvent: TypeAlias = TextDelta | Result
+"""What engines stream: zero or more ``TextDelta``, then exactly one ``Result``."""
