@@ -178,7 +178,9 @@ def _iter_breakpoints(request: ChatRequest) -> Iterator[Breakpoint]:
     for m, message in enumerate(request.messages):
         for i, block in enumerate(message.content):
             if block.cache_control is not None:
-                yield Breakpoint(section="messages", message=m, block=i, ttl=block.cache_control.ttl)
+                yield Breakpoint(
+                    section="messages", message=m, block=i, ttl=block.cache_control.ttl
+                )
 
 
 def validate_breakpoints(points: tuple[Breakpoint, ...]) -> None:
