@@ -327,5 +327,18 @@ class TextDelta:
     text: str
 
 
-StreamEvent: TypeAlias = TextDelta | Result
-"""What engines stream: zero or more ``TextDelta``, then exactly one ``Result``."""
+@dataclass(frozen=True, kw_only=True)
+class PromptUsage:
+    """The prompt-side usage, known right after prefill (``output_tokens`` is 0).
+
+    Optional: an engine emits it at most once, before any ``TextDelta``, so the
+    Anthropic dialect can report input and cache counts in ``message_start``
+    (the ``Result`` carries the final, authoritative usage).
+    """
+
+    usage: Usage
+
+
+StreamEvent: TypeAlias = TextDelta | PromptUsage | Result
+"""What engines stream: an optional ``PromptUsage``, zero or more ``TextDelta``,
+then exactly one ``Result``."""
