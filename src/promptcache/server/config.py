@@ -1,0 +1,44 @@
+"""The server's configuration: one validated dataclass built by ``promptcache serve``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from promptcache.checkpoints import AutoCacheConfig
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+"""8 MiB: far above any prompt the local model's context can hold, far below memory trouble."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """How the HTTP server behaves (the engine and response cache are passed separately).
+
+    ``api_keys``: when non-empty, every API request needs one of them
+    (``Authorization: Bearer`` or ``x-api-key``) and each key is its own tenant.
+    ``admin_keys``: keys allowed to ``DELETE /v1/cache`` (each also works as an
+    API key, as its own tenant); when only ``api_keys`` are set, clearing the
+    cache is refused, since it would cross tenants.
+    ``cache_sampled``: also cache sampled requests (temperature > 0 without a
+    seed); off by default because their answers are meant to vary.
+    ``auto_cache``: the automatic checkpoint planner, or None for explicit
+    ``cache_control`` only.
+    """
+
+    api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    cache_sampled: bool = False
+    auto_cache: AutoCacheConfig | None = None
+    model_supports_caching: bool = True
+    """Whether the engine honours ``cache_control`` (False for an OpenAI-dialect upstream)."""
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        for name, keys in (("api_keys", self.api_keys), ("admin_keys", self.admin_keys)):
+            for key in keys:
+                if not key or key != key.strip():
+                    raise ValueError(
+                        f"{name} must not contain empty keys or keys with surrounding spaces"
+                    )
