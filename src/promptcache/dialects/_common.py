@@ -1,0 +1,274 @@
+"""What both dialects share: field validation, canonical sub-forms, ids and SSE framing.
+
+Validation goes through :class:`Fields`, which reads one JSON object and raises
+a :class:`DialectRequestError` worded by an :class:`ErrorStyle` -- each dialect
+supplies its own style, so an OpenAI client sees OpenAI's wording and an
+Anthropic client sees Anthropic's, from one set of checks.
+
+Canonical sub-forms (part of the cache-key contract, so both dialects agree):
+
+* ``ImageBlock.source``: ``{"type": "base64", "media_type", "data"}`` or
+  ``{"type": "url", "url"}`` (Anthropic's shape), plus ``"detail"`` when an
+  OpenAI client gave one.
+* ``ChatRequest.tool_choice``: Anthropic's shape, ``{"type": "auto" | "any" |
+  "none" | "tool", "name"?, "disable_parallel_tool_use"?}``.
+* ``ChatRequest.response_format``: OpenAI's shape (``json_object`` or
+  ``json_schema``); ``{"type": "text"}`` is the default and becomes ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from promptcache.errors import RequestError
+from promptcache.request import CacheControl
+
+Path = tuple[str | int, ...]
+
+TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
+
+
+class DialectRequestError(RequestError):
+    """A :class:`RequestError` that also carries the API's machine-readable ``code``."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message, param=param)
+        self.code = code
+
+
+class ErrorStyle(ABC):
+    """How one API words a validation failure. ``kind`` is one of
+    ``string integer number boolean array object``."""
+
+    @abstractmethod
+    def path(self, path: Path) -> str: ...
+
+    @abstractmethod
+    def missing(self, path: Path) -> RequestError: ...
+
+    @abstractmethod
+    def wrong_type(self, path: Path, kind: str, value: Any) -> RequestError: ...
+
+    @abstractmethod
+    def not_one_of(self, path: Path, value: Any, allowed: Sequence[str]) -> RequestError: ...
+
+    @abstractmethod
+    def out_of_range(
+        self, path: Path, value: float, *, minimum: float | None, maximum: float | None
+    ) -> RequestError: ...
+
+    @abstractmethod
+    def unknown_field(self, path: Path) -> RequestError: ...
+
+    @abstractmethod
+    def invalid(self, path: Path, message: str) -> RequestError: ...
+
+
+_KINDS: Mapping[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+def is_kind(value: Any, kind: str) -> bool:
+    """JSON type check; a bool is never an integer or a number here."""
+    if isinstance(value, bool) and kind != "boolean":
+        return False
+    return isinstance(value, _KINDS[kind])
+
+
+class Fields:
+    """Typed, validated access to the fields of one JSON object at ``path``."""
+
+    def __init__(self, style: ErrorStyle, value: Any, path: Path = ()) -> None:
+        if not isinstance(value, dict):
+            raise style.wrong_type(path, "object", value)
+        self.style = style
+        self.data: dict[str, Any] = value
+        self.path = path
+
+    def at(self, key: str | int) -> Path:
+        return (*self.path, key)
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def reject_unknown(self, known: set[str] | frozenset[str]) -> None:
+        for key in self.data:
+            if key not in known:
+                raise self.style.unknown_field(self.at(key))
+
+    def get(self, key: str, kind: str, *, required: bool = False) -> Any:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.style.missing(self.at(key))
+            return None
+        if not is_kind(value, kind):
+            raise self.style.wrong_type(self.at(key), kind, value)
+        return value
+
+    def string(self, key: str, *, required: bool = False) -> str | None:
+        value: str | None = self.get(key, "string", required=required)
+        return value
+
+    def required_string(self, key: str) -> str:
+        value: str = self.get(key, "string", required=True)
+        return value
+
+    def boolean(self, key: str) -> bool | None:
+        value: bool | None = self.get(key, "boolean")
+        return value
+
+    def array(self, key: str, *, required: bool = False) -> list[Any] | None:
+        value: list[Any] | None = self.get(key, "array", required=required)
+        return value
+
+    def obj(self, key: str, *, required: bool = False) -> Fields | None:
+        value = self.get(key, "object", required=required)
+        return None if value is None else Fields(self.style, value, self.at(key))
+
+    def required_obj(self, key: str) -> Fields:
+        return Fields(self.style, self.get(key, "object", required=True), self.at(key))
+
+    def choice(self, key: str, allowed: Sequence[str], *, required: bool = False) -> str | None:
+        value = self.string(key, required=required)
+        if value is not None and value not in allowed:
+            raise self.style.not_one_of(self.at(key), value, allowed)
+        return value
+
+    def number(
+        self, key: str, *, minimum: float | None = None, maximum: float | None = None
+    ) -> float | None:
+        value = self.get(key, "number")
+        if value is None:
+            return None
+        check_range(self.style, self.at(key), value, minimum=minimum, maximum=maximum)
+        return float(value)
+
+    def integer(
+        self,
+        key: str,
+        *,
+        required: bool = False,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None:
+        value = self.get(key, "integer", required=required)
+        if value is None:
+            return None
+        check_range(self.style, self.at(key), value, minimum=minimum, maximum=maximum)
+        return int(value)
+
+
+def check_range(
+    style: ErrorStyle,
+    path: Path,
+    value: float,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> None:
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise style.out_of_range(path, value, minimum=minimum, maximum=maximum)
+
+
+def parse_cache_control(fields: Fields) -> CacheControl | None:
+    """``cache_control: {"type": "ephemeral", "ttl"?: "5m" | "1h"}`` on any block."""
+    marker = fields.obj("cache_control")
+    if marker is None:
+        return None
+    marker.reject_unknown({"type", "ttl"})
+    marker.choice("type", ("ephemeral",), required=True)
+    ttl = marker.choice("ttl", ("5m", "1h"))
+    return CacheControl(ttl="1h" if ttl == "1h" else "5m")
+
+
+def render_cache_control(marker: CacheControl | None) -> dict[str, str] | None:
+    if marker is None:
+        return None
+    return {"type": marker.type, "ttl": marker.ttl}
+
+
+def image_source_from_url(url: str, detail: str | None) -> dict[str, Any]:
+    """OpenAI's ``image_url.url`` (an http(s) URL or a base64 data URL) in canonical form."""
+    match = _DATA_URL.match(url)
+    source: dict[str, Any]
+    if match:
+        source = {"type": "base64", "media_type": match["media"], "data": match["data"]}
+    else:
+        source = {"type": "url", "url": url}
+    if detail is not None:
+        source["detail"] = detail
+    return source
+
+
+def image_source_to_url(source: Mapping[str, Any]) -> str:
+    if source.get("type") == "base64":
+        return f"data:{source['media_type']};base64,{source['data']}"
+    return str(source["url"])
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(12)}"
+
+
+_ID_PREFIXES = ("chatcmpl-", "msg_")
+
+
+def dialect_id(result_id: str, prefix: str) -> str:
+    """A result id in one API's format, whichever dialect or engine made it."""
+    for known in _ID_PREFIXES:
+        if result_id.startswith(known):
+            result_id = result_id[len(known) :]
+            break
+    return f"{prefix}{result_id}"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def sse_data(payload: Any) -> bytes:
+    """One OpenAI-style SSE frame (``data:`` only)."""
+    text = payload if isinstance(payload, str) else dumps(payload)
+    return f"data: {text}\n\n".encode()
+
+
+def sse_event(event: str, payload: Any) -> bytes:
+    """One Anthropic-style SSE frame (named ``event:`` plus ``data:``)."""
+    return f"event: {event}\ndata: {dumps(payload)}\n\n".encode()
+
+
+async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """Parse an SSE line stream into ``(event, data)`` pairs (event ``""`` when unnamed)."""
+    event = ""
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    if data:
+        yield event, "\n".join(data)
