@@ -154,8 +154,10 @@ class Fields:
         value = self.get(key, "number")
         if value is None:
             return None
-        check_range(self.style, self.at(key), value, minimum=minimum, maximum=maximum)
-        return float(value)
+        # As a float, so range errors speak of a decimal even when given 3.
+        number = float(value)
+        check_range(self.style, self.at(key), number, minimum=minimum, maximum=maximum)
+        return number
 
     def integer(
         self,

@@ -1,0 +1,343 @@
+"""Anthropic Messages request body -> canonical :class:`ChatRequest`.
+
+The canonical request is Anthropic-shaped already, so this is mostly
+validation, worded the way the Messages API words it (``max_tokens: Field
+required``, ``messages.0.role: Input should be 'user' or 'assistant'``).
+``cache_control`` is accepted on tools, system blocks and every message
+content block; the breakpoint rules are checked before returning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from promptcache.dialects._common import (
+    IMAGE_MEDIA_TYPES,
+    TOOL_NAME_PATTERN,
+    DialectRequestError,
+    ErrorStyle,
+    Fields,
+    Path,
+    parse_cache_control,
+)
+from promptcache.errors import RequestError
+from promptcache.request import (
+    ChatRequest,
+    ContentBlock,
+    ImageBlock,
+    Message,
+    SamplingParams,
+    TextBlock,
+    Tool,
+    ToolResultBlock,
+    ToolUseBlock,
+    Transport,
+)
+
+_KIND_WORDS = {
+    "string": "string",
+    "integer": "integer",
+    "number": "number",
+    "boolean": "boolean",
+    "array": "list",
+    "object": "dictionary",
+}
+_PARAMS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "stream",
+        "metadata",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "service_tier",
+    }
+)
+_UNSUPPORTED_BLOCKS = (
+    "document",
+    "search_result",
+    "thinking",
+    "redacted_thinking",
+    "server_tool_use",
+    "web_search_tool_result",
+    "container_upload",
+)
+_BLOCK_TYPES = ("text", "image", "tool_use", "tool_result", *_UNSUPPORTED_BLOCKS)
+
+
+class AnthropicErrorStyle(ErrorStyle):
+    def path(self, path: Path) -> str:
+        return ".".join(str(p) for p in path)
+
+    def _error(self, path: Path, message: str) -> RequestError:
+        where = self.path(path)
+        return DialectRequestError(f"{where}: {message}" if where else message, param=where or None)
+
+    def missing(self, path: Path) -> RequestError:
+        return self._error(path, "Field required")
+
+    def wrong_type(self, path: Path, kind: str, value: Any) -> RequestError:
+        return self._error(path, f"Input should be a valid {_KIND_WORDS[kind]}")
+
+    def not_one_of(self, path: Path, value: Any, allowed: Sequence[str]) -> RequestError:
+        quoted = [f"'{a}'" for a in allowed]
+        options = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        return self._error(path, f"Input should be {options}")
+
+    def out_of_range(
+        self, path: Path, value: float, *, minimum: float | None, maximum: float | None
+    ) -> RequestError:
+        if minimum is not None and value < minimum:
+            return self._error(path, f"Input should be greater than or equal to {minimum:g}")
+        return self._error(path, f"Input should be less than or equal to {maximum:g}")
+
+    def unknown_field(self, path: Path) -> RequestError:
+        return self._error(path, "Extra inputs are not permitted")
+
+    def invalid(self, path: Path, message: str) -> RequestError:
+        return self._error(path, message)
+
+
+STYLE = AnthropicErrorStyle()
+
+
+def parse_request(
+    body: Any, *, tenant: str = "", namespace: str = "", request_id: str | None = None
+) -> ChatRequest:
+    """Validate an Anthropic ``POST /v1/messages`` body and build the canonical request."""
+    top = Fields(STYLE, body)
+    top.reject_unknown(_PARAMS)
+    model = top.required_string("model")
+    max_tokens = top.integer("max_tokens", required=True, minimum=1)
+    thinking = top.obj("thinking")
+    if thinking is not None and thinking.choice("type", ("enabled", "disabled")) == "enabled":
+        raise STYLE.invalid(("thinking",), "extended thinking is not supported by this server")
+    top.integer("top_k", minimum=0)
+    top.choice("service_tier", ("auto", "standard_only"))
+    tools = _parse_tools(top)
+    request = ChatRequest(
+        model=model,
+        messages=_parse_messages(top.array("messages", required=True) or []),
+        system=_parse_system(top),
+        tools=tools,
+        sampling=SamplingParams(
+            temperature=top.number("temperature", minimum=0, maximum=1),
+            top_p=top.number("top_p", minimum=0, maximum=1),
+            max_tokens=max_tokens,
+            stop=_parse_stop_sequences(top),
+        ),
+        tool_choice=_parse_tool_choice(top, tools),
+        tenant=tenant,
+        namespace=namespace,
+        transport=_parse_transport(top, request_id),
+    )
+    request.breakpoints()
+    return request
+
+
+def _parse_stop_sequences(top: Fields) -> tuple[str, ...]:
+    stops = top.array("stop_sequences") or []
+    for i, stop in enumerate(stops):
+        if not isinstance(stop, str):
+            raise STYLE.wrong_type(("stop_sequences", i), "string", stop)
+    return tuple(stops)
+
+
+def _parse_transport(top: Fields, request_id: str | None) -> Transport:
+    metadata = top.obj("metadata")
+    user = None
+    if metadata is not None:
+        metadata.reject_unknown({"user_id"})
+        user = metadata.string("user_id")
+    return Transport(
+        stream=bool(top.boolean("stream")),
+        request_id=request_id,
+        user=user,
+        metadata=None if metadata is None else dict(metadata.data),
+    )
+
+
+def _parse_system(top: Fields) -> tuple[TextBlock, ...]:
+    system = top.data.get("system")
+    if system is None:
+        return ()
+    if isinstance(system, str):
+        return (TextBlock(text=system),) if system else ()
+    if not isinstance(system, list):
+        raise STYLE.wrong_type(("system",), "array", system)
+    blocks = []
+    for i, raw in enumerate(system):
+        block = Fields(STYLE, raw, ("system", i))
+        block.choice("type", ("text",), required=True)
+        blocks.append(_text_block(block))
+    return tuple(blocks)
+
+
+def _text_block(block: Fields) -> TextBlock:
+    block.reject_unknown({"type", "text", "cache_control", "citations"})
+    text = block.required_string("text")
+    if not text:
+        raise STYLE.invalid(block.path, "text content blocks must be non-empty")
+    return TextBlock(text=text, cache_control=parse_cache_control(block))
+
+
+def _parse_tools(top: Fields) -> tuple[Tool, ...]:
+    tools: list[Tool] = []
+    for i, raw in enumerate(top.array("tools") or []):
+        entry = Fields(STYLE, raw, ("tools", i))
+        if entry.choice("type", ("custom",)) is None and entry.has("type"):
+            raise STYLE.invalid(entry.at("type"), "server tools are not supported by this server")
+        entry.reject_unknown({"type", "name", "description", "input_schema", "cache_control"})
+        name = entry.required_string("name")
+        if not TOOL_NAME_PATTERN.match(name):
+            raise STYLE.invalid(
+                entry.at("name"), "String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"
+            )
+        if any(t.name == name for t in tools):
+            raise STYLE.invalid(("tools",), f"Tool names must be unique. Duplicate name: {name}")
+        schema = entry.required_obj("input_schema")
+        schema.choice("type", ("object",), required=True)
+        tools.append(
+            Tool(
+                name=name,
+                description=entry.string("description") or "",
+                input_schema=dict(schema.data),
+                cache_control=parse_cache_control(entry),
+            )
+        )
+    return tuple(tools)
+
+
+def _parse_tool_choice(top: Fields, tools: tuple[Tool, ...]) -> dict[str, Any] | None:
+    choice = top.obj("tool_choice")
+    if choice is None:
+        return None
+    kind = choice.choice("type", ("auto", "any", "tool", "none"), required=True)
+    choice.reject_unknown({"type", "name", "disable_parallel_tool_use"})
+    canonical: dict[str, Any] = {"type": kind}
+    if kind == "tool":
+        name = choice.required_string("name")
+        if all(t.name != name for t in tools):
+            raise STYLE.invalid(choice.at("name"), f"Tool '{name}' not found in tools")
+        canonical["name"] = name
+    if choice.boolean("disable_parallel_tool_use"):
+        canonical["disable_parallel_tool_use"] = True
+    return canonical
+
+
+def _parse_messages(raw_messages: list[Any]) -> tuple[Message, ...]:
+    messages: list[Message] = []
+    tool_use_ids: set[str] = set()
+    for i, raw in enumerate(raw_messages):
+        entry = Fields(STYLE, raw, ("messages", i))
+        entry.reject_unknown({"role", "content"})
+        role = entry.data.get("role")
+        if role == "system":
+            raise STYLE.invalid(
+                entry.at("role"),
+                'Unexpected role "system". The Messages API accepts a top-level `system` '
+                'parameter, not "system" as an input message role.',
+            )
+        if entry.choice("role", ("user", "assistant"), required=True) == "user":
+            content = _content(entry, "user", tool_use_ids)
+            messages.append(Message(role="user", content=content))
+        else:
+            content = _content(entry, "assistant", tool_use_ids)
+            tool_use_ids.update(b.id for b in content if isinstance(b, ToolUseBlock))
+            messages.append(Message(role="assistant", content=content))
+    return tuple(messages)
+
+
+def _content(entry: Fields, role: str, tool_use_ids: set[str]) -> tuple[ContentBlock, ...]:
+    content = entry.data.get("content")
+    if content is None:
+        raise STYLE.missing(entry.at("content"))
+    if isinstance(content, str):
+        return (TextBlock(text=content),)
+    if not isinstance(content, list):
+        raise STYLE.wrong_type(entry.at("content"), "array", content)
+    blocks: list[ContentBlock] = []
+    for j, raw in enumerate(content):
+        block = Fields(STYLE, raw, (*entry.at("content"), j))
+        kind = block.choice("type", _BLOCK_TYPES, required=True)
+        if kind in _UNSUPPORTED_BLOCKS:
+            raise STYLE.invalid(block.at("type"), f"'{kind}' blocks are not supported here")
+        if kind == "text":
+            blocks.append(_text_block(block))
+        elif kind == "image":
+            blocks.append(_image_block(block))
+        elif kind == "tool_use":
+            if role != "assistant":
+                raise STYLE.invalid(
+                    block.path, "tool_use blocks may only appear in assistant turns"
+                )
+            blocks.append(_tool_use_block(block))
+        else:
+            if role != "user":
+                raise STYLE.invalid(block.path, "tool_result blocks may only appear in user turns")
+            blocks.append(_tool_result_block(block, tool_use_ids))
+    return tuple(blocks)
+
+
+def _image_block(block: Fields) -> ImageBlock:
+    block.reject_unknown({"type", "source", "cache_control"})
+    source = block.required_obj("source")
+    kind = source.choice("type", ("base64", "url"), required=True)
+    if kind == "base64":
+        source.reject_unknown({"type", "media_type", "data"})
+        media_type = source.choice("media_type", IMAGE_MEDIA_TYPES, required=True)
+        canonical = {
+            "type": "base64",
+            "media_type": media_type,
+            "data": source.required_string("data"),
+        }
+    else:
+        source.reject_unknown({"type", "url"})
+        canonical = {"type": "url", "url": source.required_string("url")}
+    return ImageBlock(source=canonical, cache_control=parse_cache_control(block))
+
+
+def _tool_use_block(block: Fields) -> ToolUseBlock:
+    block.reject_unknown({"type", "id", "name", "input", "cache_control"})
+    return ToolUseBlock(
+        id=block.required_string("id"),
+        name=block.required_string("name"),
+        input=dict(block.required_obj("input").data),
+        cache_control=parse_cache_control(block),
+    )
+
+
+def _tool_result_block(block: Fields, tool_use_ids: set[str]) -> ToolResultBlock:
+    block.reject_unknown({"type", "tool_use_id", "content", "is_error", "cache_control"})
+    tool_use_id = block.required_string("tool_use_id")
+    if tool_use_id not in tool_use_ids:
+        raise STYLE.invalid(
+            block.path,
+            f"unexpected `tool_use_id` found in `tool_result` blocks: {tool_use_id}. Each "
+            "`tool_result` block must have a corresponding `tool_use` block in a previous message.",
+        )
+    content = block.data.get("content")
+    parts: list[TextBlock | ImageBlock] = []
+    if isinstance(content, str):
+        parts.append(TextBlock(text=content))
+    elif isinstance(content, list):
+        for k, raw in enumerate(content):
+            part = Fields(STYLE, raw, (*block.at("content"), k))
+            kind = part.choice("type", ("text", "image"), required=True)
+            parts.append(_text_block(part) if kind == "text" else _image_block(part))
+    elif content is not None:
+        raise STYLE.wrong_type(block.at("content"), "array", content)
+    return ToolResultBlock(
+        tool_use_id=tool_use_id,
+        content=tuple(parts),
+        is_error=bool(block.boolean("is_error")),
+        cache_control=parse_cache_control(block),
+    )
