@@ -1,0 +1,25 @@
+"""Response-cache stores behind one interface, opened by URL.
+
+``memory://?max_entries=..&max_bytes=..&ttl=..`` (in-process LRU),
+``sqlite:///relative/path.db?max_bytes=..&ttl=..`` (one file, several
+processes; ``sqlite:////absolute/path.db``), ``redis://host:port/db?prefix=..&ttl=..``
+(shared by several processes or hosts).
+"""
+
+from __future__ import annotations
+
+from promptcache.store._url import DEFAULT_STORE_URL, SCHEMES, open_store, sqlite_path
+from promptcache.store.base import ResponseStore, StoredEntry, StoreStats
+from promptcache.store.memory import MemoryStore, MemoryStoreConfig
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "SCHEMES",
+    "MemoryStore",
+    "MemoryStoreConfig",
+    "ResponseStore",
+    "StoreStats",
+    "StoredEntry",
+    "open_store",
+    "sqlite_path",
+]

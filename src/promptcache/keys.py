@@ -1,0 +1,137 @@
+"""Canonical JSON and the exact-response-cache key.
+
+A key is ``pc1:sha256:<64 hex>``: the key-format version, the digest
+algorithm, and the SHA-256 of the canonical JSON of the canonical request
+*minus* its transport fields (``stream``, stream options, request id,
+``user``, ``metadata``), *plus* the tenant and the namespace.
+
+**This form is part of the contract: changing it changes every key.** Any
+change to what goes into the canonical dict or to how it is serialised must
+bump :data:`KEY_VERSION`, so old entries are simply never found again rather
+than served for the wrong request.
+
+Canonical JSON is ``json.dumps`` with sorted keys, compact separators,
+UTF-8 (``ensure_ascii=False``) and no NaN/Infinity. JSON has one number
+type, so integral floats are written as integers (``1.0`` and ``1`` give the
+same key) and ``-0.0`` as ``0``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from promptcache.request import ChatRequest
+
+KEY_VERSION = "pc1"
+KEY_ALGORITHM = "sha256"
+
+_MAX_EXACT_FLOAT_INT = 2**53
+# The request's own fields that never affect the response.
+_TRANSPORT_FIELDS = frozenset({"transport"})
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text of a JSON-compatible value.
+
+    Raises ``TypeError`` (or ``ValueError`` for NaN/Infinity) naming the
+    offending field path when ``value`` holds something JSON cannot express.
+    """
+    return _dumps(_to_json_value(value, "$"))
+
+
+def canonical_request_dict(request: ChatRequest) -> dict[str, Any]:
+    """The request as plain JSON data, transport fields dropped.
+
+    Tuples become lists, mappings plain dicts, dataclasses dicts of their
+    fields; tenant and namespace are kept (they partition the cache).
+    """
+    out: dict[str, Any] = {}
+    for f in fields(request):
+        if f.name in _TRANSPORT_FIELDS:
+            continue
+        out[f.name] = _to_json_value(getattr(request, f.name), f.name)
+    return out
+
+
+def response_key(request: ChatRequest) -> str:
+    """The response-cache key of ``request``: ``pc1:sha256:<hex>``."""
+    return _tagged_digest(_dumps(canonical_request_dict(request)))
+
+
+def langchain_key(prompt: str, llm_string: str, *, namespace: str = "") -> str:
+    """The key of LangChain's ``(prompt, llm_string)`` pair, in the same tagged form.
+
+    The ``kind`` member keeps this key space apart from :func:`response_key`.
+    """
+    payload = {
+        "kind": "langchain",
+        "llm_string": llm_string,
+        "namespace": namespace,
+        "prompt": prompt,
+    }
+    return _tagged_digest(canonical_json(payload))
+
+
+def _tagged_digest(text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return f"{KEY_VERSION}:{KEY_ALGORITHM}:{digest}"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def _to_json_value(value: Any, path: str) -> Any:
+    """Convert to plain JSON data, validating every leaf; errors name ``path``."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        return int(value)  # int subclasses (IntEnum) serialise as plain numbers
+    if isinstance(value, float):
+        return _normalise_float(value, path)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{path}: mapping key {key!r} is a {type(key).__name__}; "
+                    "only string keys can be serialised to canonical JSON"
+                )
+            out[key] = _to_json_value(item, f"{path}.{key}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_to_json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _to_json_value(getattr(value, f.name), f"{path}.{f.name}")
+            for f in fields(value)
+        }
+    raise TypeError(
+        f"{path}: a value of type {type(value).__name__} cannot be serialised to "
+        "canonical JSON (use str, int, float, bool, None, lists and string-keyed dicts)"
+    )
+
+
+def _normalise_float(value: float, path: str) -> int | float:
+    if not math.isfinite(value):
+        raise ValueError(f"{path}: {value!r} is not valid JSON (NaN and Infinity are refused)")
+    if value.is_integer() and abs(value) <= _MAX_EXACT_FLOAT_INT:
+        return int(value)
+    return value
+
+
+__all__ = [
+    "KEY_ALGORITHM",
+    "KEY_VERSION",
+    "canonical_json",
+    "canonical_request_dict",
+    "langchain_key",
+    "response_key",
+]

@@ -1,0 +1,217 @@
+"""Redis store: the shared response cache for several server processes or hosts.
+
+Each entry is one Redis string ``<prefix><key>`` holding an 8-byte
+big-endian creation time followed by the value, written with one ``SET``
+(``PX`` for the TTL), so an entry is atomic and expires on its own.
+Hit/miss counts are buffered in-process and added to the hash
+``<prefix>__stats__`` in batches; ``stats`` counts entries and bytes with
+``SCAN`` (it is an admin call, not a hot path). Evictions are Redis's own
+(``maxmemory`` policy), reported from ``INFO stats``.
+
+Redis being down never fails a caller: a lookup is a miss, a write is
+dropped, and a warning is logged at most once per ``warn_interval``. The
+client reconnects by itself once Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from promptcache.store.base import ResponseStore, StoredEntry, StoreStats, validate_ttl
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">d")
+_STATS_SUFFIX = "__stats__"
+_SCAN_BATCH = 500
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisStoreConfig:
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "promptcache:"
+    ttl: float | None = None
+    socket_timeout: float = 0.5
+    """Seconds before a slow or dead Redis counts as unavailable."""
+    warn_interval: float = 30.0
+    flush_every: int = 256
+    flush_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"Not a Redis URL: {self.url!r}")
+        validate_ttl(self.ttl)
+        validate_ttl(self.socket_timeout, name="socket_timeout")
+        if self.warn_interval < 0 or self.flush_interval < 0 or self.flush_every < 1:
+            raise ValueError("warn_interval/flush_interval must be >= 0 and flush_every >= 1")
+
+
+class RedisStore(ResponseStore):
+    def __init__(self, config: RedisStoreConfig, *, url: str | None = None) -> None:
+        self.config = config
+        self.url = url or config.url
+        self._client: redis_lib.Redis[bytes] = redis_lib.Redis.from_url(
+            config.url,
+            socket_timeout=config.socket_timeout,
+            socket_connect_timeout=config.socket_timeout,
+            # One immediate retry re-dials a connection that died with a
+            # restarted server; more would only slow down misses while it is down.
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=0,
+        )
+        self._stats_key = f"{config.prefix}{_STATS_SUFFIX}"
+        self._lock = threading.Lock()
+        self._pending = {"hits": 0, "misses": 0}
+        self._pending_ops = 0
+        self._last_flush = time.monotonic()
+        self._last_warning = float("-inf")
+
+    def _name(self, key: str) -> str:
+        return self.config.prefix + key
+
+    def get(self, key: str) -> StoredEntry | None:
+        raw: bytes | None = self._guarded("get", self._client.get, self._name(key))
+        entry = None
+        if raw is not None and len(raw) >= _HEADER.size:
+            entry = StoredEntry(raw[_HEADER.size :], _HEADER.unpack_from(raw)[0])
+        self._count("hits" if entry is not None else "misses")
+        return entry
+
+    def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        ttl = validate_ttl(ttl) if ttl is not None else self.config.ttl
+        payload = _HEADER.pack(time.time()) + value
+        px = None if ttl is None else max(1, round(ttl * 1000))
+        self._guarded("put", self._client.set, self._name(key), payload, px=px)
+
+    def delete(self, key: str) -> bool:
+        removed: int | None = self._guarded("delete", self._client.delete, self._name(key))
+        return bool(removed)
+
+    def clear(self) -> int:
+        def clear_all() -> int:
+            removed = 0
+            batch: list[bytes] = []
+            for name in self._client.scan_iter(match=self._pattern(), count=_SCAN_BATCH):
+                if name != self._stats_key.encode():
+                    batch.append(name)
+                if len(batch) >= _SCAN_BATCH:
+                    removed += int(self._client.unlink(*batch))
+                    batch = []
+            if batch:
+                removed += int(self._client.unlink(*batch))
+            return removed
+
+        return self._guarded("clear", clear_all) or 0
+
+    def stats(self) -> StoreStats:
+        self.flush()
+
+        def measure() -> StoreStats:
+            entries = total = 0
+            stats_name = self._stats_key.encode()
+            names = [
+                n
+                for n in self._client.scan_iter(match=self._pattern(), count=_SCAN_BATCH)
+                if n != stats_name
+            ]
+            prefix_len = len(self.config.prefix.encode())
+            for start in range(0, len(names), _SCAN_BATCH):
+                chunk = names[start : start + _SCAN_BATCH]
+                pipe = self._client.pipeline(transaction=False)
+                for name in chunk:
+                    pipe.strlen(name)
+                for name, length in zip(chunk, pipe.execute(), strict=True):
+                    if length:  # 0: expired between SCAN and STRLEN
+                        entries += 1
+                        total += int(length) - _HEADER.size + len(name) - prefix_len
+            counters = self._client.hgetall(self._stats_key)
+            info: Mapping[str, Any] = self._client.info("stats")
+            return StoreStats(
+                url=self.url,
+                entries=entries,
+                bytes=total,
+                hits=int(counters.get(b"hits", 0)),
+                misses=int(counters.get(b"misses", 0)),
+                evictions=int(info.get("evicted_keys", 0)),
+            )
+
+        measured: StoreStats | None = self._guarded("stats", measure)
+        if measured is None:
+            return StoreStats(url=self.url, entries=0, bytes=0, hits=0, misses=0, evictions=0)
+        return measured
+
+    def flush(self) -> None:
+        """Add buffered hit/miss counts to the shared stats hash (dropped if Redis is down)."""
+        with self._lock:
+            pending, self._pending = self._pending, {"hits": 0, "misses": 0}
+            self._pending_ops = 0
+            self._last_flush = time.monotonic()
+        if not any(pending.values()):
+            return
+
+        def add() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for field, amount in pending.items():
+                if amount:
+                    pipe.hincrby(self._stats_key, field, amount)
+            pipe.execute()
+
+        self._guarded("stats update", add)
+
+    def ping(self) -> bool:
+        """True if Redis answers now."""
+        return bool(self._guarded("ping", self._client.ping))
+
+    def close(self) -> None:
+        self.flush()
+        self._client.close()
+
+    def _count(self, field: str) -> None:
+        with self._lock:
+            self._pending[field] += 1
+            self._pending_ops += 1
+            due = self._pending_ops >= self.config.flush_every or (
+                time.monotonic() - self._last_flush >= self.config.flush_interval
+            )
+        if due:
+            self.flush()
+
+    def _pattern(self) -> str:
+        # Escape glob characters so a prefix like "a*" matches only itself.
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.config.prefix)
+        return escaped + "*"
+
+    def _guarded(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one Redis call; on any Redis error log (rate-limited) and return None."""
+        try:
+            return call(*args, **kwargs)
+        except redis_lib.RedisError as exc:
+            now = time.monotonic()
+            with self._lock:
+                warn = now - self._last_warning >= self.config.warn_interval
+                if warn:
+                    self._last_warning = now
+            if warn:
+                logger.warning(
+                    "promptcache: Redis at %s unavailable during %s (%s: %s); serving misses "
+                    "and dropping writes until it is back",
+                    self.url,
+                    what,
+                    type(exc).__name__,
+                    exc,
+                )
+            return None
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r})"
