@@ -193,8 +193,10 @@ def _parse_tools(top: Fields) -> tuple[Tool, ...]:
     tools: list[Tool] = []
     for i, raw in enumerate(top.array("tools") or []):
         entry = Fields(STYLE, raw, ("tools", i))
-        if entry.choice("type", ("custom",)) is None and entry.has("type"):
-            raise STYLE.invalid(entry.at("type"), "server tools are not supported by this server")
+        kind = entry.string("type")
+        if kind not in (None, "custom"):
+            message = f"server tools ('{kind}') are not supported by this server"
+            raise STYLE.invalid(entry.at("type"), message)
         entry.reject_unknown({"type", "name", "description", "input_schema", "cache_control"})
         name = entry.required_string("name")
         if not TOOL_NAME_PATTERN.match(name):
