@@ -86,6 +86,8 @@ class ServerMetrics:
         if queue_depth is not None:
             self.queue_depth.set_function(lambda: float(queue_depth()))
         self.registry.register(_PrefixCacheCollector(prefix_snapshot))
+        self.cache_outcomes = {"HIT": 0, "MISS": 0, "BYPASS": 0}
+        """Plain running counts of response-cache outcomes, for ``/v1/cache/stats``."""
         # Pre-bound children: label lookup is the costly part of an increment.
         self._cache_children = {
             result: self.response_cache.labels(result=result.lower())
@@ -97,6 +99,7 @@ class ServerMetrics:
 
     def count_cache(self, outcome: str) -> None:
         self._cache_children[outcome].inc()
+        self.cache_outcomes[outcome] += 1
 
     def observe_ttft(self, route: str, seconds: float) -> None:
         self.ttft.labels(route=route).observe(seconds)

@@ -1,0 +1,270 @@
+"""``promptcache serve``: the HTTP server on the local engine or in front of an upstream.
+
+Builds the engine (the embedded SmolLM2 model by default, any GGUF file or
+Hugging Face directory with ``--model``, or ``--upstream-url``), the response
+cache (``--store``, SQLite under ``./.promptcache/`` by default) and the app,
+then runs uvicorn and prints where it listens and how to call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from promptcache.checkpoints import AutoCacheConfig
+from promptcache.cli._app import app
+from promptcache.engine.base import Engine
+from promptcache.response_cache import ResponseCache
+from promptcache.server.app import create_app
+from promptcache.server.config import DEFAULT_MAX_BODY_BYTES, ServerConfig
+
+DEFAULT_STORE = "sqlite:///.promptcache/responses.db"
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+console = Console(stderr=True)
+
+
+def parse_size(text: str) -> int:
+    """``"512MB"``, ``"1G"``, ``"1.5GiB"`` or plain bytes as an int (units are powers of 1024)."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a size; use bytes or e.g. 512MB, 2GB")
+    number, unit = match.groups()
+    return int(float(number) * _SIZE_UNITS[(unit or "")[:1].lower()])
+
+
+def _keys_from_env(name: str) -> list[str]:
+    return [key.strip() for key in os.environ.get(name, "").split(",") if key.strip()]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EngineChoice:
+    model: str | None
+    kv_cache_bytes: int | None
+    min_cache_tokens: int
+    upstream_url: str | None
+    upstream_dialect: str
+    upstream_api_key: str | None
+    max_queue: int
+
+
+def _build_engine(choice: _EngineChoice) -> tuple[Engine, str]:
+    """The engine and a one-line description of it."""
+    if choice.upstream_url:
+        from promptcache.engine.upstream import UpstreamConfig, UpstreamEngine
+
+        upstream = UpstreamEngine(
+            UpstreamConfig(
+                base_url=choice.upstream_url,
+                api_key=choice.upstream_api_key,
+                dialect=choice.upstream_dialect,
+            )
+        )
+        return upstream, f"upstream {choice.upstream_dialect} at {choice.upstream_url}"
+    from promptcache.engine.local import LocalEngine, LocalEngineConfig
+    from promptcache.engine.scheduler import ThreadedEngine
+    from promptcache.prefix.cache import PrefixCacheConfig
+
+    prefix_options: dict[str, Any] = {"min_cache_tokens": choice.min_cache_tokens}
+    if choice.kv_cache_bytes is not None:
+        prefix_options["kv_cache_bytes"] = choice.kv_cache_bytes
+    console.print(f"Loading model [bold]{choice.model or 'embedded SmolLM2-135M-Instruct'}[/]…")
+    local = LocalEngine.from_config(
+        LocalEngineConfig(model=choice.model, prefix_cache=PrefixCacheConfig(**prefix_options))
+    )
+    names = ", ".join(info.id for info in local.models())
+    return ThreadedEngine(local, max_queue=choice.max_queue), f"local engine serving {names}"
+
+
+def _open_cache(store_url: str, ttl: float | None) -> ResponseCache | None:
+    if store_url.lower() in ("none", "off", ""):
+        return None
+    from promptcache.store import open_store
+
+    if store_url.startswith("sqlite:///"):
+        path = Path(store_url.removeprefix("sqlite:///").split("?", 1)[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return ResponseCache(open_store(store_url), ttl=ttl)
+
+
+def _print_banner(
+    host: str, port: int, engine: str, store: str, model: str, keys: bool, auto: bool
+) -> None:
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = f"http://{shown_host}:{port}"
+    auth = ' -H "Authorization: Bearer $KEY"' if keys else ""
+    console.print(f"[bold green]promptcache[/] listening on [bold]{base}[/]")
+    console.print(f"  engine: {engine}")
+    console.print(f"  response cache: {store}")
+    console.print(f"  api keys: {'required' if keys else 'none (open)'}")
+    console.print(f"  automatic checkpoints: {'on' if auto else 'off'}")
+    console.print("Try it:")
+    console.print(
+        f"  curl -s {base}/v1/chat/completions{auth} -H 'content-type: application/json' "
+        f'-d \'{{"model": "{model}", "max_tokens": 32, '
+        '"messages": [{"role": "user", "content": "Say hello"}]}\'',
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(f"  OpenAI SDK:    OpenAI(base_url='{base}/v1', api_key='...')", highlight=False)
+    console.print(f"  Anthropic SDK: Anthropic(base_url='{base}', api_key='...')", highlight=False)
+    console.print(f"  stats: {base}/v1/cache/stats   metrics: {base}/metrics", highlight=False)
+
+
+class _Server(uvicorn.Server):
+    """Prints the banner once the socket is bound (not before, so it never lies)."""
+
+    def __init__(self, config: uvicorn.Config, banner: Any) -> None:
+        super().__init__(config)
+        self._banner = banner
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._banner()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    model: Annotated[
+        str | None,
+        typer.Option(help="GGUF file or Hugging Face model directory (default: embedded)."),
+    ] = None,
+    store: Annotated[
+        str, typer.Option(help="Response-cache store URL (memory://, sqlite:///, redis://, none).")
+    ] = DEFAULT_STORE,
+    cache_ttl: Annotated[
+        float | None, typer.Option(help="Seconds a stored response stays valid (default: store's).")
+    ] = None,
+    kv_cache_bytes: Annotated[
+        str | None, typer.Option(help="KV prefix-cache budget, e.g. 512MB or 2GB.")
+    ] = None,
+    min_cache_tokens: Annotated[
+        int, typer.Option(help="Shortest prefix the KV cache reads or writes.")
+    ] = 1024,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="API key (repeatable; also PROMPTCACHE_API_KEYS=k1,k2). Each is a tenant."
+        ),
+    ] = None,
+    admin_key: Annotated[
+        list[str] | None,
+        typer.Option(help="Key allowed to DELETE /v1/cache (repeatable; PROMPTCACHE_ADMIN_KEYS)."),
+    ] = None,
+    upstream_url: Annotated[
+        str | None, typer.Option(help="Proxy to this provider base URL instead of the local model.")
+    ] = None,
+    upstream_dialect: Annotated[
+        str, typer.Option(help="Upstream API: openai or anthropic.")
+    ] = "openai",
+    upstream_api_key: Annotated[
+        str | None,
+        typer.Option(envvar="PROMPTCACHE_UPSTREAM_API_KEY", help="Key sent to the upstream."),
+    ] = None,
+    max_queue: Annotated[
+        int, typer.Option(help="Requests waiting for the local engine before 429s.")
+    ] = 32,
+    max_body_bytes: Annotated[
+        str, typer.Option(help="Largest accepted request body, e.g. 8MB.")
+    ] = str(DEFAULT_MAX_BODY_BYTES),
+    auto_cache: Annotated[
+        bool, typer.Option(help="Place cache_control checkpoints automatically.")
+    ] = False,
+    auto_cache_ttl: Annotated[
+        str, typer.Option(help="TTL of automatic checkpoints: 5m or 1h.")
+    ] = "5m",
+    auto_cache_min_messages: Annotated[
+        int, typer.Option(help="Fewest messages for automatic checkpoints.")
+    ] = 0,
+    cache_sampled: Annotated[
+        bool, typer.Option(help="Also cache sampled requests (temperature > 0 without seed).")
+    ] = False,
+    access_log: Annotated[bool, typer.Option(help="Log every request (slower).")] = False,
+) -> None:
+    """Serve the OpenAI and Anthropic APIs with both caches in front of the model."""
+    if upstream_dialect not in ("openai", "anthropic"):
+        raise typer.BadParameter("must be openai or anthropic", param_hint="--upstream-dialect")
+    api_keys = [*(api_key or []), *_keys_from_env("PROMPTCACHE_API_KEYS")]
+    admin_keys = [*(admin_key or []), *_keys_from_env("PROMPTCACHE_ADMIN_KEYS")]
+    try:
+        auto = (
+            AutoCacheConfig(
+                ttl="1h" if auto_cache_ttl == "1h" else "5m",
+                min_messages_to_cache=auto_cache_min_messages,
+            )
+            if auto_cache
+            else None
+        )
+        if auto_cache_ttl not in ("5m", "1h"):
+            raise ValueError(f"--auto-cache-ttl must be 5m or 1h, got {auto_cache_ttl!r}")
+        config = ServerConfig(
+            api_keys=tuple(api_keys),
+            admin_keys=tuple(admin_keys),
+            max_body_bytes=parse_size(max_body_bytes),
+            cache_sampled=cache_sampled,
+            auto_cache=auto,
+            # An OpenAI-compatible upstream has no explicit breakpoints to honour.
+            model_supports_caching=not (upstream_url and upstream_dialect == "openai"),
+        )
+        cache = _open_cache(store, cache_ttl)
+        engine, engine_text = _build_engine(
+            _EngineChoice(
+                model=model,
+                kv_cache_bytes=parse_size(kv_cache_bytes) if kv_cache_bytes else None,
+                min_cache_tokens=min_cache_tokens,
+                upstream_url=upstream_url,
+                upstream_dialect=upstream_dialect,
+                upstream_api_key=upstream_api_key,
+                max_queue=max_queue,
+            )
+        )
+    except (ValueError, OSError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    server_app = create_app(config, engine=engine, cache=cache)
+    models = engine.models()
+    first_model = models[0].id if models else "your-model"
+    server = _Server(
+        uvicorn.Config(
+            server_app,
+            host=host,
+            port=port,
+            loop="uvloop" if _has("uvloop") else "asyncio",
+            http="httptools" if _has("httptools") else "h11",
+            log_level="info" if access_log else "warning",
+            access_log=access_log,
+        ),
+        banner=lambda: _print_banner(
+            host,
+            port,
+            engine_text,
+            cache.store.url if cache is not None else "off",
+            first_model,
+            bool(api_keys or admin_keys),
+            auto is not None,
+        ),
+    )
+    try:
+        server.run()
+    finally:
+        asyncio.run(engine.aclose())
+        if cache is not None:
+            cache.store.close()
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None

@@ -1,0 +1,398 @@
+"""One chat request through the server, start to finish, in one place.
+
+    HTTP body -> key check (401) -> size check (413) -> dialect.parse_request (400)
+      -> model resolution (404)
+      -> response cache: HIT (render / replay as SSE) | coalesce on a flight | BYPASS
+      -> checkpoint planner (--auto-cache)
+      -> engine (queue, 429) -> Result -> store -> observers -> render
+
+Both dialects share this flow; the routes only choose the dialect. The
+response-cache rules (SPEC §3):
+
+* Only deterministic requests are cached: greedy (temperature 0 or unset) or
+  seeded. A sampled request without a seed is meant to vary, so it is a
+  ``BYPASS`` unless the server runs with ``cache_sampled``.
+* ``Cache-Control: no-cache`` skips the lookup and coalescing (``BYPASS``, as
+  the library's ``get_or_compute``) but stores the fresh result; ``no-store``
+  serves hits but stores nothing; ``max-age=N`` treats older entries as misses.
+* Only complete, successful results are stored: the store is written when the
+  engine's final ``Result`` arrives, never for an error or a stream the client
+  abandoned.
+* A request that joined another identical request's flight is answered from
+  its result and reported as a ``HIT`` (it cost no model work).
+
+:class:`RequestObserver` is the single hook where a finished request's model,
+tenant, usage and cache outcome are known (cost accounting plugs in there).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from promptcache.checkpoints import plan_checkpoints
+from promptcache.dialects.replay import replay_events
+from promptcache.engine.base import Engine
+from promptcache.errors import PromptCacheError, RequestError
+from promptcache.keys import response_key
+from promptcache.request import ChatRequest, Result, StreamEvent, TextDelta, Usage
+from promptcache.response_cache import CacheHit, ResponseCache
+from promptcache.server.auth import KeyRing
+from promptcache.server.cache_policy import (
+    BYPASS,
+    HIT,
+    MISS,
+    CacheDirectives,
+    namespace_of,
+    parse_cache_control,
+)
+from promptcache.server.config import ServerConfig
+from promptcache.server.dialect import Dialect
+from promptcache.server.limits import read_body
+from promptcache.server.metrics import ServerMetrics
+from promptcache.server.models import ModelCatalog
+from promptcache.server.responses import (
+    ClosingStreamingResponse,
+    error_response,
+    json_response,
+    sse_error_frame,
+)
+
+logger = logging.getLogger(__name__)
+
+Publish = Callable[[Result], Awaitable[None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompletedRequest:
+    """A chat request that finished successfully, as observers see it."""
+
+    route: str
+    """``"openai"`` or ``"anthropic"``."""
+    model: str
+    tenant: str
+    namespace: str
+    usage: Usage
+    """The usage served to the client (on a HIT: the original request's usage)."""
+    cache: str
+    """``"HIT"``, ``"MISS"`` or ``"BYPASS"``."""
+    stream: bool
+    key: str | None
+    result: Result
+
+
+class RequestObserver(Protocol):
+    def on_complete(self, record: CompletedRequest) -> Mapping[str, str]:
+        """Called once per successful chat request, on the event loop: keep it cheap.
+
+        Returns extra response headers (e.g. ``x-promptcache-cost``); they are
+        sent when the headers have not gone out yet, that is for everything
+        but a stream the engine is still generating.
+        """
+        ...
+
+
+class ChatFlow:
+    """Serves ``POST /v1/chat/completions`` and ``POST /v1/messages``."""
+
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        engine: Engine,
+        cache: ResponseCache | None,
+        keyring: KeyRing,
+        catalog: ModelCatalog,
+        metrics: ServerMetrics,
+        observers: Sequence[RequestObserver] = (),
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.cache = cache
+        self.keyring = keyring
+        self.catalog = catalog
+        self.metrics = metrics
+        self.observers = list(observers)
+
+    async def handle(self, http: Request, dialect: Dialect, route: str) -> Response:
+        started = time.perf_counter()
+        try:
+            request = await self._parse(http, dialect)
+            directives = parse_cache_control(http.headers.get("cache-control"))
+            response = await self._serve(request, directives, dialect, route, started)
+        except PromptCacheError as error:
+            response = error_response(dialect, error)
+        self.metrics.count_request(route, response.status_code)
+        return response
+
+    # -- request --------------------------------------------------------------
+
+    async def _parse(self, http: Request, dialect: Dialect) -> ChatRequest:
+        tenant = self.keyring.tenant(http.headers)
+        namespace = namespace_of(http.headers)
+        body = await read_body(http, limit=self.config.max_body_bytes)
+        try:
+            data: Any = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestError(f"The request body is not valid JSON: {exc}") from None
+        request = dialect.parse_request(data, tenant=tenant, namespace=namespace)
+        model = self.catalog.resolve(request.model)
+        if model != request.model:
+            request = replace(request, model=model)
+        request.breakpoints()  # 400 on too many or misordered, before any cache access
+        return request
+
+    def _cache_key(self, request: ChatRequest, directives: CacheDirectives) -> str | None:
+        if self.cache is None or not (directives.read or directives.write):
+            return None
+        sampling = request.sampling
+        if not (sampling.greedy or sampling.seed is not None or self.config.cache_sampled):
+            return None
+        return response_key(request)
+
+    # -- response cache ------------------------------------------------------
+
+    async def _serve(
+        self,
+        request: ChatRequest,
+        directives: CacheDirectives,
+        dialect: Dialect,
+        route: str,
+        started: float,
+    ) -> Response:
+        key = self._cache_key(request, directives)
+        cache = self.cache
+        if key is None or cache is None:
+            self.metrics.count_cache(BYPASS)
+            return await self._generate(request, dialect, route, started, key=None, status=BYPASS)
+        if not directives.read:
+            # no-cache: not looked up (BYPASS), but the fresh result is stored.
+            self.metrics.count_cache(BYPASS)
+
+            async def store(result: Result) -> None:
+                await cache.aput(key, result)
+
+            return await self._generate(
+                request, dialect, route, started, key=key, status=BYPASS, publish=store
+            )
+        hit = await cache.aget(key, max_age=directives.max_age)
+        if hit is not None:
+            self.metrics.count_cache(HIT)
+            return self._replay(request, hit.result, hit.age, dialect, route, key)
+        stack = AsyncExitStack()
+        flight = await stack.enter_async_context(cache.flight(key, write=directives.write))
+        if flight.result is None:
+            # A leader may have stored its result between our miss and our election.
+            hit = await cache.aget(key, max_age=directives.max_age)
+            if hit is not None:
+                flight.publish(hit.result, write=False)
+        else:
+            hit = CacheHit(result=flight.result, age=0.0)
+        if hit is not None:
+            await stack.aclose()
+            self.metrics.count_cache(HIT)
+            return self._replay(request, hit.result, hit.age, dialect, route, key)
+        self.metrics.count_cache(MISS)
+
+        async def publish(result: Result) -> None:
+            flight.publish(result)  # stored when the flight exits, waiters served now
+
+        return await self._generate(
+            request, dialect, route, started, key=key, status=MISS, publish=publish, stack=stack
+        )
+
+    def _replay(
+        self,
+        request: ChatRequest,
+        result: Result,
+        age: float,
+        dialect: Dialect,
+        route: str,
+        key: str,
+    ) -> Response:
+        headers = {"x-promptcache": HIT, "x-promptcache-key": key, "age": str(int(age))}
+        headers.update(self._observe(request, result, route, HIT, key))
+        if request.transport.stream:
+            frames = dialect.render_stream(replay_events(result), request)
+            return ClosingStreamingResponse(frames, headers=headers)
+        return json_response(dialect.render_response(result, request), headers=headers)
+
+    # -- engine ----------------------------------------------------------------
+
+    async def _generate(
+        self,
+        request: ChatRequest,
+        dialect: Dialect,
+        route: str,
+        started: float,
+        *,
+        key: str | None,
+        status: str,
+        publish: Publish | None = None,
+        stack: AsyncExitStack | None = None,
+    ) -> Response:
+        stack = stack or AsyncExitStack()
+        headers = {"x-promptcache": status}
+        if key is not None:
+            headers["x-promptcache-key"] = key
+        try:
+            planned = self._plan(request)
+            events = self.engine.stream(planned)
+            if not request.transport.stream:
+                result = await self._collect(events, route, started)
+                if publish is not None:
+                    await publish(result)
+                headers.update(self._observe(request, result, route, status, key))
+                body = dialect.render_response(result, request)
+            else:
+                # The first event is awaited here so that a full queue (429) or an
+                # engine-side validation error still gets its own HTTP status.
+                first = await anext(events)
+        except BaseException as exc:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        if not request.transport.stream:
+            await stack.aclose()
+            return json_response(body, headers=headers)
+        observed = _Tap(
+            first=first,
+            events=events,
+            on_first_token=lambda: self.metrics.observe_ttft(route, time.perf_counter() - started),
+            on_result=lambda result: self._observe(request, result, route, status, key),
+            publish=publish,
+        )
+        frames = self._stream_frames(observed, request, dialect, route, stack)
+        return ClosingStreamingResponse(frames, headers=headers)
+
+    def _plan(self, request: ChatRequest) -> ChatRequest:
+        if self.config.auto_cache is None:
+            return request
+        return plan_checkpoints(
+            request,
+            self.config.auto_cache,
+            model_supports_caching=self.config.model_supports_caching,
+        )
+
+    async def _collect(
+        self, events: AsyncIterator[StreamEvent], route: str, started: float
+    ) -> Result:
+        first_token = True
+        try:
+            async for event in events:
+                if first_token and isinstance(event, TextDelta | Result):
+                    first_token = False
+                    self.metrics.observe_ttft(route, time.perf_counter() - started)
+                if isinstance(event, Result):
+                    return event
+        finally:
+            await _aclose(events)
+        raise PromptCacheError("The engine ended without a result.")
+
+    async def _stream_frames(
+        self,
+        tap: _Tap,
+        request: ChatRequest,
+        dialect: Dialect,
+        route: str,
+        stack: AsyncExitStack,
+    ) -> AsyncIterator[bytes]:
+        exc_info: tuple[Any, Any, Any] = (None, None, None)
+        frames = dialect.render_stream(tap.stream, request)
+        try:
+            async for frame in frames:
+                yield frame
+        except PromptCacheError as error:
+            # Headers (200) are gone: report in-band, as both APIs do mid-stream.
+            exc_info = (type(error), error, error.__traceback__)
+            yield sse_error_frame(route, dialect, error)
+        except BaseException as exc:
+            exc_info = (type(exc), exc, exc.__traceback__)
+            raise
+        finally:
+            await _aclose(frames)
+            await tap.aclose()
+            await stack.__aexit__(*exc_info)
+
+    def _observe(
+        self, request: ChatRequest, result: Result, route: str, status: str, key: str | None
+    ) -> dict[str, str]:
+        if not self.observers:
+            return {}
+        record = CompletedRequest(
+            route=route,
+            model=request.model,
+            tenant=request.tenant,
+            namespace=request.namespace,
+            usage=result.usage,
+            cache=status,
+            stream=request.transport.stream,
+            key=key,
+            result=result,
+        )
+        headers: dict[str, str] = {}
+        for observer in self.observers:
+            try:
+                headers.update(observer.on_complete(record))
+            except Exception:  # an accounting bug must not fail a served request
+                logger.exception("request observer %r failed", observer)
+        return headers
+
+
+class _Tap:
+    """Passes a primed engine stream through, acting on the first token and the Result.
+
+    The Result is stored (``publish``) as soon as it arrives, before its frames
+    are rendered, so a client leaving right after the last token does not
+    lose a complete answer; a stream that never reaches its Result stores
+    nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        first: StreamEvent,
+        events: AsyncIterator[StreamEvent],
+        on_first_token: Callable[[], None],
+        on_result: Callable[[Result], object],
+        publish: Publish | None,
+    ) -> None:
+        self._first = first
+        self._events = events
+        self._on_first_token = on_first_token
+        self._on_result = on_result
+        self._publish = publish
+        self._seen_token = False
+        self.stream = self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[StreamEvent]:
+        yield await self._see(self._first)
+        async for event in self._events:
+            yield await self._see(event)
+
+    async def _see(self, event: StreamEvent) -> StreamEvent:
+        if not self._seen_token and isinstance(event, TextDelta | Result):
+            self._seen_token = True
+            self._on_first_token()
+        if isinstance(event, Result):
+            if self._publish is not None:
+                await self._publish(event)
+            self._on_result(event)
+        return event
+
+    async def aclose(self) -> None:
+        await _aclose(self.stream)
+        await _aclose(self._events)
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,61 @@
+"""HTTP response helpers shared by the routes: JSON bodies, error bodies, SSE streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from promptcache.errors import PromptCacheError
+from promptcache.server.dialect import Dialect
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def json_response(
+    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(dialect: Dialect, error: PromptCacheError) -> Response:
+    status, body = dialect.render_error(error)
+    headers = {"retry-after": "1"} if status == 429 else None
+    return json_response(body, status=status, headers=headers)
+
+
+def sse_error_frame(dialect_name: str, dialect: Dialect, error: PromptCacheError) -> bytes:
+    """An error reported inside an SSE stream whose 200 status is already sent."""
+    _, body = dialect.render_error(error)
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    if dialect_name == "anthropic":
+        return f"event: error\ndata: {data}\n\n".encode()
+    return f"data: {data}\n\n".encode()
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that always closes its body iterator.
+
+    Starlette cancels the sending task when the client disconnects, which can
+    leave the body generator suspended until garbage collection; closing it
+    here runs its ``finally`` at once, so the generation is cancelled and its
+    KV references are released promptly.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], *, headers: Mapping[str, str]) -> None:
+        super().__init__(
+            content, headers={**SSE_HEADERS, **headers}, media_type="text/event-stream"
+        )
+        self._content = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self._content, "aclose", None)
+            if aclose is not None:
+                await aclose()

@@ -1,0 +1,127 @@
+"""Everything that is not a chat call: models, cache stats and clearing, health, metrics.
+
+``GET /v1/models`` answers in Anthropic's format when the request carries an
+``anthropic-version`` header (as the Anthropic SDK always does), else in
+OpenAI's. ``GET /healthz`` and ``GET /metrics`` need no key, so load
+balancers and Prometheus can reach them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+
+from promptcache.dialects import anthropic, openai
+from promptcache.engine.base import Engine
+from promptcache.errors import PromptCacheError
+from promptcache.response_cache import ResponseCache
+from promptcache.server.auth import KeyRing
+from promptcache.server.dialect import Dialect
+from promptcache.server.metrics import CONTENT_TYPE, ServerMetrics
+from promptcache.server.models import ModelCatalog
+from promptcache.server.responses import error_response, json_response
+
+StatsSection = Callable[[], Any]
+
+
+@dataclasses.dataclass(kw_only=True)
+class AdminContext:
+    engine: Engine
+    cache: ResponseCache | None
+    keyring: KeyRing
+    catalog: ModelCatalog
+    metrics: ServerMetrics
+    stats_sections: Mapping[str, StatsSection]
+
+
+def _models_dialect(request: Request) -> Dialect:
+    return anthropic if "anthropic-version" in request.headers else openai
+
+
+def _engine_figures(engine: Engine) -> dict[str, Any]:
+    figures: dict[str, Any] = {"type": type(engine).__name__}
+    for name in ("queue_depth", "running", "max_queue", "workers"):
+        value = getattr(engine, name, None)
+        if isinstance(value, int):
+            figures[name] = value
+    return figures
+
+
+def cache_stats(ctx: AdminContext) -> dict[str, Any]:
+    """The body of ``GET /v1/cache/stats``."""
+    outcomes = ctx.metrics.cache_outcomes
+    lookups = outcomes["HIT"] + outcomes["MISS"]
+    body: dict[str, Any] = {
+        "response_cache": None,
+        "requests": {
+            "hit": outcomes["HIT"],
+            "miss": outcomes["MISS"],
+            "bypass": outcomes["BYPASS"],
+            "hit_ratio": round(outcomes["HIT"] / lookups, 6) if lookups else 0.0,
+        },
+        "prefix_cache": None,
+        "engine": _engine_figures(ctx.engine),
+    }
+    if ctx.cache is not None:
+        store = ctx.cache.store.stats()
+        body["response_cache"] = {
+            **dataclasses.asdict(store),
+            "hit_ratio": round(store.hit_ratio, 6),
+        }
+    snapshot = ctx.engine.prefix_stats()
+    if snapshot is not None:
+        prefix = dataclasses.asdict(snapshot)
+        queried = snapshot.tokens_queried
+        prefix["token_hit_ratio"] = round(snapshot.tokens_hit / queried, 6) if queried else 0.0
+        body["prefix_cache"] = prefix
+    for name, section in ctx.stats_sections.items():
+        body[name] = section()
+    return body
+
+
+def register(app: Starlette, ctx: AdminContext) -> None:
+    async def models(request: Request) -> Response:
+        dialect = _models_dialect(request)
+        try:
+            ctx.keyring.tenant(request.headers)
+        except PromptCacheError as error:
+            return error_response(dialect, error)
+        return json_response(dialect.render_models(ctx.catalog.models))
+
+    async def stats(request: Request) -> Response:
+        try:
+            ctx.keyring.tenant(request.headers)
+        except PromptCacheError as error:
+            return error_response(openai, error)
+        # Store stats may touch SQLite or Redis: keep that off the event loop.
+        return json_response(await asyncio.to_thread(cache_stats, ctx))
+
+    async def clear(request: Request) -> Response:
+        try:
+            ctx.keyring.require_admin(request.headers)
+        except PromptCacheError as error:
+            return error_response(openai, error)
+        responses = 0
+        if ctx.cache is not None:
+            responses = await ctx.cache.store.aclear()
+        await asyncio.to_thread(ctx.engine.clear_prefix_cache)
+        return json_response({"cleared": {"responses": responses, "prefix_cache": True}})
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok", "models": [info.id for info in ctx.catalog.models]})
+
+    async def metrics(request: Request) -> Response:
+        body = await asyncio.to_thread(ctx.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE)
+
+    app.add_route("/v1/models", models, methods=["GET"])
+    app.add_route("/v1/cache/stats", stats, methods=["GET"])
+    app.add_route("/v1/cache", clear, methods=["DELETE"])
+    app.add_route("/healthz", healthz, methods=["GET"])
+    app.add_route("/metrics", metrics, methods=["GET"])
