@@ -179,6 +179,7 @@ class PrefixCache:
         self._tokens_queried = 0
         self._tokens_hit = 0
         self._evictions = 0
+        self._waiting = 0
 
     @property
     def block_size(self) -> int:
@@ -199,6 +200,12 @@ class PrefixCache:
         """Blocks some request has claimed to compute and not yet committed or released."""
         with self._cond:
             return len(self._claims)
+
+    @property
+    def requests_waiting(self) -> int:
+        """Requests sleeping until blocks another request is computing are committed."""
+        with self._cond:
+            return self._waiting
 
     # -- match -------------------------------------------------------------
 
@@ -276,7 +283,11 @@ class PrefixCache:
                 return chain
             if cancel is not None:
                 remaining = min(remaining, _CANCEL_POLL_SECONDS)
-            self._cond.wait(remaining)
+            self._waiting += 1
+            try:
+                self._cond.wait(remaining)
+            finally:
+                self._waiting -= 1
 
     def _confirmed_chain(
         self, hashes: Sequence[BlockHash], tokens: tuple[int, ...], root: BlockHash
