@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.response_cache import ResponseCache
+from promptcache.server.app import create_app
+from promptcache.server.config import ServerConfig
+from promptcache.store import open_store
+from tests.server.fakes import FakeSyncEngine
+
+ServerFactory = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, FastAPI]]]
+
+
+@pytest.fixture
+def fake_engine() -> FakeSyncEngine:
+    return FakeSyncEngine()
+
+
+@pytest.fixture
+def serve(fake_engine: FakeSyncEngine) -> Iterator[ServerFactory]:
+    """``async with serve(config=..., max_queue=...) as (client, app)``: in-process server."""
+
+    @asynccontextmanager
+    async def factory(
+        config: ServerConfig | None = None,
+        *,
+        max_queue: int = 8,
+        cache: bool = True,
+        **app_options: Any,
+    ) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+        engine = ThreadedEngine(fake_engine, max_queue=max_queue)
+        response_cache = ResponseCache(open_store("memory://")) if cache else None
+        app = create_app(
+            config or ServerConfig(), engine=engine, cache=response_cache, **app_options
+        )
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield client, app
+        finally:
+            if fake_engine.gate is not None:
+                fake_engine.gate.set()
+            await engine.aclose()
+
+    yield factory
+
+
+def openai_body(text: str = "hello world", **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "fake-model",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": text}],
+        **extra,
+    }
+
+
+def anthropic_body(text: str = "hello world", **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "fake-model",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": text}],
+        **extra,
+    }
