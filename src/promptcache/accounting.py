@@ -32,14 +32,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from promptcache.pricing import ModelPrice, PriceTable, cost, cost_without_cache, format_amount
-from promptcache.request import Usage
+from promptcache.request import Result, Usage
 
 COST_HEADER = "x-promptcache-cost"
 COST_WITHOUT_CACHE_HEADER = "x-promptcache-cost-without-cache"
@@ -252,6 +252,43 @@ class CostLedger:
         registry.register(_LedgerCollector(self))
 
 
+class CompletedRequestLike(Protocol):
+    """What the server's request observer hook passes (``server.flow.CompletedRequest``)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def cache(self) -> str: ...
+    @property
+    def result(self) -> Result: ...
+
+
+class CostObserver:
+    """The server's request observer: records each completed request, returns its cost headers.
+
+    The price is looked up under the model that produced the answer
+    (``result.model``), which for an alias or an upstream snapshot name is
+    more precise than the name the client asked for; the totals are grouped
+    under that name too.
+    """
+
+    def __init__(self, ledger: CostLedger) -> None:
+        self.ledger = ledger
+
+    def on_complete(self, record: CompletedRequestLike) -> dict[str, str]:
+        charge = self.ledger.record(
+            model=record.result.model or record.model,
+            tenant=record.tenant,
+            usage=record.usage,
+            response_cache_hit=record.cache == "HIT",
+        )
+        return charge.headers()
+
+
 class _LedgerCollector(Collector):
     def __init__(self, ledger: CostLedger) -> None:
         self._ledger = ledger
@@ -328,6 +365,7 @@ __all__ = [
     "COST_HEADER",
     "COST_WITHOUT_CACHE_HEADER",
     "CostLedger",
+    "CostObserver",
     "CostTotals",
     "RequestCost",
     "request_cost",

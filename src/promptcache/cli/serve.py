@@ -19,9 +19,11 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from promptcache.accounting import CostLedger, CostObserver
 from promptcache.checkpoints import AutoCacheConfig
 from promptcache.cli._app import app
 from promptcache.engine.base import Engine
+from promptcache.pricing import PriceTable
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
 from promptcache.server.config import DEFAULT_MAX_BODY_BYTES, ServerConfig
@@ -192,6 +194,10 @@ def serve(
         bool, typer.Option(help="Also cache sampled requests (temperature > 0 without seed).")
     ] = False,
     access_log: Annotated[bool, typer.Option(help="Log every request (slower).")] = False,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="TOML price table for cost accounting, merged over the built-in one."),
+    ] = None,
 ) -> None:
     """Serve the OpenAI and Anthropic APIs with both caches in front of the model."""
     if upstream_dialect not in ("openai", "anthropic"):
@@ -218,6 +224,7 @@ def serve(
             # An OpenAI-compatible upstream has no explicit breakpoints to honour.
             model_supports_caching=not (upstream_url and upstream_dialect == "openai"),
         )
+        ledger = CostLedger(prices=PriceTable.from_toml(prices) if prices else None)
         cache = _open_cache(store, cache_ttl)
         engine, engine_text = _build_engine(
             _EngineChoice(
@@ -233,7 +240,14 @@ def serve(
     except (ValueError, OSError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    server_app = create_app(config, engine=engine, cache=cache)
+    server_app = create_app(
+        config,
+        engine=engine,
+        cache=cache,
+        observers=[CostObserver(ledger)],
+        stats_sections={"costs": ledger.snapshot},
+    )
+    ledger.register_metrics(server_app.state.metrics.registry)
     models = engine.models()
     first_model = models[0].id if models else "your-model"
     server = _Server(
