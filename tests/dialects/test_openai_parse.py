@@ -130,7 +130,7 @@ def test_function_calling_conversation() -> None:
     assert request.tools[0].name == "get_current_weather"
     assert request.tools[0].input_schema["required"] == ["location"]
     assert request.tool_choice == {"type": "auto", "disable_parallel_tool_use": True}
-    user, assistant, results, thanks = request.messages
+    _user, assistant, results, thanks = request.messages
     assert assistant.role == "assistant"
     assert assistant.content == (
         ToolUseBlock(id="call_1", name="get_current_weather", input={"location": "Boston, MA"}),

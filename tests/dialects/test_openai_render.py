@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from openai import AsyncOpenAI, BadRequestError
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -21,7 +21,7 @@ from promptcache.errors import (
     RequestError,
     UpstreamError,
 )
-from promptcache.request import Choice, PromptUsage, TextDelta, ToolUseBlock
+from promptcache.request import Choice, PromptUsage, StreamEvent, TextDelta, ToolUseBlock
 
 from .helpers import USAGE, collect, make_result, sse_json, stream_of
 
@@ -76,7 +76,7 @@ def test_result_ids_from_other_dialects_are_reprefixed() -> None:
 
 
 async def test_stream_chunks_validate_and_carry_usage() -> None:
-    events = [
+    events: list[StreamEvent] = [
         PromptUsage(usage=USAGE),
         TextDelta(choice_index=0, text="Hello"),
         TextDelta(choice_index=0, text=" there"),
@@ -103,7 +103,7 @@ async def test_stream_chunks_validate_and_carry_usage() -> None:
 
 
 async def test_stream_without_include_usage_has_no_usage_key() -> None:
-    events = [TextDelta(choice_index=0, text="Hi"), make_result("Hi")]
+    events: list[StreamEvent] = [TextDelta(choice_index=0, text="Hi"), make_result("Hi")]
     frames = sse_json(await collect(openai.render_stream(stream_of(events), REQUEST)))
     assert all("usage" not in data for _, data in frames[:-1])
     assert all(data["choices"] for _, data in frames[:-1])
@@ -117,7 +117,7 @@ async def test_stream_of_tool_calls_and_several_choices() -> None:
             Choice(index=1, finish_reason="tool_calls", tool_calls=(call,)),
         )
     )
-    events = [TextDelta(choice_index=0, text="A"), result]
+    events: list[StreamEvent] = [TextDelta(choice_index=0, text="A"), result]
     frames = sse_json(await collect(openai.render_stream(stream_of(events), REQUEST)))
     chunks = [ChatCompletionChunk.model_validate(d) for _, d in frames[:-1]]
     by_choice: dict[int, list[Any]] = {0: [], 1: []}
@@ -133,18 +133,18 @@ async def test_stream_of_tool_calls_and_several_choices() -> None:
 
 
 async def _sdk(raw: bytes | dict[str, Any], status: int = 200) -> AsyncOpenAI:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         if isinstance(raw, bytes):
-            return httpx.Response(
+            return httpx2.Response(
                 status, content=raw, headers={"content-type": "text/event-stream"}
             )
-        return httpx.Response(status, json=raw)
+        return httpx2.Response(status, json=raw)
 
     return AsyncOpenAI(
         base_url="http://127.0.0.1:9/v1",
         api_key="k",
         max_retries=0,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
     )
 
 

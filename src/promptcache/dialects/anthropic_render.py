@@ -234,6 +234,7 @@ def render_models(models: list[ModelInfo]) -> dict[str, Any]:
             "type": "model",
             "id": name,
             "display_name": name,
+            "lifecycle": "active",
             "created_at": datetime.fromtimestamp(m.created, UTC).isoformat().replace("+00:00", "Z"),
         }
         for m in models
