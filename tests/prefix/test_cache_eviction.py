@@ -119,8 +119,16 @@ def test_pins_on_uncached_prefixes_are_reported_not_applied() -> None:
     report = cache.commit(match, prompt, kv_for(prompt), pins=[(5, "1h"), (20, "5m")])
     cache.release(match)
     assert report.pinned == ()
-    assert report.pins_uncached == ((4, "1h"), (12, "5m"))
+    assert report.pins_uncached == ((4, "1h"), (20, "5m"))
     assert cache.stats().blocks_pinned == 0
+
+
+def test_pin_past_the_prompt_end_covers_the_whole_prompt() -> None:
+    cache = make_cache()
+    match = cache.match([*A, 1, 2], salt="")
+    report = cache.commit(match, [*A, 1, 2], kv_for([*A, 1, 2]), pins=[(40, "5m")])
+    cache.release(match)
+    assert report.pinned == ((8, "5m"),)
 
 
 def test_pin_on_an_already_cached_prefix_pins_it() -> None:

@@ -26,7 +26,6 @@ holds (gather, the body of commit) run outside it.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import threading
 import time
@@ -37,8 +36,11 @@ import torch
 
 from promptcache.engine.base import PrefixCacheSnapshot
 from promptcache.prefix import hashing
-from promptcache.prefix.eviction import EVICTION_POLICIES, make_eviction_policy
+from promptcache.prefix.block import CachedBlock
+from promptcache.prefix.config import PrefixCacheConfig
+from promptcache.prefix.eviction import make_eviction_policy
 from promptcache.prefix.hashing import BlockHash
+from promptcache.prefix.pins import PinTable
 from promptcache.prefix.pool import KVBlockPool, KVLayout
 from promptcache.request import TTL_SECONDS, CacheTTL
 
@@ -52,60 +54,6 @@ __all__ = [
 
 # How often a waiter re-checks its cancel event: threading.Event cannot wake a Condition.
 _CANCEL_POLL_SECONDS = 0.05
-
-
-@dataclass(frozen=True, kw_only=True)
-class PrefixCacheConfig:
-    block_size: int = 16
-    kv_cache_bytes: int = 1 << 30
-    """Byte budget for cached KV blocks (whole blocks: the remainder is unused)."""
-    min_cache_tokens: int = 1024
-    """A prefix shorter than this is neither read nor written."""
-    max_pinned_fraction: float = 0.5
-    """Cap on the share of the budget that pinned (breakpoint) blocks may hold."""
-    eviction: str = "lru"
-    enabled: bool = True
-    inflight_wait_seconds: float = 120.0
-    """Longest a request waits for blocks another request is computing."""
-
-    def __post_init__(self) -> None:
-        _require_int("block_size", self.block_size, minimum=1)
-        _require_int("kv_cache_bytes", self.kv_cache_bytes, minimum=0)
-        _require_int("min_cache_tokens", self.min_cache_tokens, minimum=0)
-        if not 0.0 <= self.max_pinned_fraction <= 1.0:
-            raise ValueError(
-                f"max_pinned_fraction must be within 0..1, got {self.max_pinned_fraction!r}"
-            )
-        if self.eviction not in EVICTION_POLICIES:
-            valid = ", ".join(sorted(EVICTION_POLICIES))
-            raise ValueError(f"unknown eviction policy {self.eviction!r}; valid names: {valid}")
-        if not self.inflight_wait_seconds >= 0.0:
-            raise ValueError(
-                f"inflight_wait_seconds must be >= 0, got {self.inflight_wait_seconds!r}"
-            )
-
-
-def _require_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-@dataclass(eq=False, kw_only=True)
-class _Block:
-    """One cached block: its slot in the pool, identity in the tree, and lifetime state."""
-
-    serial: int
-    slot: int
-    hash: BlockHash
-    token_ids: tuple[int, ...]
-    root: BlockHash
-    parent: _Block | None
-    children: dict[int, _Block] = field(default_factory=dict)
-    ref_count: int = 0
-    last_access: float = 0.0
-    pinned_until: float = 0.0
-    pin_ttl: float = 0.0
-    cached: bool = False
 
 
 @dataclass(eq=False, kw_only=True)
@@ -123,7 +71,7 @@ class PrefixMatch:
     root: BlockHash
     hashes: tuple[BlockHash, ...]
     _id: int = field(repr=False)
-    _blocks: tuple[_Block, ...] = field(default=(), repr=False)
+    _blocks: tuple[CachedBlock, ...] = field(default=(), repr=False)
     _claims: set[BlockHash] = field(default_factory=set, repr=False)
     _released: bool = field(default=False, repr=False)
     _committed: bool = field(default=False, repr=False)
@@ -169,10 +117,9 @@ class PrefixCache:
         self._max_pinned_blocks = int(config.max_pinned_fraction * num_blocks)
         self._policy = make_eviction_policy(config.eviction)
         self._cond = threading.Condition(threading.Lock())
-        self._by_hash: dict[BlockHash, _Block] = {}
-        self._blocks: dict[int, _Block] = {}
-        self._pinned: set[int] = set()
-        self._pin_expiry: list[tuple[float, int]] = []
+        self._by_hash: dict[BlockHash, CachedBlock] = {}
+        self._blocks: dict[int, CachedBlock] = {}
+        self._pins = PinTable()
         self._claims: dict[BlockHash, int] = {}
         self._serials = itertools.count(1)
         self._match_ids = itertools.count(1)
@@ -243,14 +190,13 @@ class PrefixCache:
         with self._cond:
             chain = self._wait_for_inflight(handle, tokens, cancel)
             now = self._clock()
-            self._sweep_pins(now)
+            self._expire_pins(now)
             first_missing = len(chain)
             if len(chain) * self.block_size < self.min_cache_tokens:
                 chain = []
             for block in chain:
                 self._reference(block)
-                block.last_access = now
-                self._refresh_pin(block, now)
+                self._pins.refresh(block, now)
             handle._blocks = tuple(chain)
             handle.block_ids = tuple(block.slot for block in chain)
             handle.num_tokens = len(chain) * self.block_size
@@ -265,7 +211,7 @@ class PrefixCache:
 
     def _wait_for_inflight(
         self, handle: PrefixMatch, tokens: tuple[int, ...], cancel: threading.Event | None
-    ) -> list[_Block]:
+    ) -> list[CachedBlock]:
         """The confirmed cached chain, after waiting out claims on the block right after it."""
         deadline: float | None = None
         while True:
@@ -291,9 +237,9 @@ class PrefixCache:
 
     def _confirmed_chain(
         self, hashes: Sequence[BlockHash], tokens: tuple[int, ...], root: BlockHash
-    ) -> list[_Block]:
-        chain: list[_Block] = []
-        parent: _Block | None = None
+    ) -> list[CachedBlock]:
+        chain: list[CachedBlock] = []
+        parent: CachedBlock | None = None
         size = self.block_size
         for index, block_hash in enumerate(hashes):
             block = self._by_hash.get(block_hash)
@@ -307,7 +253,7 @@ class PrefixCache:
 
     @staticmethod
     def _confirms(
-        block: _Block, token_ids: tuple[int, ...], parent: _Block | None, root: BlockHash
+        block: CachedBlock, token_ids: tuple[int, ...], parent: CachedBlock | None, root: BlockHash
     ) -> bool:
         # A hash hit alone is not trusted: same parent (same root for block 0)
         # and same token ids, or it is a collision.
@@ -379,7 +325,7 @@ class PrefixCache:
         self.layout.check(kv, min_tokens=num_full * size, name="kv")
 
         with self._cond:
-            self._sweep_pins(self._clock())
+            self._expire_pins(self._clock())
             chain = self._confirmed_chain(hashes, tokens, match.root)
             # Hold the cached chain beyond the match while copying outside the
             # lock: its blocks are the parents of what we store.
@@ -406,9 +352,9 @@ class PrefixCache:
 
         with self._cond:
             now = self._clock()
-            stored, written = self._insert_blocks(chain, hashes, tokens, slots, match.root, now)
+            stored, written = self._insert_blocks(chain, hashes, tokens, slots, match.root)
             new_blocks = stored[len(chain) :]
-            pinned, refused, uncached = self._apply_pins(stored, pins, now)
+            pinned, refused, uncached = self._apply_pins(stored, pins, num_full, now)
             # Tail first, so the policy evicts a prompt's last blocks before its parents.
             for block in reversed(new_blocks):
                 self._update_evictable(block)
@@ -428,19 +374,18 @@ class PrefixCache:
         holder = self._by_hash.get(block_hash)
         if holder is None:
             return True, 0
-        if holder.ref_count == 0 and holder.serial not in self._pinned:
+        if holder.ref_count == 0 and holder not in self._pins:
             return True, self._evict(holder)
         return False, 0
 
     def _insert_blocks(
         self,
-        chain: list[_Block],
+        chain: list[CachedBlock],
         hashes: Sequence[BlockHash],
         tokens: tuple[int, ...],
         slots: list[int],
         root: BlockHash,
-        now: float,
-    ) -> tuple[list[_Block], int]:
+    ) -> tuple[list[CachedBlock], int]:
         """Publish the freshly written slots; returns the stored chain and how many are new.
 
         Another request may have stored some of these blocks meanwhile (after
@@ -462,14 +407,13 @@ class PrefixCache:
                 stored.append(holder)
                 parent = holder
                 continue
-            block = _Block(
+            block = CachedBlock(
                 serial=next(self._serials),
                 slot=slot,
                 hash=hashes[index],
                 token_ids=block_tokens,
                 root=root,
                 parent=parent,
-                last_access=now,
                 cached=True,
             )
             self._by_hash[block.hash] = block
@@ -482,7 +426,11 @@ class PrefixCache:
         return stored, written
 
     def _apply_pins(
-        self, stored: list[_Block], pins: Sequence[tuple[int, CacheTTL]], now: float
+        self,
+        stored: list[CachedBlock],
+        pins: Sequence[tuple[int, CacheTTL]],
+        num_full: int,
+        now: float,
     ) -> tuple[
         tuple[tuple[int, CacheTTL], ...],
         tuple[tuple[int, CacheTTL], ...],
@@ -494,18 +442,18 @@ class PrefixCache:
         size = self.block_size
         # Shortest first: a long pin refused by the cap must not cost a short one.
         for position, ttl in sorted(pins, key=lambda pin: pin[0]):
-            covered = max(0, position) // size
-            aligned = min(covered, len(stored)) * size
+            covered = min(max(0, position) // size, num_full)
+            aligned = covered * size
             if covered == 0 or covered > len(stored) or aligned < self.min_cache_tokens:
                 uncached.append((aligned, ttl))
                 continue
             blocks = stored[:covered]
-            added = sum(1 for block in blocks if block.serial not in self._pinned)
-            if len(self._pinned) + added > self._max_pinned_blocks:
+            if len(self._pins) + self._pins.count_unpinned(blocks) > self._max_pinned_blocks:
                 refused.append((aligned, ttl))
                 continue
             for block in blocks:
-                self._pin(block, now, float(TTL_SECONDS[ttl]))
+                self._pins.pin(block, now, float(TTL_SECONDS[ttl]))
+                self._policy.discard(block.serial)
             pinned.append((aligned, ttl))
         return tuple(pinned), tuple(refused), tuple(uncached)
 
@@ -530,31 +478,31 @@ class PrefixCache:
 
     def stats(self) -> PrefixCacheSnapshot:
         with self._cond:
-            self._sweep_pins(self._clock())
+            self._expire_pins(self._clock())
             return PrefixCacheSnapshot(
                 tokens_queried=self._tokens_queried,
                 tokens_hit=self._tokens_hit,
                 kv_bytes_used=len(self._blocks) * self.block_bytes,
-                kv_bytes_pinned=len(self._pinned) * self.block_bytes,
+                kv_bytes_pinned=len(self._pins) * self.block_bytes,
                 kv_bytes_budget=self._pool.num_blocks * self.block_bytes,
                 blocks_used=len(self._blocks),
-                blocks_pinned=len(self._pinned),
+                blocks_pinned=len(self._pins),
                 evictions=self._evictions,
             )
 
     # -- bookkeeping (lock held) ----------------------------------------------
 
-    def _reference(self, block: _Block) -> None:
+    def _reference(self, block: CachedBlock) -> None:
         block.ref_count += 1
         self._policy.discard(block.serial)
 
-    def _unreference(self, blocks: Sequence[_Block]) -> None:
+    def _unreference(self, blocks: Sequence[CachedBlock]) -> None:
         for block in reversed(blocks):
             block.ref_count -= 1
             self._update_evictable(block)
 
-    def _update_evictable(self, block: _Block) -> None:
-        if block.cached and block.ref_count == 0 and block.serial not in self._pinned:
+    def _update_evictable(self, block: CachedBlock) -> None:
+        if block.cached and block.ref_count == 0 and block not in self._pins:
             self._policy.add(block.serial)
 
     def _release_claims(self, match: PrefixMatch) -> None:
@@ -579,7 +527,7 @@ class PrefixCache:
         slots.sort()
         return slots, evicted
 
-    def _evict(self, block: _Block, *, count: bool = True) -> int:
+    def _evict(self, block: CachedBlock, *, count: bool = True) -> int:
         """Drop ``block`` and its descendants (unreachable without it); returns how many."""
         dropped = 0
         pending = [block]
@@ -588,7 +536,7 @@ class PrefixCache:
             if current.ref_count > 0:
                 continue  # cannot happen for a descendant of an evictable block; be safe
             self._policy.discard(current.serial)
-            self._pinned.discard(current.serial)
+            self._pins.discard(current)
             del self._blocks[current.serial]
             if self._by_hash.get(current.hash) is current:
                 del self._by_hash[current.hash]
@@ -603,31 +551,7 @@ class PrefixCache:
             self._evictions += dropped
         return dropped
 
-    def _pin(self, block: _Block, now: float, ttl_seconds: float) -> None:
-        block.pin_ttl = max(block.pin_ttl, ttl_seconds)
-        until = max(block.pinned_until, now + ttl_seconds)
-        if until != block.pinned_until or block.serial not in self._pinned:
-            block.pinned_until = until
-            heapq.heappush(self._pin_expiry, (until, block.serial))
-        self._pinned.add(block.serial)
-        self._policy.discard(block.serial)
-
-    def _refresh_pin(self, block: _Block, now: float) -> None:
-        if block.serial in self._pinned:
-            self._pin(block, now, block.pin_ttl)
-
-    def _sweep_pins(self, now: float) -> None:
-        """Unpin blocks whose TTL passed; they become evictable like any other."""
-        heap = self._pin_expiry
-        while heap and heap[0][0] <= now:
-            _, serial = heapq.heappop(heap)
-            block = self._blocks.get(serial)
-            if block is None or serial not in self._pinned or block.pinned_until > now:
-                continue  # gone, or refreshed later (a newer entry is in the heap)
-            self._pinned.discard(serial)
-            block.pin_ttl = 0.0
+    def _expire_pins(self, now: float) -> None:
+        """Blocks whose pin ended become evictable like any other."""
+        for block in self._pins.expire(now):
             self._update_evictable(block)
-        # Refreshes leave stale entries behind; rebuild before they pile up.
-        if len(heap) > 2 * len(self._pinned) + 64:
-            self._pin_expiry = [(self._blocks[s].pinned_until, s) for s in self._pinned]
-            heapq.heapify(self._pin_expiry)

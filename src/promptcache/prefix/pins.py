@@ -1,0 +1,62 @@
+"""Pins from explicit breakpoints: which blocks may not be evicted, and until when.
+
+Expiry is lazy: a min-heap of (expiry, serial) is swept whenever the cache
+needs an up-to-date view. Refreshing a pin pushes a new entry and leaves the
+old one behind; stale entries are skipped when they surface and the heap is
+rebuilt when they outnumber the live ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+from promptcache.prefix.block import CachedBlock
+
+
+class PinTable:
+    def __init__(self) -> None:
+        self._pinned: dict[int, CachedBlock] = {}
+        self._expiry: list[tuple[float, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._pinned)
+
+    def __contains__(self, block: CachedBlock) -> bool:
+        return block.serial in self._pinned
+
+    def count_unpinned(self, blocks: Iterable[CachedBlock]) -> int:
+        return sum(1 for block in blocks if block.serial not in self._pinned)
+
+    def pin(self, block: CachedBlock, now: float, ttl_seconds: float) -> None:
+        """Pin until ``max(current expiry, now + ttl)``: a shorter pin never cuts a longer one."""
+        block.pin_ttl = max(block.pin_ttl, ttl_seconds)
+        until = max(block.pinned_until, now + ttl_seconds)
+        if until != block.pinned_until or block.serial not in self._pinned:
+            block.pinned_until = until
+            heapq.heappush(self._expiry, (until, block.serial))
+        self._pinned[block.serial] = block
+
+    def refresh(self, block: CachedBlock, now: float) -> None:
+        """A hit on a pinned block extends its pin by its own TTL."""
+        if block.serial in self._pinned:
+            self.pin(block, now, block.pin_ttl)
+
+    def discard(self, block: CachedBlock) -> None:
+        self._pinned.pop(block.serial, None)
+
+    def expire(self, now: float) -> list[CachedBlock]:
+        """Unpin and return the blocks whose pin ended at or before ``now``."""
+        expired: list[CachedBlock] = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, serial = heapq.heappop(self._expiry)
+            block = self._pinned.get(serial)
+            if block is None or block.pinned_until > now:
+                continue  # unpinned already, or refreshed (a newer entry is queued)
+            del self._pinned[serial]
+            block.pin_ttl = 0.0
+            expired.append(block)
+        if len(self._expiry) > 2 * len(self._pinned) + 64:
+            self._expiry = [(block.pinned_until, s) for s, block in self._pinned.items()]
+            heapq.heapify(self._expiry)
+        return expired
