@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import uvicorn
+from typer.testing import CliRunner
 
 from promptcache.accounting import CostLedger, CostObserver
+from promptcache.cli import app as cli_app
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
 from promptcache.engine.scheduler import ThreadedEngine
 from promptcache.pricing import ModelPrice, PriceTable
@@ -170,3 +176,54 @@ async def test_costs_headers_and_totals_after_a_scripted_session() -> None:
     assert f"promptcache_cost_total{{{alice_label}}} 0.044" in metrics
     assert f"promptcache_cost_without_cache_total{{{alice_label}}} 0.075" in metrics
     assert "promptcache_hit_ratio_requests 0.25" in metrics
+
+
+def test_stats_url_shows_costs_of_a_running_server() -> None:
+    ledger = CostLedger(prices=PRICES)
+    ledger.record(
+        model=MODEL,
+        tenant="",
+        usage=Usage(input_tokens=800, cache_read_input_tokens=1200, output_tokens=500),
+        response_cache_hit=False,
+    )
+    ledger.record(model="mystery", tenant="", usage=Usage(input_tokens=10), response_cache_hit=True)
+    engine = ThreadedEngine(PrefixFakeEngine(), max_queue=4)
+    app = create_app(
+        ServerConfig(), engine=engine, cache=None, stats_sections={"costs": ledger.snapshot}
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):  # bounded wait for the socket (at most ~10 s)
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started
+        result = CliRunner().invoke(
+            cli_app, ["stats", "--url", f"http://127.0.0.1:{port}"], env={"COLUMNS": "240"}
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        asyncio.run(engine.aclose())
+    assert result.exit_code == 0, result.output
+    assert "What caching saved" in result.output
+    assert "$0.0190" in result.output  # cost of the GLM example
+    assert "$0.0250" in result.output  # ... without cache
+    assert "24.0%" in result.output
+    assert "No price entry for mystery" in result.output
+
+
+def test_stats_url_unreachable_server_is_a_clear_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = CliRunner().invoke(cli_app, ["stats", "--url", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == 1
+    assert "cannot read" in result.output
