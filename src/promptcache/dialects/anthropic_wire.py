@@ -1,0 +1,238 @@
+"""The Anthropic dialect in reverse, for the upstream engine: canonical request -> wire body,
+wire response or SSE -> canonical events.
+
+Anthropic's cache fields map one to one onto :class:`Usage`; when an older
+API version sends ``cache_creation_input_tokens`` without the per-TTL
+``cache_creation`` split, the writes are counted at the 5-minute rate (the
+default TTL).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from promptcache.dialects._common import render_cache_control
+from promptcache.errors import OverloadedError, RequestError, UpstreamError
+from promptcache.request import (
+    ChatRequest,
+    Choice,
+    ContentBlock,
+    FinishReason,
+    ImageBlock,
+    PromptUsage,
+    Result,
+    StreamEvent,
+    TextBlock,
+    TextDelta,
+    ToolUseBlock,
+    Usage,
+)
+
+DEFAULT_MAX_TOKENS = 4096
+"""``max_tokens`` is required by the Messages API; used when the client gave none."""
+
+_FINISH: Mapping[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def _with_marker(block: dict[str, Any], source: ContentBlock | Any) -> dict[str, Any]:
+    marker = render_cache_control(getattr(source, "cache_control", None))
+    if marker is not None:
+        block["cache_control"] = marker
+    return block
+
+
+def _wire_block(block: ContentBlock) -> dict[str, Any]:
+    if isinstance(block, TextBlock):
+        return _with_marker({"type": "text", "text": block.text}, block)
+    if isinstance(block, ImageBlock):
+        source = {k: v for k, v in block.source.items() if k != "detail"}
+        return _with_marker({"type": "image", "source": source}, block)
+    if isinstance(block, ToolUseBlock):
+        call = {"type": "tool_use", "id": block.id, "name": block.name, "input": dict(block.input)}
+        return _with_marker(call, block)
+    wire: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": block.tool_use_id,
+        "content": [_wire_block(b) for b in block.content],
+    }
+    if block.is_error:
+        wire["is_error"] = True
+    return _with_marker(wire, block)
+
+
+def to_wire_request(
+    request: ChatRequest, *, stream: bool, default_max_tokens: int = DEFAULT_MAX_TOKENS
+) -> dict[str, Any]:
+    """The Messages body for ``request``, ``cache_control`` markers included."""
+    if request.sampling.n != 1:
+        raise RequestError("An Anthropic upstream cannot return n > 1 choices.", param="n")
+    if request.response_format is not None:
+        raise RequestError(
+            "response_format cannot be sent to an Anthropic upstream.", param="response_format"
+        )
+    sampling = request.sampling
+    body: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": sampling.max_tokens or default_max_tokens,
+        "messages": [
+            {"role": m.role, "content": [_wire_block(b) for b in m.content]}
+            for m in request.messages
+        ],
+    }
+    if request.system:
+        body["system"] = [_wire_block(b) for b in request.system]
+    if request.tools:
+        body["tools"] = [
+            _with_marker(
+                {
+                    "name": t.name,
+                    "description": t.description,
+                    "input_schema": dict(t.input_schema),
+                },
+                t,
+            )
+            for t in request.tools
+        ]
+        if request.tool_choice:
+            body["tool_choice"] = dict(request.tool_choice)
+    optional = {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "stop_sequences": list(sampling.stop) or None,
+        "metadata": {"user_id": request.transport.user} if request.transport.user else None,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def usage_from_wire(usage: Mapping[str, Any] | None, base: Usage | None = None) -> Usage:
+    """An Anthropic usage object (or a ``message_delta``'s cumulative counts over ``base``)."""
+    base = base or Usage()
+    if not usage:
+        return base
+
+    def count(key: str, default: int) -> int:
+        value = usage.get(key)
+        return default if value is None else int(value)
+
+    split = usage.get("cache_creation")
+    if isinstance(split, Mapping):
+        write_5m = int(split.get("ephemeral_5m_input_tokens") or 0)
+        write_1h = int(split.get("ephemeral_1h_input_tokens") or 0)
+    elif usage.get("cache_creation_input_tokens") is not None:
+        write_5m, write_1h = int(usage["cache_creation_input_tokens"]), 0
+    else:
+        write_5m, write_1h = (
+            base.cache_creation_5m_input_tokens,
+            base.cache_creation_1h_input_tokens,
+        )
+    return Usage(
+        input_tokens=count("input_tokens", base.input_tokens),
+        cache_read_input_tokens=count("cache_read_input_tokens", base.cache_read_input_tokens),
+        cache_creation_5m_input_tokens=write_5m,
+        cache_creation_1h_input_tokens=write_1h,
+        output_tokens=count("output_tokens", base.output_tokens),
+    )
+
+
+def _choice(content: list[Any], stop_reason: str | None, stop_sequence: str | None) -> Choice:
+    text = "".join(b.get("text") or "" for b in content if b.get("type") == "text")
+    calls = tuple(
+        ToolUseBlock(id=str(b["id"]), name=str(b["name"]), input=dict(b.get("input") or {}))
+        for b in content
+        if b.get("type") == "tool_use"
+    )
+    return Choice(
+        text=text,
+        tool_calls=calls,
+        finish_reason=_FINISH.get(stop_reason or "end_turn", "stop"),
+        stop_sequence=stop_sequence if stop_reason == "stop_sequence" else None,
+    )
+
+
+def result_from_wire(body: Any) -> Result:
+    """A ``message`` body from upstream as a canonical :class:`Result`."""
+    try:
+        return Result(
+            id=str(body.get("id") or ""),
+            model=str(body.get("model") or ""),
+            created=int(time.time()),
+            choices=(_choice(body["content"], body.get("stop_reason"), body.get("stop_sequence")),),
+            usage=usage_from_wire(body.get("usage")),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise UpstreamError(f"The upstream returned an unexpected body: {error!r}") from error
+
+
+def stream_error(payload: Mapping[str, Any]) -> UpstreamError | OverloadedError:
+    error = payload.get("error") or {}
+    message = str(error.get("message") or error)
+    if error.get("type") in ("overloaded_error", "rate_limit_error"):
+        return OverloadedError(message)
+    return UpstreamError(message)
+
+
+async def events_from_sse(pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterator[StreamEvent]:
+    """Decode an upstream Messages event stream into PromptUsage, deltas and one Result."""
+    message: dict[str, Any] = {}
+    usage = Usage()
+    blocks: dict[int, dict[str, Any]] = {}
+    partial_json: dict[int, list[str]] = {}
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+    async for _, data in pairs:
+        event = json.loads(data)
+        kind = event.get("type")
+        if kind == "error":
+            raise stream_error(event)
+        if kind == "message_start":
+            message = event.get("message") or {}
+            usage = usage_from_wire(message.get("usage"))
+            yield PromptUsage(usage=usage)
+        elif kind == "content_block_start":
+            index = int(event["index"])
+            blocks[index] = dict(event.get("content_block") or {})
+            if blocks[index].get("text"):
+                yield TextDelta(choice_index=0, text=blocks[index]["text"])
+        elif kind == "content_block_delta":
+            index = int(event["index"])
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                block = blocks.setdefault(index, {"type": "text", "text": ""})
+                block["text"] = (block.get("text") or "") + delta["text"]
+                yield TextDelta(choice_index=0, text=delta["text"])
+            elif delta.get("type") == "input_json_delta":
+                partial_json.setdefault(index, []).append(delta.get("partial_json") or "")
+        elif kind == "message_delta":
+            delta = event.get("delta") or {}
+            stop_reason = delta.get("stop_reason") or stop_reason
+            stop_sequence = delta.get("stop_sequence") or stop_sequence
+            usage = usage_from_wire(event.get("usage"), base=usage)
+        elif kind == "message_stop":
+            for index, pieces in partial_json.items():
+                raw = "".join(pieces)
+                blocks[index]["input"] = json.loads(raw) if raw.strip() else {}
+            content = [blocks[i] for i in sorted(blocks)]
+            yield Result(
+                id=str(message.get("id") or ""),
+                model=str(message.get("model") or ""),
+                created=int(time.time()),
+                choices=(_choice(content, stop_reason, stop_sequence),),
+                usage=usage,
+            )
+            return
+    # A stream cut short must never look complete (it would be cached as a result).
+    raise UpstreamError("The upstream stream ended before message_stop.")
