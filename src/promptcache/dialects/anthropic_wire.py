@@ -133,7 +133,13 @@ def usage_from_wire(usage: Mapping[str, Any] | None, base: Usage | None = None) 
         write_5m = int(split.get("ephemeral_5m_input_tokens") or 0)
         write_1h = int(split.get("ephemeral_1h_input_tokens") or 0)
     elif usage.get("cache_creation_input_tokens") is not None:
-        write_5m, write_1h = int(usage["cache_creation_input_tokens"]), 0
+        total = int(usage["cache_creation_input_tokens"])
+        if total == base.cache_creation_input_tokens:
+            # A message_delta repeats the total without the split: keep message_start's split.
+            write_5m = base.cache_creation_5m_input_tokens
+            write_1h = base.cache_creation_1h_input_tokens
+        else:
+            write_5m, write_1h = total, 0
     else:
         write_5m, write_1h = (
             base.cache_creation_5m_input_tokens,
