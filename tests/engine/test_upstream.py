@@ -69,7 +69,7 @@ REQUEST = ChatRequest(
 def engine(dialect: str, handler: Handler, **config: Any) -> UpstreamEngine:
     base = "https://api.example.test/v1" if dialect == "openai" else "https://api.example.test"
     return UpstreamEngine(
-        UpstreamConfig(base_url=base, api_key="sk-test", dialect=dialect, **config),  # type: ignore[arg-type]
+        UpstreamConfig(base_url=base, api_key="sk-test", dialect=dialect, **config),
         transport=httpx.MockTransport(handler),
     )
 

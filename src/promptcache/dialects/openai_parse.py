@@ -487,7 +487,9 @@ def _assistant_blocks(entry: Fields) -> tuple[ContentBlock, ...]:
     calls = entry.array("tool_calls") or []
     blocks: list[ContentBlock] = []
     if entry.data.get("content") is not None or not calls:
-        blocks.extend(_text_parts(entry, allow_refusal=True))
+        texts = _text_parts(entry, allow_refusal=True)
+        # content "" next to tool_calls is how many clients say "no text": drop it.
+        blocks.extend(b for b in texts if not (calls and isinstance(b, TextBlock) and not b.text))
     for k, raw in enumerate(calls):
         call = Fields(STYLE, raw, (*entry.at("tool_calls"), k))
         call.reject_unknown({"id", "type", "function", "cache_control"})

@@ -59,7 +59,8 @@ class UpstreamConfig:
 
     base_url: str
     api_key: str | None = None
-    dialect: Dialect = "openai"
+    dialect: str = "openai"
+    """"openai" (any OpenAI-compatible API) or "anthropic"; validated, as it comes from users."""
     models: Sequence[str] | None = None
     timeout: float = 600.0
     anthropic_version: str = "2023-06-01"
