@@ -28,7 +28,9 @@ _REPLACEMENT_CHAR = "\ufffd"
 
 
 class Detokenizer(Protocol):
-    def decode(self, token_ids: list[int], **kwargs: Any) -> str: ...
+    """A Hugging Face tokenizer's ``decode`` (its return type is wider than ``str``)."""
+
+    def decode(self, token_ids: Any, **kwargs: Any) -> Any: ...
 
 
 def validate_sampling(params: SamplingParams) -> None:
@@ -174,4 +176,4 @@ class TextStream:
     def _decode(self, ids: list[int]) -> str:
         if not ids:
             return ""
-        return self._tokenizer.decode(ids, skip_special_tokens=True)
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True))

@@ -1,0 +1,303 @@
+"""Time to first token with the prefix KV cache: miss, hit, and the compute limit.
+
+One run on the embedded SmolLM2 with a ~2,000-token shared prefix (system
+prompt) and a ~48-token new suffix (user turn). Prints, side by side:
+
+* TTFT on a miss, on a hit, and the limit: a forward of only the uncached
+  suffix over a prepared KV cache of the same length (no engine around it);
+  the ratios miss/hit (what the cache saves) and hit/limit (engine overhead);
+* zero-hit overhead: cache on but every request a miss, against cache off;
+* single-stream decode tokens/s; warm-start model load seconds (a fresh
+  process, conversion cache already warm);
+* KV bytes held when 8 concurrent requests share the prefix, and how many
+  copies of the shared prefix that is (target: one).
+
+Timings are medians over ``--repeats`` runs, interleaved where two variants
+are compared, so background load hits both alike. ``--json`` prints one
+JSON object instead of the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from promptcache.engine.local import LocalEngine
+from promptcache.engine.model_loading import load_model
+from promptcache.prefix.cache import PrefixCacheConfig
+from promptcache.request import (
+    ChatRequest,
+    Message,
+    PromptUsage,
+    Result,
+    SamplingParams,
+    TextBlock,
+)
+
+PREFIX_TOKENS = 2000
+SHARED_REQUESTS = 8
+TARGETS = {
+    "miss_over_hit": (">=", 15.0),
+    "hit_over_limit": ("<=", 1.25),
+    "zero_hit_overhead": ("<=", 1.03),
+    "decode_tok_s": (">=", 40.0),
+    "warm_load_s": ("<=", 5.0),
+    "kv_shared_copies": ("<=", 1.0),
+}
+QUESTIONS = [
+    "Looking at all of the rules above, which warehouse ships orders placed late in the "
+    "afternoon, and what happens to an order placed on a public holiday? Answer briefly {i}.",
+]
+
+
+def shared_system(engine: LocalEngine, nonce: str) -> str:
+    """A system prompt whose rendered prefix is about PREFIX_TOKENS tokens."""
+    sentences: list[str] = []
+    i = 0
+    while True:
+        sentences.append(
+            f"Rule {i}: an order placed before {i % 12 + 1}pm leaves warehouse {i % 9} "
+            f"the same day unless item {i * 7 % 100} is out of stock."
+        )
+        i += 1
+        if i % 10 == 0:
+            text = f"[{nonce}] " + " ".join(sentences)
+            if len(engine.renderer.render(request(text, "x", 1)).token_ids) >= PREFIX_TOKENS:
+                return text
+
+
+def request(system: str, question: str, max_tokens: int) -> ChatRequest:
+    return ChatRequest(
+        model="bench",
+        system=(TextBlock(text=system),),
+        messages=(Message(role="user", content=(TextBlock(text=question),)),),
+        sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0),
+    )
+
+
+def question(i: int) -> str:
+    return QUESTIONS[0].format(i=i)
+
+
+def ttft(engine: LocalEngine, chat: ChatRequest) -> tuple[float, Result]:
+    """Seconds until the first token (max_tokens=1: prefill plus one sampled token)."""
+    start = time.perf_counter()
+    result = None
+    for event in engine.generate(chat):
+        if isinstance(event, Result):
+            result = event
+    assert result is not None
+    return time.perf_counter() - start, result
+
+
+def limit_ttft(engine: LocalEngine, chat: ChatRequest, cached_tokens: int) -> float:
+    """A bare forward of the uncached suffix over a KV cache already holding the prefix."""
+    tokens = engine.renderer.render(chat).token_ids
+    runtime = engine.runtime
+    kv = runtime.new_kv(len(tokens) + 1)
+    runtime.prefill(torch.tensor(tokens[:cached_tokens]), kv, 0)
+    suffix = torch.tensor(tokens[cached_tokens:])
+    start = time.perf_counter()
+    logits = runtime.forward(suffix, kv, cached_tokens)
+    int(torch.argmax(logits).item())
+    return time.perf_counter() - start
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def measure_ttft(engine: LocalEngine, repeats: int) -> dict[str, Any]:
+    shared = shared_system(engine, "shared")
+    ttft(engine, request(shared, question(-1), 1))  # warm the cache with the prefix
+    miss, hit, limit = [], [], []
+    prompt_tokens = cached = 0
+    for r in range(repeats):
+        seconds, result = ttft(engine, request(shared_system(engine, f"miss{r}"), question(r), 1))
+        assert result.usage.cache_read_input_tokens == 0
+        miss.append(seconds)
+        chat = request(shared, question(r), 1)
+        seconds, result = ttft(engine, chat)
+        cached = result.usage.cache_read_input_tokens
+        prompt_tokens = result.usage.prompt_tokens
+        assert cached > 0
+        hit.append(seconds)
+        limit.append(limit_ttft(engine, chat, cached))
+    return {
+        "prompt_tokens": prompt_tokens,
+        "cached_tokens": cached,
+        "suffix_tokens": prompt_tokens - cached,
+        "ttft_miss_s": median(miss),
+        "ttft_hit_s": median(hit),
+        "ttft_limit_s": median(limit),
+    }
+
+
+def measure_zero_hit_overhead(
+    cache_on: LocalEngine, cache_off: LocalEngine, repeats: int
+) -> dict[str, float]:
+    on, off = [], []
+    for r in range(repeats):
+        for engine, samples in ((cache_on, on), (cache_off, off)):
+            chat = request(shared_system(engine, f"zero{r}-{len(samples)}"), question(r), 1)
+            seconds, result = ttft(engine, chat)
+            assert result.usage.cache_read_input_tokens == 0
+            samples.append(seconds)
+    return {"ttft_cache_on_miss_s": median(on), "ttft_cache_off_s": median(off)}
+
+
+def measure_decode(engine: LocalEngine, new_tokens: int) -> float:
+    chat = ChatRequest(
+        model="bench",
+        messages=(
+            Message(
+                role="user",
+                content=(TextBlock(text="Write a long story about a lighthouse keeper."),),
+            ),
+        ),
+        sampling=SamplingParams(max_tokens=new_tokens, temperature=0.0),
+    )
+    prefilled = 0.0
+    for event in engine.generate(chat):
+        if isinstance(event, PromptUsage):
+            prefilled = time.perf_counter()
+        elif isinstance(event, Result):
+            return event.usage.output_tokens / (time.perf_counter() - prefilled)
+    raise RuntimeError("no Result")
+
+
+def measure_shared_kv(engine: LocalEngine) -> dict[str, Any]:
+    engine.clear_prefix_cache()
+    shared = shared_system(engine, "eight")
+    chats = [request(shared, question(100 + i), 1) for i in range(SHARED_REQUESTS)]
+    usages: list[Any] = []
+    lock = threading.Lock()
+
+    def worker(chat: ChatRequest) -> None:
+        _, result = ttft(engine, chat)
+        with lock:
+            usages.append(result.usage)
+
+    threads = [threading.Thread(target=worker, args=(chat,)) for chat in chats]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    block = engine.prefix_cache.block_size
+    prompts = [engine.renderer.render(chat).token_ids for chat in chats]
+    common = _common_prefix(prompts)
+    shared_blocks = common // block
+    unique_blocks = sum(len(p) // block - shared_blocks for p in prompts)
+    stats = engine.prefix_stats()
+    return {
+        "kv_bytes_8_requests": stats.kv_bytes_used,
+        "kv_bytes_one_prompt": (len(prompts[0]) // block) * engine.prefix_cache.block_bytes,
+        "kv_shared_copies": (stats.blocks_used - unique_blocks) / shared_blocks,
+        "shared_reads_8_requests": sum(1 for u in usages if u.cache_read_input_tokens > 0),
+    }
+
+
+def _common_prefix(prompts: list[tuple[int, ...]]) -> int:
+    length = min(len(p) for p in prompts)
+    for i in range(length):
+        if len({p[i] for p in prompts}) > 1:
+            return i
+    return length
+
+
+def measure_warm_load() -> float:
+    """Model load seconds in a fresh process (the conversion cache is warm by now)."""
+    code = (
+        "from promptcache.engine.model_loading import load_model\n"
+        "print(load_model(progress=False).load_seconds)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def check(name: str, value: float) -> bool:
+    op, target = TARGETS[name]
+    return value >= target if op == ">=" else value <= target
+
+
+def run(repeats: int, decode_tokens: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    progress("loading the embedded model")
+    loaded = load_model(progress=False)
+    cache_on = LocalEngine(loaded, prefix_cache=PrefixCacheConfig())
+    cache_off = LocalEngine(loaded, prefix_cache=PrefixCacheConfig(enabled=False))
+    progress("TTFT miss / hit / limit")
+    figures: dict[str, Any] = measure_ttft(cache_on, repeats)
+    progress("zero-hit overhead")
+    figures.update(measure_zero_hit_overhead(cache_on, cache_off, repeats))
+    progress("decode throughput")
+    figures["decode_tok_s"] = median(
+        [measure_decode(cache_off, decode_tokens) for _ in range(repeats)]
+    )
+    progress(f"{SHARED_REQUESTS} concurrent requests sharing the prefix")
+    figures.update(measure_shared_kv(cache_on))
+    progress("warm-start load (fresh process)")
+    figures["warm_load_s"] = measure_warm_load()
+    figures["miss_over_hit"] = figures["ttft_miss_s"] / figures["ttft_hit_s"]
+    figures["hit_over_limit"] = figures["ttft_hit_s"] / figures["ttft_limit_s"]
+    figures["zero_hit_overhead"] = figures["ttft_cache_on_miss_s"] / figures["ttft_cache_off_s"]
+    figures["targets_met"] = {name: check(name, figures[name]) for name in TARGETS}
+    figures["torch_threads"] = torch.get_num_threads()
+    return figures
+
+
+def print_table(f: dict[str, Any]) -> None:
+    print(
+        f"prompt {f['prompt_tokens']} tokens: {f['cached_tokens']} shared + "
+        f"{f['suffix_tokens']} new"
+    )
+    print(f"TTFT miss   {f['ttft_miss_s'] * 1000:9.1f} ms")
+    print(f"TTFT hit    {f['ttft_hit_s'] * 1000:9.1f} ms")
+    print(f"TTFT limit  {f['ttft_limit_s'] * 1000:9.1f} ms  (forward of the suffix only)")
+    print(
+        f"cache-on miss {f['ttft_cache_on_miss_s'] * 1000:7.1f} ms vs cache off "
+        f"{f['ttft_cache_off_s'] * 1000:.1f} ms"
+    )
+    print(
+        f"KV held by {SHARED_REQUESTS} requests sharing the prefix: "
+        f"{f['kv_bytes_8_requests'] / 2**20:.1f} MiB (one prompt: "
+        f"{f['kv_bytes_one_prompt'] / 2**20:.1f} MiB); {f['shared_reads_8_requests']} of "
+        f"{SHARED_REQUESTS} read the shared prefix"
+    )
+    print()
+    for name, (op, target) in TARGETS.items():
+        mark = "ok " if f["targets_met"][name] else "MISS"
+        print(f"  [{mark}] {name:18} {f[name]:9.2f}   target {op} {target}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per timing (median)")
+    parser.add_argument("--decode-tokens", type=int, default=96, help="tokens for decode tok/s")
+    args = parser.parse_args()
+    if args.repeats < 1 or args.decode_tokens < 2:
+        parser.error("--repeats must be >= 1 and --decode-tokens >= 2")
+
+    def progress(step: str) -> None:
+        print(f"... {step}", file=sys.stderr, flush=True)
+
+    figures = run(args.repeats, args.decode_tokens, progress)
+    if args.json:
+        print(json.dumps(figures, indent=None, sort_keys=True))
+    else:
+        print_table(figures)
+
+
+if __name__ == "__main__":
+    main()

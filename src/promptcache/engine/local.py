@@ -1,0 +1,321 @@
+"""The local engine: one request through render -> prefix cache -> prefill -> decode.
+
+Per request (:meth:`LocalEngine.generate`):
+
+1. validate (sampling ranges, breakpoints, context length) and render the
+   canonical request to token ids and breakpoint positions (``render.py``);
+2. ``match`` the longest cached prefix for the tenant (waiting for blocks
+   another request is computing), ``gather`` its KV into a private buffer;
+3. prefill only the rest -- at least the last prompt token, whose logits start
+   decoding -- and ``commit`` the prompt's blocks and breakpoint pins straight
+   away, so concurrent and later requests can hit them while this one decodes;
+4. decode with ``sampling.py``, yielding a ``PromptUsage``, ``TextDelta`` s and
+   one ``Result`` whose ``Usage`` splits the prompt exactly (``usage.py``);
+5. ``release`` the match in every case, including cancellation and errors.
+
+The model is shared by the server's worker threads; model compute runs under
+one lock per forward call (a prefill chunk or a decode step), so concurrent
+requests interleave at token granularity. The prefix cache is thread-safe on
+its own and is never called with the lock held (``match`` may block waiting
+for another request's prefill, which needs the lock).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
+from promptcache.engine.llama_runtime import LlamaRuntime
+from promptcache.engine.model_loading import LoadedModel, load_model
+from promptcache.engine.render import ChatRenderer, RenderedPrompt
+from promptcache.engine.sampling import (
+    DEFAULT_MAX_TOKENS,
+    TextStream,
+    TokenSampler,
+    validate_sampling,
+)
+from promptcache.errors import RequestError
+from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
+from promptcache.prefix.pool import KVLayout
+from promptcache.request import (
+    ChatRequest,
+    Choice,
+    FinishReason,
+    PromptUsage,
+    Result,
+    StreamEvent,
+    TextDelta,
+)
+from promptcache.usage import WrittenBreakpoint, account_prompt
+
+PREFILL_CHUNK_TOKENS = 512
+"""Prefill granularity: bounds activation memory, and lets other requests'
+decode steps and cancellation in between chunks of a long prompt."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalEngineConfig:
+    """How to build a :class:`LocalEngine` (``model`` None = the embedded SmolLM2)."""
+
+    model: str | None = None
+    served_name: str | None = None
+    prefix_cache: PrefixCacheConfig = field(default_factory=PrefixCacheConfig)
+    max_context_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.served_name is not None and not self.served_name.strip():
+            raise ValueError("LocalEngineConfig.served_name must not be blank")
+        if self.max_context_tokens is not None and self.max_context_tokens < 2:
+            raise ValueError(
+                f"LocalEngineConfig.max_context_tokens must be at least 2, "
+                f"got {self.max_context_tokens}"
+            )
+
+
+@dataclass
+class _ChoiceOutcome:
+    text: str = ""
+    finish_reason: FinishReason = "length"
+    stop_sequence: str | None = None
+    tokens: int = 0
+
+
+class LocalEngine:
+    """A :class:`~promptcache.engine.base.SyncEngine` over a local transformers Llama model."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        prefix_cache: PrefixCacheConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        served_name: str | None = None,
+        max_context_tokens: int | None = None,
+    ) -> None:
+        self._loaded = loaded
+        self._runtime = LlamaRuntime(loaded.model)
+        self._tokenizer = loaded.tokenizer
+        self._renderer = ChatRenderer(loaded.tokenizer)
+        self.served_name = served_name or loaded.name
+        self.context_tokens = _context_length(loaded, max_context_tokens)
+        self._eos_ids = _eos_token_ids(loaded)
+        layout = KVLayout(
+            num_layers=self._runtime.num_layers,
+            num_kv_heads=self._runtime.num_kv_heads,
+            head_dim=self._runtime.head_dim,
+            dtype=self._runtime.dtype,
+        )
+        self._cache = PrefixCache(
+            prefix_cache or PrefixCacheConfig(), layout, model_id=loaded.model_id, clock=clock
+        )
+        self._compute = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: LocalEngineConfig) -> LocalEngine:
+        return cls(
+            load_model(config.model),
+            prefix_cache=config.prefix_cache,
+            served_name=config.served_name,
+            max_context_tokens=config.max_context_tokens,
+        )
+
+    @property
+    def loaded(self) -> LoadedModel:
+        return self._loaded
+
+    @property
+    def renderer(self) -> ChatRenderer:
+        return self._renderer
+
+    @property
+    def runtime(self) -> LlamaRuntime:
+        return self._runtime
+
+    @property
+    def prefix_cache(self) -> PrefixCache:
+        return self._cache
+
+    def models(self) -> list[ModelInfo]:
+        aliases = tuple(
+            name for name in dict.fromkeys((self._loaded.name,)) if name != self.served_name
+        )
+        return [ModelInfo(id=self.served_name, aliases=aliases)]
+
+    def prefix_stats(self) -> PrefixCacheSnapshot:
+        return self._cache.stats()
+
+    def clear_prefix_cache(self) -> None:
+        self._cache.clear()
+
+    def generate(
+        self, request: ChatRequest, *, cancel: threading.Event | None = None
+    ) -> Iterator[StreamEvent]:
+        """Validate and render now (RequestError raises here), then stream lazily."""
+        validate_sampling(request.sampling)
+        prompt = self._renderer.render(request)
+        max_tokens = self._max_new_tokens(request, len(prompt.token_ids))
+        return self._stream(request, prompt, max_tokens, cancel or threading.Event())
+
+    def _max_new_tokens(self, request: ChatRequest, prompt_tokens: int) -> int:
+        room = self.context_tokens - prompt_tokens
+        requested = request.sampling.max_tokens
+        if room < 1 or (requested is not None and requested > room):
+            asked = f" + {requested} requested for the completion" if requested else ""
+            raise RequestError(
+                f"This model's maximum context length is {self.context_tokens} tokens; "
+                f"the prompt is {prompt_tokens} tokens{asked}. Shorten the messages"
+                + (" or lower max_tokens." if requested else "."),
+                param="max_tokens" if requested and room >= 1 else "messages",
+            )
+        return requested if requested is not None else min(room, DEFAULT_MAX_TOKENS)
+
+    def _stream(
+        self,
+        request: ChatRequest,
+        prompt: RenderedPrompt,
+        max_tokens: int,
+        cancel: threading.Event,
+    ) -> Iterator[StreamEvent]:
+        tokens = prompt.token_ids
+        match = self._cache.match(list(tokens), salt=request.tenant, cancel=cancel)
+        try:
+            if cancel.is_set():
+                return
+            kv = self._runtime.new_kv(len(tokens) + max_tokens)
+            self._cache.gather(match, kv)
+            # A full hit still recomputes the last prompt token: its logits
+            # start decoding. Its KV slot is rewritten with the same values.
+            start = min(match.num_tokens, len(tokens) - 1)
+            logits = self._prefill(tokens, kv, start, cancel)
+            if logits is None:
+                return
+            report = self._cache.commit(
+                match, list(tokens), kv, pins=list(prompt.breakpoint_positions)
+            )
+            written = [WrittenBreakpoint(position=p, ttl=ttl) for p, ttl in report.pinned]
+            prompt_usage = account_prompt(
+                prompt_tokens=len(tokens),
+                cache_hit_tokens=match.num_tokens,
+                breakpoints=written,
+            )
+            yield PromptUsage(usage=prompt_usage)
+            outcomes: list[_ChoiceOutcome] = []
+            for index in range(request.sampling.n):
+                outcome = _ChoiceOutcome()
+                # Choices share the prompt KV: decoding only writes positions
+                # past the prompt, which the next choice overwrites.
+                yield from self._decode(
+                    request, index, logits, kv, len(tokens), max_tokens, outcome, cancel
+                )
+                if cancel.is_set():
+                    return
+                outcomes.append(outcome)
+            yield Result(
+                id=f"pc-{uuid.uuid4().hex}",
+                model=self.served_name,
+                created=int(time.time()),
+                choices=tuple(
+                    Choice(
+                        index=i,
+                        text=o.text,
+                        finish_reason=o.finish_reason,
+                        stop_sequence=o.stop_sequence,
+                    )
+                    for i, o in enumerate(outcomes)
+                ),
+                usage=account_prompt(
+                    prompt_tokens=len(tokens),
+                    cache_hit_tokens=match.num_tokens,
+                    breakpoints=written,
+                    output_tokens=sum(o.tokens for o in outcomes),
+                ),
+            )
+        finally:
+            self._cache.release(match)
+
+    def _prefill(
+        self, tokens: tuple[int, ...], kv: torch.Tensor, start: int, cancel: threading.Event
+    ) -> torch.Tensor | None:
+        logits: torch.Tensor | None = None
+        for chunk_start in range(start, len(tokens), PREFILL_CHUNK_TOKENS):
+            if cancel.is_set():
+                return None
+            chunk = tokens[chunk_start : chunk_start + PREFILL_CHUNK_TOKENS]
+            with self._compute:
+                logits = self._runtime.forward(chunk, kv, chunk_start)
+        return logits
+
+    def _decode(
+        self,
+        request: ChatRequest,
+        index: int,
+        prompt_logits: torch.Tensor,
+        kv: torch.Tensor,
+        position: int,
+        max_tokens: int,
+        outcome: _ChoiceOutcome,
+        cancel: threading.Event,
+    ) -> Iterator[TextDelta]:
+        sampler = TokenSampler(request.sampling, choice_index=index)
+        stream = TextStream(self._tokenizer, request.sampling.stop)
+        logits = prompt_logits
+        for step in range(max_tokens):
+            if cancel.is_set():
+                return
+            token = sampler.sample(logits)
+            outcome.tokens += 1
+            if token in self._eos_ids:
+                outcome.finish_reason = "stop"
+                break
+            delta = stream.push(token)
+            if delta:
+                yield TextDelta(choice_index=index, text=delta)
+            if stream.stopped_by is not None:
+                outcome.finish_reason, outcome.stop_sequence = "stop", stream.stopped_by
+                break
+            if step + 1 == max_tokens:
+                break
+            with self._compute:
+                logits = self._runtime.forward([token], kv, position)
+            position += 1
+        tail = stream.flush()
+        if tail:
+            yield TextDelta(choice_index=index, text=tail)
+        outcome.text = stream.text
+
+
+def _context_length(loaded: LoadedModel, limit: int | None) -> int:
+    native = int(getattr(loaded.model.config, "max_position_embeddings", 0) or 0)
+    if limit is None:
+        if native < 2:
+            raise ValueError(
+                "the model config has no max_position_embeddings; set max_context_tokens"
+            )
+        return native
+    if native and limit > native:
+        raise ValueError(
+            f"max_context_tokens={limit} exceeds the model's context length ({native})"
+        )
+    return limit
+
+
+def _eos_token_ids(loaded: LoadedModel) -> frozenset[int]:
+    ids: set[int] = set()
+    eos = getattr(loaded.tokenizer, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    generation = getattr(loaded.model, "generation_config", None)
+    configured = getattr(generation, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, list | tuple):
+        ids.update(int(i) for i in configured)
+    if not ids:
+        raise ValueError("the model defines no end-of-sequence token")
+    return frozenset(ids)
