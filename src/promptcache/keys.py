@@ -68,13 +68,17 @@ def langchain_key(prompt: str, llm_string: str, *, namespace: str = "") -> str:
 
     The ``kind`` member keeps this key space apart from :func:`response_key`.
     """
+    for name, value in (("prompt", prompt), ("llm_string", llm_string), ("namespace", namespace)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name}: expected str, got {type(value).__name__}")
+    # Already canonical (string leaves, sorted keys): skip the validating walk on this hot path.
     payload = {
         "kind": "langchain",
         "llm_string": llm_string,
         "namespace": namespace,
         "prompt": prompt,
     }
-    return _tagged_digest(canonical_json(payload))
+    return _tagged_digest(_dumps(payload))
 
 
 def _tagged_digest(text: str) -> str:

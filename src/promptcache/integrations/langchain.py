@@ -125,7 +125,7 @@ def decode_generations(value: bytes) -> list[Generation]:
     """Inverse of :func:`encode_generations`."""
     text = value.decode("utf-8")
     try:
-        revived = _revive(json.loads(text))
+        revived = json.loads(text, object_hook=_revive_node)
     except _NotFast:
         revived = loads(text, allowed_objects="core")
     if not isinstance(revived, list) or not all(isinstance(g, Generation) for g in revived):
@@ -147,21 +147,16 @@ class _NotFast(Exception):
     """The payload needs LangChain's general reviver."""
 
 
-def _revive(value: Any) -> Any:
-    # Children first, then the node itself: the order LangChain's own loader uses.
-    if isinstance(value, list):
-        return [_revive(item) for item in value]
-    if not isinstance(value, dict):
-        return value
-    revived = {k: _revive(v) for k, v in value.items()}
-    if "lc" not in revived:
-        return revived
-    if revived.get("lc") != 1 or revived.get("type") != "constructor":
+def _revive_node(node: dict[str, Any]) -> Any:
+    """``json.loads`` object hook: called children-first, the order LangChain's loader uses."""
+    if "lc" not in node:
+        return node
+    if node.get("lc") != 1 or node.get("type") != "constructor":
         raise _NotFast
-    cls = _FAST_CLASSES.get(tuple(revived.get("id") or ()))
+    cls = _FAST_CLASSES.get(tuple(node.get("id") or ()))
     if cls is None:
         raise _NotFast
-    return cls(**revived.get("kwargs", {}))
+    return cls(**node.get("kwargs", {}))
 
 
 __all__ = ["PromptCacheLangChainCache", "decode_generations", "encode_generations"]
