@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptcache.prefix import PrefixCache
-from tests.prefix.helpers import FakeClock, empty_out, kv_for, make_cache, prefix_tag
+from promptcache.prefix import PrefixCache, pool
+from tests.prefix.helpers import BLOCK_BYTES, FakeClock, empty_out, kv_for, make_cache, prefix_tag
 
 BUDGET_BLOCKS = 6
 
@@ -43,7 +44,11 @@ def test_hits_are_exact_and_bookkeeping_stays_consistent(
     ops: list[tuple[list[int], str, list[tuple[int, str]], float, bool]],
 ) -> None:
     clock = FakeClock()
-    cache = make_cache(budget_blocks=BUDGET_BLOCKS, max_pinned_fraction=0.5, clock=clock)
+    with pytest.MonkeyPatch.context() as patch:
+        # Two blocks per storage chunk: prompts straddle chunks and reuse scattered slots.
+        patch.setattr(pool, "DEFAULT_CHUNK_BYTES", 2 * BLOCK_BYTES)
+        cache = make_cache(budget_blocks=BUDGET_BLOCKS, max_pinned_fraction=0.5, clock=clock)
+    assert cache._pool.blocks_per_chunk == 2
     for tokens, salt, pins, advance, clear in ops:
         clock.advance(advance)
         match = cache.match(tokens, salt=salt)

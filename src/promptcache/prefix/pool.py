@@ -77,7 +77,7 @@ class KVBlockPool:
         *,
         block_size: int,
         num_blocks: int,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int | None = None,
     ) -> None:
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
@@ -87,6 +87,7 @@ class KVBlockPool:
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.block_bytes = block_size * layout.bytes_per_token
+        chunk_bytes = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
         self.blocks_per_chunk = max(1, min(num_blocks, chunk_bytes // self.block_bytes))
         self._chunks: list[torch.Tensor | None] = []
         self._used_per_chunk: list[int] = []
