@@ -149,6 +149,18 @@ def test_values_round_trip_exactly_like_langchain_loads() -> None:
             generation_info={"finish_reason": "stop", "logprobs": None},
         ),
         Generation(text="plain", generation_info={"nested": {"a": [1, {"lc": 2}]}}),
+        # User data that looks like a serialised message must stay plain data.
+        Generation(
+            text="escaped",
+            generation_info={
+                "fake": {
+                    "lc": 1,
+                    "type": "constructor",
+                    "id": ["langchain", "schema", "messages", "AIMessage"],
+                    "kwargs": {"content": "not a message"},
+                }
+            },
+        ),
     ]
     encoded = encode_generations(generations)
     assert encoded.decode() == dumps(generations)

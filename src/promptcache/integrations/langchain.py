@@ -126,7 +126,7 @@ def decode_generations(value: bytes) -> list[Generation]:
     text = value.decode("utf-8")
     try:
         revived = json.loads(text, object_hook=_revive_node)
-    except _NotFast:
+    except Exception:  # _NotFast, or anything the general loader may handle differently
         revived = loads(text, allowed_objects="core")
     if not isinstance(revived, list) or not all(isinstance(g, Generation) for g in revived):
         raise ValueError("the entry does not hold a list of LangChain generations")
@@ -149,6 +149,10 @@ class _NotFast(Exception):
 
 def _revive_node(node: dict[str, Any]) -> Any:
     """``json.loads`` object hook: called children-first, the order LangChain's loader uses."""
+    if "__lc_escaped__" in node:
+        # User data that merely looks like a LangChain object; its inside was
+        # already (wrongly) revived by this bottom-up hook, so start over.
+        raise _NotFast
     if "lc" not in node:
         return node
     if node.get("lc") != 1 or node.get("type") != "constructor":
