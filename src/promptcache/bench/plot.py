@@ -76,7 +76,7 @@ def _plot_ttft(ax: Axes, points: tuple[TTFTPoint, ...]) -> None:
             va="center",
         )
         ax.annotate(
-            f"{miss:.0f} ms",
+            _duration(miss),
             xy=(x, miss),
             xytext=(0, 8),
             textcoords="offset points",
@@ -85,7 +85,7 @@ def _plot_ttft(ax: Axes, points: tuple[TTFTPoint, ...]) -> None:
             color=MISS_COLOR,
         )
         ax.annotate(
-            f"{hit:.0f} ms",
+            _duration(hit),
             xy=(x, hit),
             xytext=(0, -14),
             textcoords="offset points",
@@ -191,6 +191,10 @@ def _other_profiles_note(session: SessionCost) -> str:
     return "The same session's usage at other providers' list prices and cache rates saves: " + (
         ", ".join(others)
     )
+
+
+def _duration(ms: float) -> str:
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
 
 
 def _money_scale(largest: float) -> tuple[float, str]:
