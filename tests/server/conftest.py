@@ -68,3 +68,11 @@ def anthropic_body(text: str = "hello world", **extra: Any) -> dict[str, Any]:
         "messages": [{"role": "user", "content": text}],
         **extra,
     }
+
+
+@pytest.fixture(scope="session")
+def local_engine() -> Any:
+    """The embedded SmolLM2 model, loaded once per test session (default prefix cache)."""
+    from promptcache.engine.local import LocalEngine, LocalEngineConfig
+
+    return LocalEngine.from_config(LocalEngineConfig())
