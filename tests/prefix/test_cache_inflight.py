@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 
@@ -166,3 +167,40 @@ def test_other_tenant_does_not_wait_for_claims() -> None:
     assert cache.claims_in_flight == 16
     cache.release(owner)
     cache.release(other)
+
+
+def test_concurrent_requests_under_eviction_pressure_always_read_their_own_prefix() -> None:
+    """Threads hammer a small cache with overlapping prompts: every hit is exact."""
+    cache = make_cache(budget_blocks=10, min_cache_tokens=4)
+    errors: list[str] = []
+
+    def client(seed: int) -> PrefixMatch:
+        generator = torch.Generator().manual_seed(seed)
+        last: PrefixMatch | None = None
+        for _ in range(40):
+            stem = int(torch.randint(0, 3, (1,), generator=generator))
+            length = int(torch.randint(4, 24, (1,), generator=generator))
+            tokens = [stem] * 8 + torch.randint(0, 2, (length,), generator=generator).tolist()
+            match = cache.match(tokens, salt=str(stem % 2))
+            try:
+                out = empty_out(len(tokens))
+                cache.gather(match, out)
+                expected = kv_for(tokens)
+                hit = match.num_tokens
+                if not torch.equal(out[:, :, :, :hit], expected[:, :, :, :hit]):
+                    errors.append(f"wrong KV for {tokens[: match.num_tokens]}")
+                cache.commit(match, tokens, expected)
+            finally:
+                cache.release(match)
+            last = match
+        assert last is not None
+        return last
+
+    workers = [_Worker(functools.partial(client, seed)) for seed in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.finish()
+    assert errors == []
+    assert (cache.blocks_in_use, cache.claims_in_flight, cache.requests_waiting) == (0, 0, 0)
+    assert cache.stats().blocks_used <= 10
