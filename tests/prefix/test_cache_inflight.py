@@ -129,6 +129,18 @@ def test_waiting_is_only_for_the_shared_part_of_a_longer_prompt() -> None:
     cache.release(second)
 
 
+def test_no_wait_when_the_claimed_overlap_is_below_min_cache_tokens() -> None:
+    cache = make_cache(min_cache_tokens=8)
+    owner = cache.match(PROMPT, salt="")
+    barely = [*PROMPT[:4], *range(900, 920)]  # shares one block (4 tokens < 8)
+    other = cache.match(barely, salt="")  # same thread: returns at once
+    assert other.num_tokens == 0
+    assert cache.claims_in_flight == 8 + 5  # the other claimed its own 5 blocks
+    cache.release(other)
+    cache.release(owner)
+    assert cache.claims_in_flight == 0
+
+
 def test_cancel_stops_the_wait_and_claims_nothing() -> None:
     cache = make_cache()
     owner = cache.match(PROMPT, salt="")

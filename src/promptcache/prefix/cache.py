@@ -218,9 +218,12 @@ class PrefixCache:
             chain = self._confirmed_chain(handle.hashes, tokens, handle.root)
             if len(chain) == len(handle.hashes):
                 return chain
-            owner = self._claims.get(handle.hashes[len(chain)])
-            if owner is None or owner == handle._id or (cancel is not None and cancel.is_set()):
+            if cancel is not None and cancel.is_set():
                 return chain
+            if self._claimed_reach(handle.hashes, len(chain)) * self.block_size < max(
+                self.min_cache_tokens, 1
+            ):
+                return chain  # nothing claimed next, or too little to make a usable hit
             # Wall time, not the injectable clock: this bounds a real wait.
             if deadline is None:
                 deadline = time.monotonic() + self.config.inflight_wait_seconds
@@ -234,6 +237,13 @@ class PrefixCache:
                 self._cond.wait(remaining)
             finally:
                 self._waiting -= 1
+
+    def _claimed_reach(self, hashes: Sequence[BlockHash], start: int) -> int:
+        """How many leading blocks would be cached once the claims from ``start`` on land."""
+        reach = start
+        while reach < len(hashes) and hashes[reach] in self._claims:
+            reach += 1
+        return reach if reach > start else 0
 
     def _confirmed_chain(
         self, hashes: Sequence[BlockHash], tokens: tuple[int, ...], root: BlockHash
@@ -316,7 +326,9 @@ class PrefixCache:
                 raise ValueError(f"unknown cache TTL {ttl!r}; valid: {', '.join(TTL_SECONDS)}")
         size = self.block_size
         num_full = len(tokens) // size
-        pins_skipped = tuple((min(pos, num_full * size) // size * size, ttl) for pos, ttl in pins)
+        pins_skipped = tuple(
+            (min(max(0, pos), num_full * size) // size * size, ttl) for pos, ttl in pins
+        )
         if not self.config.enabled or num_full * size < max(self.min_cache_tokens, 1):
             return CommitReport(pins_uncached=pins_skipped)
         hashes = hashing.hash_prompt_blocks(tokens, block_size=size, root=match.root)
