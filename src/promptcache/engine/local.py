@@ -33,7 +33,12 @@ import torch
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
 from promptcache.engine.llama_runtime import LlamaRuntime
 from promptcache.engine.model_loading import LoadedModel, load_model
-from promptcache.engine.render import ChatRenderer, RenderedPrompt
+from promptcache.engine.render import (
+    ChatRenderer,
+    RenderedPrompt,
+    ToolCallCapture,
+    tool_calls_allowed,
+)
 from promptcache.engine.sampling import (
     DEFAULT_MAX_TOKENS,
     TextStream,
@@ -51,6 +56,7 @@ from promptcache.request import (
     Result,
     StreamEvent,
     TextDelta,
+    ToolUseBlock,
 )
 from promptcache.usage import WrittenBreakpoint, account_prompt
 
@@ -84,6 +90,7 @@ class _ChoiceOutcome:
     finish_reason: FinishReason = "length"
     stop_sequence: str | None = None
     tokens: int = 0
+    tool_calls: tuple[ToolUseBlock, ...] = ()
 
 
 class LocalEngine:
@@ -142,9 +149,7 @@ class LocalEngine:
         return self._cache
 
     def models(self) -> list[ModelInfo]:
-        aliases = tuple(
-            name for name in dict.fromkeys((self._loaded.name,)) if name != self.served_name
-        )
+        aliases = (self._loaded.name,) if self._loaded.name != self.served_name else ()
         return [ModelInfo(id=self.served_name, aliases=aliases)]
 
     def prefix_stats(self) -> PrefixCacheSnapshot:
@@ -156,11 +161,16 @@ class LocalEngine:
     def generate(
         self, request: ChatRequest, *, cancel: threading.Event | None = None
     ) -> Iterator[StreamEvent]:
-        """Validate and render now (RequestError raises here), then stream lazily."""
+        """Stream one request: ``PromptUsage``, ``TextDelta`` s, then one ``Result``.
+
+        Validation happens on the first ``next()`` (a RequestError raises there,
+        before anything is yielded or any KV is referenced), so a caller that
+        only iterates inside its error handling sees every error.
+        """
         validate_sampling(request.sampling)
         prompt = self._renderer.render(request)
         max_tokens = self._max_new_tokens(request, len(prompt.token_ids))
-        return self._stream(request, prompt, max_tokens, cancel or threading.Event())
+        yield from self._stream(request, prompt, max_tokens, cancel or threading.Event())
 
     def _max_new_tokens(self, request: ChatRequest, prompt_tokens: int) -> int:
         room = self.context_tokens - prompt_tokens
@@ -226,6 +236,7 @@ class LocalEngine:
                         text=o.text,
                         finish_reason=o.finish_reason,
                         stop_sequence=o.stop_sequence,
+                        tool_calls=o.tool_calls,
                     )
                     for i, o in enumerate(outcomes)
                 ),
@@ -264,6 +275,7 @@ class LocalEngine:
     ) -> Iterator[TextDelta]:
         sampler = TokenSampler(request.sampling, choice_index=index)
         stream = TextStream(self._tokenizer, request.sampling.stop)
+        capture = ToolCallCapture() if tool_calls_allowed(request) else None
         logits = prompt_logits
         for step in range(max_tokens):
             if cancel.is_set():
@@ -274,6 +286,8 @@ class LocalEngine:
                 outcome.finish_reason = "stop"
                 break
             delta = stream.push(token)
+            if capture is not None:
+                delta = capture.feed(delta)
             if delta:
                 yield TextDelta(choice_index=index, text=delta)
             if stream.stopped_by is not None:
@@ -285,9 +299,15 @@ class LocalEngine:
                 logits = self._runtime.forward([token], kv, position)
             position += 1
         tail = stream.flush()
+        outcome.text = stream.text
+        if capture is not None:
+            tail = capture.feed(tail)
+            rest, outcome.text, outcome.tool_calls = capture.finish()
+            tail += rest
+            if outcome.tool_calls:
+                outcome.finish_reason = "tool_calls"
         if tail:
             yield TextDelta(choice_index=index, text=tail)
-        outcome.text = stream.text
 
 
 def _context_length(loaded: LoadedModel, limit: int | None) -> int:
