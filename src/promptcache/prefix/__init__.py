@@ -1,8 +1,11 @@
 """The KV prefix (context) cache: hash chain, block pool and the cache that shares them.
 
-Read :mod:`promptcache.prefix.cache` first; :mod:`~promptcache.prefix.hashing`
-names blocks, :mod:`~promptcache.prefix.pool` stores their KV and
-:mod:`~promptcache.prefix.eviction` orders them for eviction.
+Read :mod:`promptcache.prefix.cache` first (match, gather, commit, release);
+:mod:`~promptcache.prefix.config` holds its settings,
+:mod:`~promptcache.prefix.hashing` names blocks, :mod:`~promptcache.prefix.pool`
+stores their KV, :mod:`~promptcache.prefix.block` and
+:mod:`~promptcache.prefix.pins` keep each block's bookkeeping and pin TTLs, and
+:mod:`~promptcache.prefix.eviction` orders blocks for eviction.
 """
 
 from __future__ import annotations

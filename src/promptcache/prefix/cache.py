@@ -99,6 +99,13 @@ class CommitReport:
 
 
 class PrefixCache:
+    """Cached KV blocks of one model, shared by every request and tenant (salted apart).
+
+    ``model_id`` names the weights (part of every block hash: another model
+    never hits); ``clock`` measures pin TTLs (inject a fake one in tests).
+    Storage is allocated lazily, in chunks, up to ``config.kv_cache_bytes``.
+    """
+
     def __init__(
         self,
         config: PrefixCacheConfig,
