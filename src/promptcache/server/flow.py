@@ -59,9 +59,11 @@ from promptcache.server.dialect import Dialect
 from promptcache.server.limits import read_body
 from promptcache.server.metrics import ServerMetrics
 from promptcache.server.models import ModelCatalog
+from promptcache.server.parse_memo import LRU, ParsedRequest, ParseMemo
 from promptcache.server.responses import (
     ClosingStreamingResponse,
     error_response,
+    json_bytes,
     json_response,
     sse_error_frame,
 )
@@ -121,13 +123,15 @@ class ChatFlow:
         self.catalog = catalog
         self.metrics = metrics
         self.observers = list(observers)
+        self._memo = ParseMemo()
+        self._rendered: LRU[tuple[str, str, str, int], bytes] = LRU()
 
     async def handle(self, http: Request, dialect: Dialect, route: str) -> Response:
         started = time.perf_counter()
         try:
-            request = await self._parse(http, dialect)
+            parsed = await self._parse(http, dialect, route)
             directives = parse_cache_control(http.headers.get("cache-control"))
-            response = await self._serve(request, directives, dialect, route, started)
+            response = await self._serve(parsed, directives, dialect, route, started)
         except PromptCacheError as error:
             response = error_response(dialect, error)
         self.metrics.count_request(route, response.status_code)
@@ -135,10 +139,20 @@ class ChatFlow:
 
     # -- request --------------------------------------------------------------
 
-    async def _parse(self, http: Request, dialect: Dialect) -> ChatRequest:
+    async def _parse(self, http: Request, dialect: Dialect, route: str) -> ParsedRequest:
         tenant = self.keyring.tenant(http.headers)
         namespace = namespace_of(http.headers)
         body = await read_body(http, limit=self.config.max_body_bytes)
+        memo_key = (route, tenant, namespace, body)
+        parsed = self._memo.get(memo_key)
+        if parsed is None:
+            parsed = ParsedRequest(request=self._parse_body(body, dialect, tenant, namespace))
+            self._memo.put(memo_key, parsed)
+        return parsed
+
+    def _parse_body(
+        self, body: bytes, dialect: Dialect, tenant: str, namespace: str
+    ) -> ChatRequest:
         try:
             data: Any = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -150,25 +164,28 @@ class ChatFlow:
         request.breakpoints()  # 400 on too many or misordered, before any cache access
         return request
 
-    def _cache_key(self, request: ChatRequest, directives: CacheDirectives) -> str | None:
+    def _cache_key(self, parsed: ParsedRequest, directives: CacheDirectives) -> str | None:
         if self.cache is None or not (directives.read or directives.write):
             return None
-        sampling = request.sampling
+        sampling = parsed.request.sampling
         if not (sampling.greedy or sampling.seed is not None or self.config.cache_sampled):
             return None
-        return response_key(request)
+        if parsed.cache_key is None:
+            parsed.cache_key = response_key(parsed.request)
+        return parsed.cache_key
 
     # -- response cache ------------------------------------------------------
 
     async def _serve(
         self,
-        request: ChatRequest,
+        parsed: ParsedRequest,
         directives: CacheDirectives,
         dialect: Dialect,
         route: str,
         started: float,
     ) -> Response:
-        key = self._cache_key(request, directives)
+        request = parsed.request
+        key = self._cache_key(parsed, directives)
         cache = self.cache
         if key is None or cache is None:
             self.metrics.count_cache(BYPASS)
@@ -223,7 +240,12 @@ class ChatFlow:
         if request.transport.stream:
             frames = dialect.render_stream(replay_events(result), request)
             return ClosingStreamingResponse(frames, headers=headers)
-        return json_response(dialect.render_response(result, request), headers=headers)
+        memo_key = (route, key, result.id, result.created)
+        content = self._rendered.get(memo_key)
+        if content is None:
+            content = json_bytes(dialect.render_response(result, request))
+            self._rendered.put(memo_key, content)
+        return Response(content, headers=headers, media_type="application/json")
 
     # -- engine ----------------------------------------------------------------
 

@@ -15,11 +15,16 @@ from promptcache.server.dialect import Dialect
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+def json_bytes(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def json_response(
     body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return Response(content, status_code=status, headers=headers, media_type="application/json")
+    return Response(
+        json_bytes(body), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 def error_response(dialect: Dialect, error: PromptCacheError) -> Response:
