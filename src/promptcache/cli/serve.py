@@ -56,7 +56,9 @@ class _EngineChoice:
     upstream_url: str | None
     upstream_dialect: str
     upstream_api_key: str | None
+    upstream_models: tuple[str, ...]
     max_queue: int
+    workers: int
 
 
 def _build_engine(choice: _EngineChoice) -> tuple[Engine, str]:
@@ -69,6 +71,7 @@ def _build_engine(choice: _EngineChoice) -> tuple[Engine, str]:
                 base_url=choice.upstream_url,
                 api_key=choice.upstream_api_key,
                 dialect=choice.upstream_dialect,
+                models=choice.upstream_models or None,
             )
         )
         return upstream, f"upstream {choice.upstream_dialect} at {choice.upstream_url}"
@@ -84,7 +87,8 @@ def _build_engine(choice: _EngineChoice) -> tuple[Engine, str]:
         LocalEngineConfig(model=choice.model, prefix_cache=PrefixCacheConfig(**prefix_options))
     )
     names = ", ".join(info.id for info in local.models())
-    return ThreadedEngine(local, max_queue=choice.max_queue), f"local engine serving {names}"
+    engine = ThreadedEngine(local, max_queue=choice.max_queue, workers=choice.workers)
+    return engine, f"local engine serving {names}"
 
 
 def _open_cache(store_url: str, ttl: float | None) -> ResponseCache | None:
@@ -175,9 +179,17 @@ def serve(
         str | None,
         typer.Option(envvar="PROMPTCACHE_UPSTREAM_API_KEY", help="Key sent to the upstream."),
     ] = None,
+    upstream_model: Annotated[
+        list[str] | None,
+        typer.Option(help="Model id the upstream serves (repeatable; default: any)."),
+    ] = None,
     max_queue: Annotated[
         int, typer.Option(help="Requests waiting for the local engine before 429s.")
     ] = 32,
+    engine_workers: Annotated[
+        int,
+        typer.Option(help="Requests the local engine runs at once (interleaved per token)."),
+    ] = 2,
     max_body_bytes: Annotated[
         str, typer.Option(help="Largest accepted request body, e.g. 8MB.")
     ] = str(DEFAULT_MAX_BODY_BYTES),
@@ -234,7 +246,9 @@ def serve(
                 upstream_url=upstream_url,
                 upstream_dialect=upstream_dialect,
                 upstream_api_key=upstream_api_key,
+                upstream_models=tuple(upstream_model or ()),
                 max_queue=max_queue,
+                workers=engine_workers,
             )
         )
     except (ValueError, OSError) as exc:
