@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from promptcache.engine import local
 from promptcache.engine.local import LocalEngine, LocalEngineConfig
 from promptcache.errors import RequestError
 from promptcache.prefix.cache import PrefixCacheConfig
@@ -26,7 +27,7 @@ from promptcache.request import (
 
 BLOCK = 4
 SMALL_CACHE = PrefixCacheConfig(block_size=BLOCK, min_cache_tokens=16, kv_cache_bytes=8 << 20)
-SHARED = " ".join(f"fact {i} is about topic {i % 7}." for i in range(30))
+SHARED = " ".join(f"fact {i} is about topic {i % 7}." for i in range(12))
 
 
 @pytest.fixture
@@ -303,3 +304,14 @@ def test_models_and_config(tiny_model: Any) -> None:
         LocalEngineConfig(max_context_tokens=1)
     with pytest.raises(ValueError):
         LocalEngineConfig(served_name=" ")
+
+
+def test_kv_buffer_growth_does_not_change_output(
+    engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = ask("grow", max_tokens=20)
+    roomy = run(engine, request)[1]
+    monkeypatch.setattr(local, "INITIAL_DECODE_ROOM", 1)
+    tight = run(engine, request)[1]
+    assert tight.choices[0].text == roomy.choices[0].text
+    assert tight.usage.output_tokens == roomy.usage.output_tokens

@@ -63,6 +63,9 @@ from promptcache.usage import WrittenBreakpoint, account_prompt
 PREFILL_CHUNK_TOKENS = 512
 """Prefill granularity: bounds activation memory, and lets other requests'
 decode steps and cancellation in between chunks of a long prompt."""
+INITIAL_DECODE_ROOM = 128
+"""KV positions reserved for output up front; the buffer doubles when decoding
+needs more, so a large ``max_tokens`` costs no memory (or zeroing) unless used."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,16 +200,20 @@ class LocalEngine:
         try:
             if cancel.is_set():
                 return
-            kv = self._runtime.new_kv(len(tokens) + max_tokens)
-            self._cache.gather(match, kv)
+            kv = _KVBuffer(
+                self._runtime,
+                len(tokens) + min(max_tokens, INITIAL_DECODE_ROOM),
+                len(tokens) + max_tokens,
+            )
+            self._cache.gather(match, kv.tensor)
             # A full hit still recomputes the last prompt token: its logits
             # start decoding. Its KV slot is rewritten with the same values.
             start = min(match.num_tokens, len(tokens) - 1)
-            logits = self._prefill(tokens, kv, start, cancel)
+            logits = self._prefill(tokens, kv.tensor, start, cancel)
             if logits is None:
                 return
             report = self._cache.commit(
-                match, list(tokens), kv, pins=list(prompt.breakpoint_positions)
+                match, list(tokens), kv.tensor, pins=list(prompt.breakpoint_positions)
             )
             written = [WrittenBreakpoint(position=p, ttl=ttl) for p, ttl in report.pinned]
             prompt_usage = account_prompt(
@@ -267,7 +274,7 @@ class LocalEngine:
         request: ChatRequest,
         index: int,
         prompt_logits: torch.Tensor,
-        kv: torch.Tensor,
+        kv: _KVBuffer,
         position: int,
         max_tokens: int,
         outcome: _ChoiceOutcome,
@@ -295,8 +302,9 @@ class LocalEngine:
                 break
             if step + 1 == max_tokens:
                 break
+            kv.ensure(position + 1)
             with self._compute:
-                logits = self._runtime.forward([token], kv, position)
+                logits = self._runtime.forward([token], kv.tensor, position)
             position += 1
         tail = stream.flush()
         outcome.text = stream.text
@@ -308,6 +316,23 @@ class LocalEngine:
                 outcome.finish_reason = "tool_calls"
         if tail:
             yield TextDelta(choice_index=index, text=tail)
+
+
+class _KVBuffer:
+    """A request's KV tensor, grown (doubling, up to ``limit`` positions) as decoding needs."""
+
+    def __init__(self, runtime: LlamaRuntime, capacity: int, limit: int) -> None:
+        self._runtime = runtime
+        self._limit = limit
+        self.tensor = runtime.new_kv(capacity)
+
+    def ensure(self, positions: int) -> None:
+        capacity = self.tensor.shape[3]
+        if positions <= capacity:
+            return
+        grown = self._runtime.new_kv(min(max(positions, 2 * capacity), self._limit))
+        grown[:, :, :, :capacity].copy_(self.tensor)
+        self.tensor = grown
 
 
 def _context_length(loaded: LoadedModel, limit: int | None) -> int:
