@@ -242,3 +242,22 @@ def test_embedded_chunking_does_not_change_the_next_token(embedded_model: Loaded
         chunked = runtime.prefill(ids, runtime.new_kv(len(ids)), 0, chunk_size=chunk)
         assert int(chunked.argmax()) == int(one_pass.argmax())
         assert_close_logits(chunked, one_pass)
+
+
+def test_decode_threads_apply_to_one_token_steps_only(tiny_model: LoadedModel) -> None:
+    with pytest.raises(ValueError, match="decode_threads"):
+        LlamaRuntime(tiny_model.model, decode_threads=0)
+    runtime = LlamaRuntime(tiny_model.model, decode_threads=1)
+    kv = runtime.new_kv(64)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        runtime.prefill(PROMPT, kv, 0)
+        step = runtime.forward([5], kv, len(PROMPT))
+        assert torch.get_num_threads() == 2, "the caller's thread count is restored"
+    finally:
+        torch.set_num_threads(previous)
+    reference = LlamaRuntime(tiny_model.model, decode_threads=2)
+    other = reference.new_kv(64)
+    reference.prefill(PROMPT, other, 0)
+    torch.testing.assert_close(reference.forward([5], other, len(PROMPT)), step)

@@ -19,9 +19,11 @@ overhead- and bandwidth-bound on a CPU:
   is about twice as slow on AMD CPUs for the ``[1, hidden]`` decode shape;
 * the RoPE cos/sin table is precomputed (by the model's own rotary module, so
   every RoPE scaling variant it supports is reproduced exactly);
-* grouped-query attention needs no ``repeat_kv`` copy: the query heads that
-  share a KV head are folded into the query-length axis, so attention runs
-  directly over a contiguous slice of the cache, for any prefix length.
+* attention is one ``scaled_dot_product_attention`` call per layer over a
+  slice of the cache, with ``enable_gqa`` (no ``repeat_kv`` copy) and 4-D
+  inputs, which keeps PyTorch on its CPU flash kernel (3-D inputs or a
+  boolean mask fall back to the ~4x slower math path);
+* one-token steps run on ``decode_threads`` threads (see ``__init__``).
 
 Why the result does not depend on how a prefix was computed: a token's keys
 and values depend only on the tokens before it, so restoring a prefix's KV
@@ -31,7 +33,8 @@ summation order) as one pass over everything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +46,7 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 # length, which a KV cache requires ("dynamic" and "longrope" rescale with it).
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 _ROPE_TABLE_MIN = 1024
+_SMALL_MODEL_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,24 @@ class _Layer:
 class LlamaRuntime:
     """Forward passes of a Llama-family model over a caller-owned KV buffer (batch size 1)."""
 
-    def __init__(self, model: PreTrainedModel, *, use_onednn: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        *,
+        use_onednn: bool | None = None,
+        decode_threads: int | None = None,
+    ) -> None:
+        """Read ``model``'s weights (fusing projections in place; values unchanged).
+
+        ``use_onednn``: route matmuls through oneDNN (default: when it works here).
+        ``decode_threads``: torch threads for one-token steps. Default: 1 for models
+        under 1 GiB of weights -- a small model's decode step is a few hundred tiny
+        bandwidth-bound matmuls, one core already saturates memory, and OpenMP
+        barriers across cores cost more than they give (several times more when
+        other processes share the cores) -- else torch's current setting.
+        """
+        if decode_threads is not None and decode_threads <= 0:
+            raise ValueError(f"decode_threads must be positive, got {decode_threads}.")
         config = model.config
         model_type = getattr(config, "model_type", None)
         if model_type not in SUPPORTED_MODEL_TYPES:
@@ -89,7 +110,6 @@ class LlamaRuntime:
         self._hidden = int(config.hidden_size)
         self._intermediate = int(config.intermediate_size)
         self._eps = float(config.rms_norm_eps)
-        self._group = self._num_heads // self._num_kv_heads
         self._max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
         self._window = _sliding_window(config)
         self._rotary = _child(backbone, "rotary_emb")
@@ -101,6 +121,10 @@ class LlamaRuntime:
         self._cos = torch.empty(0, self._head_dim, dtype=self._dtype)
         self._sin = torch.empty(0, self._head_dim, dtype=self._dtype)
         self._onednn = _onednn_works(self._dtype) if use_onednn is None else use_onednn
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        if decode_threads is None and weight_bytes < _SMALL_MODEL_BYTES:
+            decode_threads = 1
+        self._decode_threads = decode_threads
 
     @property
     def num_layers(self) -> int:
@@ -155,13 +179,22 @@ class LlamaRuntime:
         """
         ids = _as_ids(input_ids)
         count = int(ids.shape[0])
+        if count == 1 and self._decode_threads is not None:
+            with _torch_threads(self._decode_threads):
+                return self._forward(ids, kv, start, all_logits=all_logits)
+        return self._forward(ids, kv, start, all_logits=all_logits)
+
+    def _forward(
+        self, ids: torch.Tensor, kv: torch.Tensor, start: int, *, all_logits: bool
+    ) -> torch.Tensor:
+        count = int(ids.shape[0])
         end = start + count
         self._check(kv, start, end)
         cos, sin = self._rope(start, end)
-        mask = self._mask(start, count)
+        mask, causal = self._mask(start, count)
         x = F.embedding(ids, self._embed)
         for index, layer in enumerate(self._layers):
-            x = self._layer(x, layer, kv[index], start, end, cos, sin, mask)
+            x = self._layer(x, layer, kv[index], start, end, cos, sin, mask, causal)
         if not all_logits:
             x = x[-1:]
         x = F.rms_norm(x, (self._hidden,), self._final_norm, self._eps)
@@ -228,6 +261,7 @@ class LlamaRuntime:
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
+        causal: bool,
     ) -> torch.Tensor:
         count = x.shape[0]
         heads, kv_heads, dim = self._num_heads, self._num_kv_heads, self._head_dim
@@ -239,12 +273,15 @@ class LlamaRuntime:
         qk = qk * cos + qk.roll(dim // 2, -1) * sin
         kv[0, :, start:end].copy_(qk[:, heads:].transpose(0, 1))
         kv[1, :, start:end].copy_(qkv[:, heads + kv_heads :].transpose(0, 1))
-        # Fold the query heads sharing one KV head into the length axis:
-        # [n, H, D] -> [H_kv, G*n, D] (order g, t), so no KV copy per group.
-        q = qk[:, :heads].view(count, kv_heads, self._group, dim).permute(1, 2, 0, 3)
-        q = q.reshape(kv_heads, self._group * count, dim)
-        attn = F.scaled_dot_product_attention(q, kv[0, :, :end], kv[1, :, :end], attn_mask=mask)
-        attn = attn.view(kv_heads, self._group, count, dim).permute(2, 0, 1, 3)
+        q = qk[:, :heads].transpose(0, 1).unsqueeze(0)
+        attn = F.scaled_dot_product_attention(
+            q,
+            kv[0, :, :end].unsqueeze(0),
+            kv[1, :, :end].unsqueeze(0),
+            attn_mask=mask,
+            is_causal=causal,
+            enable_gqa=True,
+        )[0].transpose(0, 1)
         x = x + self._linear(attn.reshape(count, heads * dim), layer.o_weight, layer.o_bias)
         h = F.rms_norm(x, (self._hidden,), layer.post_norm, self._eps)
         gate_up = self._linear(h, layer.gate_up_weight, layer.gate_up_bias)
@@ -259,14 +296,22 @@ class LlamaRuntime:
             return out
         return F.linear(x, weight, bias)
 
-    def _mask(self, start: int, count: int) -> torch.Tensor | None:
-        """Causal mask for ``count`` queries at ``start`` (None for one query: it sees all)."""
+    def _mask(self, start: int, count: int) -> tuple[torch.Tensor | None, bool]:
+        """The attention mask for ``count`` queries at ``start``, and whether it is plain causal.
+
+        One query sees every key (no mask); a chunk at position 0 is plain causal
+        (SDPA's ``is_causal``, which skips masked blocks); a later chunk needs an
+        explicit mask, since ``is_causal`` aligns the triangle to the top-left. The
+        mask is additive float: with 4-D inputs that keeps SDPA on its flash kernel.
+        """
         if count == 1:
-            return None
+            return None, False
+        if start == 0:
+            return None, True
         keys = torch.arange(start + count)
         queries = torch.arange(start, start + count)
-        mask = keys[None, :] <= queries[:, None]
-        return mask.repeat(self._group, 1)
+        mask = torch.zeros(count, start + count, dtype=self._dtype)
+        return mask.masked_fill_(keys[None, :] > queries[:, None], float("-inf")), False
 
     def _rope(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         if end > self._cos.shape[0]:
@@ -403,6 +448,20 @@ def _sliding_window(config: object) -> int | None:
     ):
         return None
     return int(window)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Run with ``count`` intra-op threads, restoring the caller's setting after."""
+    previous = torch.get_num_threads()
+    if previous == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _onednn_works(dtype: torch.dtype) -> bool:
