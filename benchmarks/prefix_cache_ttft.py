@@ -53,10 +53,40 @@ TARGETS = {
     "warm_load_s": ("<=", 5.0),
     "kv_shared_copies": ("<=", 1.0),
 }
-QUESTIONS = [
-    "Looking at all of the rules above, which warehouse ships orders placed late in the "
-    "afternoon, and what happens to an order placed on a public holiday? Answer briefly {i}.",
+# Distinct first words, so two questions share no token after the system prompt.
+OPENERS = [
+    "Alpha",
+    "Bravo",
+    "Charlie",
+    "Delta",
+    "Echo",
+    "Foxtrot",
+    "Golf",
+    "Hotel",
+    "India",
+    "Juliett",
+    "Kilo",
+    "Lima",
+    "Mike",
+    "November",
+    "Oscar",
+    "Papa",
+    "Quebec",
+    "Romeo",
+    "Sierra",
+    "Tango",
+    "Uniform",
+    "Victor",
+    "Whiskey",
+    "Xray",
+    "Yankee",
+    "Zulu",
 ]
+QUESTION = (
+    "{opener} asks: looking at all of the rules above, which warehouse ships the orders "
+    "placed late in the afternoon, and what happens to an order for an item that is out "
+    "of stock? Answer in one short sentence."
+)
 
 
 def shared_system(engine: LocalEngine, nonce: str) -> str:
@@ -85,7 +115,7 @@ def request(system: str, question: str, max_tokens: int) -> ChatRequest:
 
 
 def question(i: int) -> str:
-    return QUESTIONS[0].format(i=i)
+    return QUESTION.format(opener=OPENERS[i % len(OPENERS)])
 
 
 def ttft(engine: LocalEngine, chat: ChatRequest) -> tuple[float, Result]:
@@ -118,10 +148,10 @@ def median(samples: list[float]) -> float:
 
 def measure_ttft(engine: LocalEngine, repeats: int) -> dict[str, Any]:
     shared = shared_system(engine, "shared")
-    ttft(engine, request(shared, question(-1), 1))  # warm the cache with the prefix
+    ttft(engine, request(shared, question(0), 1))  # warm the cache with the prefix
     miss, hit, limit = [], [], []
     prompt_tokens = cached = 0
-    for r in range(repeats):
+    for r in range(1, repeats + 1):
         seconds, result = ttft(engine, request(shared_system(engine, f"miss{r}"), question(r), 1))
         assert result.usage.cache_read_input_tokens == 0
         miss.append(seconds)
@@ -145,9 +175,12 @@ def measure_ttft(engine: LocalEngine, repeats: int) -> dict[str, Any]:
 def measure_zero_hit_overhead(
     cache_on: LocalEngine, cache_off: LocalEngine, repeats: int
 ) -> dict[str, float]:
-    on, off = [], []
+    on: list[float] = []
+    off: list[float] = []
     for r in range(repeats):
-        for engine, samples in ((cache_on, on), (cache_off, off)):
+        # ABBA order: a drift in background load affects both variants alike.
+        pairs = [(cache_on, on), (cache_off, off)]
+        for engine, samples in pairs if r % 2 == 0 else pairs[::-1]:
             chat = request(shared_system(engine, f"zero{r}-{len(samples)}"), question(r), 1)
             seconds, result = ttft(engine, chat)
             assert result.usage.cache_read_input_tokens == 0
@@ -178,7 +211,8 @@ def measure_decode(engine: LocalEngine, new_tokens: int) -> float:
 def measure_shared_kv(engine: LocalEngine) -> dict[str, Any]:
     engine.clear_prefix_cache()
     shared = shared_system(engine, "eight")
-    chats = [request(shared, question(100 + i), 1) for i in range(SHARED_REQUESTS)]
+    first = len(OPENERS) - SHARED_REQUESTS
+    chats = [request(shared, question(first + i), 1) for i in range(SHARED_REQUESTS)]
     usages: list[Any] = []
     lock = threading.Lock()
 
@@ -214,16 +248,27 @@ def _common_prefix(prompts: list[tuple[int, ...]]) -> int:
     return length
 
 
-def measure_warm_load() -> float:
-    """Model load seconds in a fresh process (the conversion cache is warm by now)."""
+def measure_warm_load() -> dict[str, float]:
+    """A fresh process loading the model (conversion cache warm by now).
+
+    ``warm_load_s`` is the whole start -- interpreter, torch and transformers
+    imports, then ``load_model`` -- as a user of ``promptcache serve`` waits
+    for it; ``warm_load_model_only_s`` is ``load_model`` alone.
+    """
     code = (
+        "import time\n"
+        "started = time.perf_counter()\n"
         "from promptcache.engine.model_loading import load_model\n"
-        "print(load_model(progress=False).load_seconds)\n"
+        "loaded = load_model(progress=False)\n"
+        "print(loaded.load_seconds, time.perf_counter() - started)\n"
     )
+    begun = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
-    return float(out.strip().splitlines()[-1])
+    wall = time.perf_counter() - begun
+    model_only, _ = (float(x) for x in out.strip().splitlines()[-1].split())
+    return {"warm_load_s": wall, "warm_load_model_only_s": model_only}
 
 
 def check(name: str, value: float) -> bool:
@@ -247,7 +292,7 @@ def run(repeats: int, decode_tokens: int, progress: Callable[[str], None]) -> di
     progress(f"{SHARED_REQUESTS} concurrent requests sharing the prefix")
     figures.update(measure_shared_kv(cache_on))
     progress("warm-start load (fresh process)")
-    figures["warm_load_s"] = measure_warm_load()
+    figures.update(measure_warm_load())
     figures["miss_over_hit"] = figures["ttft_miss_s"] / figures["ttft_hit_s"]
     figures["hit_over_limit"] = figures["ttft_hit_s"] / figures["ttft_limit_s"]
     figures["zero_hit_overhead"] = figures["ttft_cache_on_miss_s"] / figures["ttft_cache_off_s"]
@@ -274,6 +319,10 @@ def print_table(f: dict[str, Any]) -> None:
         f"{f['kv_bytes_one_prompt'] / 2**20:.1f} MiB); {f['shared_reads_8_requests']} of "
         f"{SHARED_REQUESTS} read the shared prefix"
     )
+    print(
+        f"warm start {f['warm_load_s']:.2f} s in a fresh process "
+        f"(load_model alone {f['warm_load_model_only_s']:.2f} s)"
+    )
     print()
     for name, (op, target) in TARGETS.items():
         mark = "ok " if f["targets_met"][name] else "MISS"
@@ -283,11 +332,11 @@ def print_table(f: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per timing (median)")
+    parser.add_argument("--repeats", type=int, default=4, help="runs per timing (median)")
     parser.add_argument("--decode-tokens", type=int, default=96, help="tokens for decode tok/s")
     args = parser.parse_args()
-    if args.repeats < 1 or args.decode_tokens < 2:
-        parser.error("--repeats must be >= 1 and --decode-tokens >= 2")
+    if not 1 <= args.repeats <= len(OPENERS) - SHARED_REQUESTS - 1 or args.decode_tokens < 2:
+        parser.error("--repeats must be within 1..17 and --decode-tokens >= 2")
 
     def progress(step: str) -> None:
         print(f"... {step}", file=sys.stderr, flush=True)
