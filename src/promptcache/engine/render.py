@@ -31,6 +31,13 @@ gets a plain string ``content`` so any Hugging Face chat template works:
   text-only.
 * A final assistant message is continued (Anthropic-style prefill) instead of
   opening a new assistant turn.
+* The same tool-call format is read back from the output:
+  :class:`ToolCallCapture` withholds ``<tool_call>...`` text from the stream
+  and parses it into ``ToolUseBlock`` s (finish reason ``tool_calls``).
+
+Tools are always rendered as text, also for templates with native tool
+support: one format for every model keeps rendering and the output parser in
+step (a native-format path would need a parser per model family).
 
 **Breakpoint positions.** A breakpoint maps to the token position where its
 block ends in the rendered prompt. The character offset of that end is found
