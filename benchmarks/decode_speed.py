@@ -8,11 +8,12 @@ the machine's load conditions; the best repeat of each is reported.
   its prefill cancels out; the runtime is timed over its one-token steps.
 * prefill tokens/s -- one ~2,000-token prompt (HF: one ``model(...)`` call;
   runtime: ``prefill`` in 512-token chunks).
-* the runtime's decode tokens/s right after the long prompt (2k context).
+* the runtime's decode tokens/s right after the long prompt (2k context);
+* the runtime's opt-in float16-weight decode (``decode_weight_dtype``).
 * load seconds of the model (warm when the converted weights are cached).
 
 Usage: ``python benchmarks/decode_speed.py [--model PATH] [--new-tokens 64]
-[--prompt-tokens 2000] [--repeat 2] [--json]``
+[--prompt-tokens 2000] [--repeat 3] [--json]``
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main() -> None:
     )
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if args.new_tokens < 2 or args.prompt_tokens < 16 or args.repeat < 1:
@@ -51,17 +52,21 @@ def main() -> None:
 
     loaded = load_model(args.model, progress=not args.json)
     runtime = LlamaRuntime(loaded.model)
+    half = LlamaRuntime(loaded.model, decode_weight_dtype=torch.float16)
     short = chat_ids(loaded, "Tell me a story about a lighthouse keeper.")
     long = chat_ids(loaded, PARAGRAPH * (args.prompt_tokens // 30 + 10))[-args.prompt_tokens :]
 
     best: dict[str, float] = {}
-    same_tokens = True
+    same_tokens = same_half = True
     for _ in range(args.repeat):
         hf_rate, hf_tokens = hf_decode(loaded, short, args.new_tokens)
         rt_rate, rt_tokens = runtime_decode(runtime, short, args.new_tokens)
+        half_rate, half_tokens = runtime_decode(half, short, args.new_tokens)
         same_tokens = same_tokens and hf_tokens == rt_tokens
+        same_half = same_half and half_tokens == rt_tokens
         record(best, "hf_decode_tok_s", hf_rate)
         record(best, "runtime_decode_tok_s", rt_rate)
+        record(best, "runtime_fp16_weights_decode_tok_s", half_rate)
         record(best, "hf_prefill_tok_s", hf_prefill(loaded, long))
         rt_prefill_rate, rt_long_decode = runtime_prefill_then_decode(
             runtime, long, args.new_tokens
@@ -73,7 +78,11 @@ def main() -> None:
         **{k: round(v, 2) for k, v in best.items()},
         "decode_speedup": round(best["runtime_decode_tok_s"] / best["hf_decode_tok_s"], 2),
         "prefill_speedup": round(best["runtime_prefill_tok_s"] / best["hf_prefill_tok_s"], 2),
+        "fp16_weights_decode_speedup": round(
+            best["runtime_fp16_weights_decode_tok_s"] / best["hf_decode_tok_s"], 2
+        ),
         "same_greedy_tokens": same_tokens,
+        "same_greedy_tokens_fp16_weights": same_half,
         "prompt_tokens": len(long),
         "new_tokens": args.new_tokens,
         "load_s": round(loaded.load_seconds, 2),
@@ -96,17 +105,23 @@ def main() -> None:
         f"{best['runtime_prefill_tok_s']:>14.1f}{report['prefill_speedup']:>7.2f}x"
     )
     print(
+        f"{'decode, fp16 weights':24}{'':>14}"
+        f"{best['runtime_fp16_weights_decode_tok_s']:>14.1f}"
+        f"{report['fp16_weights_decode_speedup']:>7.2f}x"
+    )
+    print(
         f"runtime decode after the {len(long)}-token prompt: "
         f"{best['runtime_decode_tok_s_at_prompt_len']:.1f} tok/s"
     )
     print(
-        f"greedy tokens identical: {same_tokens}; "
+        f"greedy tokens identical: {same_tokens} (fp16 weights: {same_half}); "
         f"load average {report['load_average_1m']} on {os.cpu_count()} CPUs"
     )
 
 
 def chat_ids(loaded: LoadedModel, text: str) -> list[int]:
-    ids = loaded.tokenizer.apply_chat_template(
+    tokenizer: Any = loaded.tokenizer  # apply_chat_template's return type is a wide union
+    ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=False
     )
     return [int(i) for i in ids]
@@ -118,9 +133,10 @@ def record(best: dict[str, float], key: str, value: float) -> None:
 
 def hf_generate(loaded: LoadedModel, ids: list[int], count: int) -> tuple[float, list[int]]:
     prompt = torch.tensor([ids])
+    model: Any = loaded.model  # generate() is typed loosely (a Tensor-or-module union)
     started = time.perf_counter()
     with torch.inference_mode():
-        out = loaded.model.generate(
+        out = model.generate(
             prompt,
             attention_mask=torch.ones_like(prompt),
             max_new_tokens=count,
@@ -148,9 +164,10 @@ def runtime_decode(runtime: LlamaRuntime, ids: list[int], count: int) -> tuple[f
 
 
 def hf_prefill(loaded: LoadedModel, ids: list[int]) -> float:
+    model: Any = loaded.model  # PreTrainedModel.__call__ is untyped
     started = time.perf_counter()
     with torch.inference_mode():
-        loaded.model(torch.tensor([ids]), use_cache=True)
+        model(torch.tensor([ids]), use_cache=True)
     return len(ids) / (time.perf_counter() - started)
 
 

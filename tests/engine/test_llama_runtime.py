@@ -261,3 +261,20 @@ def test_decode_threads_apply_to_one_token_steps_only(tiny_model: LoadedModel) -
     other = reference.new_kv(64)
     reference.prefill(PROMPT, other, 0)
     torch.testing.assert_close(reference.forward([5], other, len(PROMPT)), step)
+
+
+def test_half_precision_decode_weights_touch_only_one_token_steps(tiny_model: LoadedModel) -> None:
+    exact = LlamaRuntime(tiny_model.model)
+    fast = LlamaRuntime(tiny_model.model, decode_weight_dtype=torch.float16)
+    kv_exact, kv_fast = exact.new_kv(64), fast.new_kv(64)
+    # Prefill keeps the exact weights: identical logits and KV.
+    torch.testing.assert_close(
+        fast.prefill(PROMPT, kv_fast, 0), exact.prefill(PROMPT, kv_exact, 0), rtol=0, atol=0
+    )
+    torch.testing.assert_close(kv_fast, kv_exact, rtol=0, atol=0)
+    step_fast = fast.forward([5], kv_fast, len(PROMPT))
+    step_exact = exact.forward([5], kv_exact, len(PROMPT))
+    assert step_fast.dtype == torch.float32 and kv_fast.dtype == torch.float32
+    scale = float(step_exact.abs().max())
+    torch.testing.assert_close(step_fast, step_exact, rtol=0, atol=1e-2 * scale)
+    assert int(step_fast.argmax()) == int(step_exact.argmax())
