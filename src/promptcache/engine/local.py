@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -41,6 +42,7 @@ from promptcache.engine.render import (
 )
 from promptcache.engine.sampling import (
     DEFAULT_MAX_TOKENS,
+    Detokenizer,
     TextStream,
     TokenSampler,
     validate_sampling,
@@ -285,7 +287,10 @@ class LocalEngine:
         cancel: threading.Event,
     ) -> Iterator[TextDelta]:
         sampler = TokenSampler(request.sampling, choice_index=index)
-        stream = TextStream(self._tokenizer, request.sampling.stop)
+        stream = TextStream(
+            _LockedDetokenizer(self._tokenizer, self._renderer.tokenizer_lock),
+            request.sampling.stop,
+        )
         capture = ToolCallCapture() if tool_calls_allowed(request) else None
         logits = prompt_logits
         for step in range(max_tokens):
@@ -320,6 +325,16 @@ class LocalEngine:
                 outcome.finish_reason = "tool_calls"
         if tail:
             yield TextDelta(choice_index=index, text=tail)
+
+
+class _LockedDetokenizer:
+    def __init__(self, tokenizer: Detokenizer, lock: threading.Lock) -> None:
+        self._tokenizer = tokenizer
+        self._lock = lock
+
+    def decode(self, token_ids: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._tokenizer.decode(token_ids, **kwargs)
 
 
 class _KVBuffers:

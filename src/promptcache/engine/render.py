@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,6 +131,10 @@ class ChatRenderer:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("the tokenizer has no chat template; promptcache needs one")
         self._tokenizer = tokenizer
+        self.tokenizer_lock = threading.Lock()
+        """Serialises calls into the Rust tokenizer: one thread changing its
+        truncation/padding state while another uses it fails with "Already
+        borrowed". Share it with every other user of this tokenizer."""
 
     def render(self, request: ChatRequest) -> RenderedPrompt:
         """Render ``request``; raises RequestError for content the model cannot take."""
@@ -139,7 +144,8 @@ class ChatRenderer:
         contents, system_count = self._contents(request)
         continue_final = request.messages[-1].role == "assistant"
         text = self._template(contents, continue_final)
-        encoding = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        with self.tokenizer_lock:
+            encoding = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         token_ids = tuple(int(t) for t in encoding["input_ids"])
         offsets: list[tuple[int, int]] = [(int(s), int(e)) for s, e in encoding["offset_mapping"]]
         positions: list[tuple[int, CacheTTL]] = []
