@@ -27,6 +27,8 @@ pytestmark = pytest.mark.model
 
 NEW_TOKENS = 24
 GREEDY = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0)
+WARM = SamplingParams(max_tokens=1)
+"""For requests that only fill the cache: prefill and one token."""
 SYSTEM = (
     "You are a careful assistant for a small bakery. The bakery opens at 7am, closes at 6pm, "
     "sells sourdough, rye and croissants, and takes orders by phone. Answer briefly."
@@ -70,7 +72,8 @@ def assert_faithful(cached: LocalEngine, uncached: LocalEngine, request: ChatReq
 
 def test_shared_system_prompt(cached: LocalEngine, uncached: LocalEngine) -> None:
     system = (TextBlock(text=SYSTEM),)
-    complete(cached, ChatRequest(model="m", system=system, messages=(say("user", "Hi!"),)))
+    warm = ChatRequest(model="m", system=system, messages=(say("user", "Hi!"),), sampling=WARM)
+    complete(cached, warm)
     for question in ("When do you open?", "Do you sell rye bread?"):
         request = ChatRequest(
             model="m", system=system, messages=(say("user", question),), sampling=GREEDY
@@ -84,8 +87,7 @@ def test_multi_turn_conversation(cached: LocalEngine, uncached: LocalEngine) -> 
         say("assistant", "Great choice! Lisbon has lovely neighbourhoods, food and views."),
         say("user", "What should I see on the first day?"),
     )
-    first = ChatRequest(model="m", messages=history, sampling=GREEDY)
-    complete(cached, first)
+    complete(cached, ChatRequest(model="m", messages=history, sampling=WARM))
     follow_up = ChatRequest(
         model="m",
         messages=(
@@ -105,9 +107,7 @@ def test_breakpoint_mid_conversation(cached: LocalEngine, uncached: LocalEngine)
         say("user", "Here is a list: apples, pears, plums, cherries, figs, dates, limes."),
         say("assistant", "Thanks, I have the list of seven fruits.", mark),
     )
-    first = ChatRequest(
-        model="m", messages=(*turns, say("user", "Which is first?")), sampling=GREEDY
-    )
+    first = ChatRequest(model="m", messages=(*turns, say("user", "Which is first?")), sampling=WARM)
     written = complete(cached, first).usage
     assert written.cache_creation_5m_input_tokens > 0
     second = ChatRequest(
