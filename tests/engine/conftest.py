@@ -59,7 +59,7 @@ def byte_level_tokenizer() -> PreTrainedTokenizerBase:
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer: PreTrainedTokenizerBase = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
@@ -80,7 +80,7 @@ def build_tiny_model(model_type: str = "llama", seed: int = 0, **overrides: Any)
     settings.setdefault("pad_token_id", tokenizer.pad_token_id)
     config = AutoConfig.for_model(model_type, **settings)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     model.eval()
     name = f"tiny-{model_type}"
     return LoadedModel(

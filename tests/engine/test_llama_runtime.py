@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ def hf_kv(model: PreTrainedModel, ids: list[int]) -> list[tuple[torch.Tensor, to
     return [(layer.keys[0], layer.values[0]) for layer in cache.layers]
 
 
-def hf_greedy(model: PreTrainedModel, ids: list[int], count: int) -> list[int]:
+def hf_greedy(model: Any, ids: list[int], count: int) -> list[int]:
     with torch.inference_mode():
         out = model.generate(
             torch.tensor([ids]),
@@ -215,7 +216,8 @@ def test_accepts_tensor_ids(tiny_model: LoadedModel) -> None:
 
 
 def _chat_ids(loaded: LoadedModel, text: str) -> list[int]:
-    ids = loaded.tokenizer.apply_chat_template(
+    tokenizer: Any = loaded.tokenizer  # apply_chat_template returns a wide union
+    ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=False
     )
     return [int(i) for i in ids]

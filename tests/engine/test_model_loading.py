@@ -8,10 +8,12 @@ import json
 import re
 from pathlib import Path
 
+import gguf
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from promptcache.engine import model_loading
 from promptcache.engine.model_loading import (
@@ -36,6 +38,104 @@ def save_tiny(loaded: LoadedModel, directory: Path) -> Path:
     loaded.model.save_pretrained(directory)
     loaded.tokenizer.save_pretrained(directory)
     return directory
+
+
+def write_gguf(loaded: LoadedModel, path: Path) -> Path:
+    """Write a tiny Llama as an F32 GGUF the way llama.cpp's converter lays it out."""
+    config, tokenizer = loaded.model.config, loaded.tokenizer
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny llama")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    specials = set(tokenizer.all_special_tokens)
+    writer.add_token_list([token for token, _ in vocab])
+    writer.add_token_types([3 if token in specials else 1 for token, _ in vocab])
+    writer.add_token_scores([0.0] * len(vocab))
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_unk_token_id(tokenizer.unk_token_id)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(tokenizer.chat_template)
+
+    state = {k: v.detach().numpy().astype(np.float32) for k, v in loaded.model.state_dict().items()}
+
+    def permute(weight: np.ndarray, heads: int) -> np.ndarray:  # llama.cpp's q/k row order
+        rows = weight.shape[0]
+        return weight.reshape(heads, 2, rows // heads // 2, -1).swapaxes(1, 2).reshape(weight.shape)
+
+    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
+    writer.add_tensor("output_norm.weight", state["model.norm.weight"])
+    names = {
+        "self_attn.o_proj": "attn_output",
+        "self_attn.v_proj": "attn_v",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
+    for i in range(config.num_hidden_layers):
+        prefix = f"model.layers.{i}."
+        q = permute(state[prefix + "self_attn.q_proj.weight"], config.num_attention_heads)
+        k = permute(state[prefix + "self_attn.k_proj.weight"], config.num_key_value_heads)
+        writer.add_tensor(f"blk.{i}.attn_q.weight", q)
+        writer.add_tensor(f"blk.{i}.attn_k.weight", k)
+        for hf_name, gguf_name in names.items():
+            writer.add_tensor(f"blk.{i}.{gguf_name}.weight", state[prefix + hf_name + ".weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_gguf_is_converted_once_then_loaded_from_the_cache(
+    tiny_model: LoadedModel, tmp_path: Path
+) -> None:
+    source = write_gguf(tiny_model, tmp_path / "Tiny-Llama.Q8_0.gguf")
+    cache = tmp_path / "cache"
+    cold = load_model(source, cache_dir=cache, progress=False)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert not cold.from_cache
+    assert cold.name == "Tiny-Llama"
+    assert cold.model_id == f"Tiny-Llama@sha256:{digest[:16]}"
+    torch.testing.assert_close(logits(cold.model), logits(tiny_model.model), rtol=0, atol=1e-6)
+    chat = [{"role": "user", "content": "héllo"}]
+    assert cold.tokenizer.apply_chat_template(chat) == tiny_model.tokenizer.apply_chat_template(
+        chat
+    )
+
+    converted = cache / "models" / digest
+    assert (converted / "promptcache.json").is_file()
+    assert "quantization_config" not in json.loads((converted / "config.json").read_text())
+    assert [p.name for p in (cache / "models").iterdir()] == [digest], "no temp dirs left"
+
+    warm = load_model(source, cache_dir=cache, progress=False)
+    assert warm.from_cache and warm.model_id == cold.model_id
+    torch.testing.assert_close(logits(warm.model), logits(cold.model), rtol=0, atol=0)
+
+
+def test_cache_without_marker_is_not_trusted(tiny_model: LoadedModel, tmp_path: Path) -> None:
+    source = write_gguf(tiny_model, tmp_path / "tiny.gguf")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    half_written = tmp_path / "cache" / "models" / digest
+    half_written.mkdir(parents=True)
+    (half_written / "config.json").write_text("{")
+    loaded = load_model(source, cache_dir=tmp_path / "cache", progress=False)
+    assert not loaded.from_cache
+    torch.testing.assert_close(logits(loaded.model), logits(tiny_model.model), rtol=0, atol=1e-6)
 
 
 def test_embedded_gguf_is_found_through_package_metadata() -> None:
@@ -154,7 +254,7 @@ def test_failed_conversion_leaves_no_cache(monkeypatch: pytest.MonkeyPatch, tmp_
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("killed mid-conversion")
 
-    monkeypatch.setattr(model_loading.AutoModelForCausalLM, "from_pretrained", explode)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", explode)
     with pytest.raises(RuntimeError, match="killed"):
         load_model(embedded_gguf_path(), cache_dir=tmp_path, progress=False)
     models = tmp_path / "models"
