@@ -35,11 +35,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
+
+from promptcache.engine.llama_weights import (
+    LayerWeights,
+    cast_layer,
+    child_module,
+    fused_layer,
+    module_weight,
+)
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 # RoPE variants whose cos/sin for a position do not depend on the sequence
@@ -47,20 +54,6 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 _ROPE_TABLE_MIN = 1024
 _SMALL_MODEL_BYTES = 1 << 30
-
-
-@dataclass(frozen=True)
-class _Layer:
-    input_norm: torch.Tensor
-    qkv_weight: torch.Tensor
-    qkv_bias: torch.Tensor | None
-    o_weight: torch.Tensor
-    o_bias: torch.Tensor | None
-    post_norm: torch.Tensor
-    gate_up_weight: torch.Tensor
-    gate_up_bias: torch.Tensor | None
-    down_weight: torch.Tensor
-    down_bias: torch.Tensor | None
 
 
 class LlamaRuntime:
@@ -108,7 +101,7 @@ class LlamaRuntime:
                 f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}."
             )
 
-        backbone = _child(model, "model")
+        backbone = child_module(model, "model")
         self._num_heads = int(config.num_attention_heads)
         self._num_kv_heads = int(getattr(config, "num_key_value_heads", None) or self._num_heads)
         self._head_dim = int(
@@ -119,17 +112,15 @@ class LlamaRuntime:
         self._eps = float(config.rms_norm_eps)
         self._max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
         self._window = _sliding_window(config)
-        self._rotary = _child(backbone, "rotary_emb")
-        self._embed = _weight(backbone, "embed_tokens")
-        self._final_norm = _weight(backbone, "norm")
-        self._lm_head = _weight(model, "lm_head")  # tied models: the embedding tensor itself
+        self._rotary = child_module(backbone, "rotary_emb")
+        self._embed = module_weight(backbone, "embed_tokens")
+        self._final_norm = module_weight(backbone, "norm")
+        self._lm_head = module_weight(model, "lm_head")  # tied models: the embedding tensor itself
         self._dtype = self._embed.dtype
-        self._layers = [_fuse_layer(layer) for layer in _child(backbone, "layers").children()]
+        self._layers = [fused_layer(layer) for layer in child_module(backbone, "layers").children()]
         self._decode_layers, self._decode_lm_head = self._layers, self._lm_head
         if decode_weight_dtype is not None and decode_weight_dtype != self._lm_head.dtype:
-            self._decode_layers = [
-                _cast_layer(layer, decode_weight_dtype) for layer in self._layers
-            ]
+            self._decode_layers = [cast_layer(layer, decode_weight_dtype) for layer in self._layers]
             self._decode_lm_head = self._lm_head.to(decode_weight_dtype)
         self._cos = torch.empty(0, self._head_dim, dtype=self._dtype)
         self._sin = torch.empty(0, self._head_dim, dtype=self._dtype)
@@ -252,6 +243,8 @@ class LlamaRuntime:
     ) -> list[int]:
         """Greedy continuation of ``prompt_ids`` (placed at ``start`` in ``kv``), stopping
         after a token in ``stop_ids`` (included) or ``max_new_tokens`` tokens."""
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}.")
         ids = _as_ids(prompt_ids)
         end = start + int(ids.shape[0]) + max_new_tokens
         if kv is None:
@@ -272,7 +265,7 @@ class LlamaRuntime:
     def _layer(
         self,
         x: torch.Tensor,
-        layer: _Layer,
+        layer: LayerWeights,
         kv: torch.Tensor,
         start: int,
         end: int,
@@ -370,93 +363,6 @@ class LlamaRuntime:
                 f"Positions up to {end} exceed the model's sliding window ({self._window}), "
                 "which this runtime does not implement."
             )
-
-
-def _fuse_layer(layer: torch.nn.Module) -> _Layer:
-    attn, mlp = _child(layer, "self_attn"), _child(layer, "mlp")
-    q_proj, k_proj, v_proj = (_child(attn, n) for n in ("q_proj", "k_proj", "v_proj"))
-    gate_proj, up_proj = _child(mlp, "gate_proj"), _child(mlp, "up_proj")
-    o_proj, down_proj = _child(attn, "o_proj"), _child(mlp, "down_proj")
-    qkv_weight = _fuse_into(q_proj, k_proj, v_proj, name="weight")
-    qkv_bias = _fuse_into(q_proj, k_proj, v_proj, name="bias")
-    gate_up_weight = _fuse_into(gate_proj, up_proj, name="weight")
-    gate_up_bias = _fuse_into(gate_proj, up_proj, name="bias")
-    if qkv_weight is None or gate_up_weight is None:
-        raise ValueError("Attention or MLP projections have no weight; cannot build the runtime.")
-    return _Layer(
-        input_norm=_weight(layer, "input_layernorm"),
-        qkv_weight=qkv_weight,
-        qkv_bias=qkv_bias,
-        o_weight=_required(o_proj, "weight"),
-        o_bias=_param(o_proj, "bias"),
-        post_norm=_weight(layer, "post_attention_layernorm"),
-        gate_up_weight=gate_up_weight,
-        gate_up_bias=gate_up_bias,
-        down_weight=_required(down_proj, "weight"),
-        down_bias=_param(down_proj, "bias"),
-    )
-
-
-def _cast_layer(layer: _Layer, dtype: torch.dtype) -> _Layer:
-    """``layer`` with its matmul weights and biases cast to ``dtype`` (norms unchanged)."""
-
-    def cast(tensor: torch.Tensor | None) -> torch.Tensor | None:
-        return None if tensor is None else tensor.to(dtype)
-
-    return replace(
-        layer,
-        qkv_weight=layer.qkv_weight.to(dtype),
-        qkv_bias=cast(layer.qkv_bias),
-        o_weight=layer.o_weight.to(dtype),
-        o_bias=cast(layer.o_bias),
-        gate_up_weight=layer.gate_up_weight.to(dtype),
-        gate_up_bias=cast(layer.gate_up_bias),
-        down_weight=layer.down_weight.to(dtype),
-        down_bias=cast(layer.down_bias),
-    )
-
-
-def _fuse_into(*modules: torch.nn.Module, name: str) -> torch.Tensor | None:
-    """Concatenate ``name`` ("weight"/"bias") of ``modules`` along dim 0, then re-point
-    each module's parameter at its slice of the result, so memory is not doubled."""
-    parts = [_param(m, name) for m in modules]
-    if all(p is None for p in parts):
-        return None
-    if any(p is None for p in parts):
-        raise ValueError(f"Some projections have a {name} and others not; cannot fuse them.")
-    tensors = [p for p in parts if p is not None]
-    fused = torch.cat(tensors, dim=0).contiguous()
-    offset = 0
-    for module, tensor in zip(modules, tensors, strict=True):
-        size = tensor.shape[0]
-        getattr(module, name).data = fused[offset : offset + size]
-        offset += size
-    return fused
-
-
-def _child(module: torch.nn.Module, name: str) -> torch.nn.Module:
-    child = getattr(module, name, None)
-    if not isinstance(child, torch.nn.Module):
-        raise ValueError(
-            f"{type(module).__name__} has no submodule {name!r}: not a Llama-family layout."
-        )
-    return child
-
-
-def _weight(module: torch.nn.Module, child: str) -> torch.Tensor:
-    return _required(_child(module, child), "weight")
-
-
-def _required(module: torch.nn.Module, name: str) -> torch.Tensor:
-    value = _param(module, name)
-    if value is None:
-        raise ValueError(f"{type(module).__name__} has no {name!r} tensor.")
-    return value
-
-
-def _param(module: torch.nn.Module, name: str) -> torch.Tensor | None:
-    value = getattr(module, name, None)
-    return value.detach() if isinstance(value, torch.Tensor) else None
 
 
 def _as_ids(input_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
