@@ -246,7 +246,7 @@ def test_embedded_chunking_does_not_change_the_next_token(embedded_model: Loaded
         assert_close_logits(chunked, one_pass)
 
 
-def test_decode_threads_apply_to_one_token_steps_only(tiny_model: LoadedModel) -> None:
+def test_decode_threads_apply_to_short_forwards_and_are_restored(tiny_model: LoadedModel) -> None:
     with pytest.raises(ValueError, match="decode_threads"):
         LlamaRuntime(tiny_model.model, decode_threads=0)
     runtime = LlamaRuntime(tiny_model.model, decode_threads=1)
