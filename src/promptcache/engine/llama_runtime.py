@@ -13,8 +13,8 @@ faster than ``model.forward`` for single-stream decoding because decoding is
 overhead- and bandwidth-bound on a CPU:
 
 * q/k/v and gate/up projections are fused into one matmul each (the fused
-  weights are built once; the HF modules are re-pointed at views of them, so
-  no weight is held twice);
+  weights are built once by :mod:`promptcache.engine.llama_weights`; the HF
+  modules are re-pointed at views of them, so no weight is held twice);
 * matmuls go through oneDNN when available: MKL's float32 matrix-vector path
   is about twice as slow on AMD CPUs for the ``[1, hidden]`` decode shape;
 * the RoPE cos/sin table is precomputed (by the model's own rotary module, so
