@@ -43,6 +43,7 @@ from promptcache.request import (
     Result,
     SamplingParams,
     TextBlock,
+    TextDelta,
 )
 
 PREFIX_TOKENS = 2000
@@ -121,14 +122,17 @@ def question(i: int) -> str:
 
 
 def ttft(engine: LocalEngine, chat: ChatRequest) -> tuple[float, Result]:
-    """Seconds until the first token (max_tokens=1: prefill plus one sampled token)."""
+    """Seconds until the first token's text is streamed (or the Result, if it has none)."""
     start = time.perf_counter()
+    first: float | None = None
     result = None
     for event in engine.generate(chat):
+        if first is None and isinstance(event, TextDelta | Result):
+            first = time.perf_counter() - start
         if isinstance(event, Result):
             result = event
-    assert result is not None
-    return time.perf_counter() - start, result
+    assert result is not None and first is not None
+    return first, result
 
 
 def limit_ttft(engine: LocalEngine, chat: ChatRequest, cached_tokens: int) -> float:

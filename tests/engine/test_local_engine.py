@@ -315,3 +315,11 @@ def test_kv_buffer_growth_does_not_change_output(
     tight = run(engine, request)[1]
     assert tight.choices[0].text == roomy.choices[0].text
     assert tight.usage.output_tokens == roomy.usage.output_tokens
+
+
+def test_a_stream_closed_after_prefill_still_stores_its_prefix(engine: LocalEngine) -> None:
+    stream = engine.generate(ask("closed early", max_tokens=30))
+    assert isinstance(next(stream), PromptUsage)
+    stream.close()  # type: ignore[attr-defined]
+    assert_no_refs(engine)
+    assert usage_of(engine, ask("another question")).cache_read_input_tokens > 0

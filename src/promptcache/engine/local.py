@@ -201,6 +201,7 @@ class LocalEngine:
         tokens = prompt.token_ids
         match = self._cache.match(list(tokens), salt=request.tenant, cancel=cancel)
         kv: _KVBuffer | None = None
+        pending_commit: Callable[[], object] | None = None
         try:
             if cancel.is_set():
                 return
@@ -216,10 +217,25 @@ class LocalEngine:
             logits = self._prefill(tokens, kv.tensor, start, cancel)
             if logits is None:
                 return
-            report = self._cache.commit(
-                match, list(tokens), kv.tensor, pins=list(prompt.breakpoint_positions)
-            )
-            written = [WrittenBreakpoint(position=p, ttl=ttl) for p, ttl in report.pinned]
+            buffer = kv
+            committed = False
+
+            def commit() -> list[WrittenBreakpoint]:
+                nonlocal committed
+                if committed:
+                    return []
+                committed = True
+                report = self._cache.commit(
+                    match, list(tokens), buffer.tensor, pins=list(prompt.breakpoint_positions)
+                )
+                return [WrittenBreakpoint(position=p, ttl=ttl) for p, ttl in report.pinned]
+
+            # Usage depends on what commit pinned, so with breakpoints it commits
+            # now. Without, usage is known already and the commit (a copy of the
+            # new KV into the cache) waits until the first token is out, keeping
+            # it off the time to first token; waiters are held one step longer.
+            pending_commit = commit
+            written = commit() if prompt.breakpoint_positions else []
             prompt_usage = account_prompt(
                 prompt_tokens=len(tokens),
                 cache_hit_tokens=match.num_tokens,
@@ -232,8 +248,9 @@ class LocalEngine:
                 # Choices share the prompt KV: decoding only writes positions
                 # past the prompt, which the next choice overwrites.
                 yield from self._decode(
-                    request, index, logits, kv, len(tokens), max_tokens, outcome, cancel
+                    request, index, logits, kv, len(tokens), max_tokens, outcome, cancel, commit
                 )
+                commit()  # the prefill is done: store it even if cancelled now
                 if cancel.is_set():
                     return
                 outcomes.append(outcome)
@@ -258,6 +275,11 @@ class LocalEngine:
                     output_tokens=sum(o.tokens for o in outcomes),
                 ),
             )
+        except GeneratorExit:
+            # Closed by the consumer: the prefill is done, so still store it.
+            if pending_commit is not None:
+                pending_commit()
+            raise
         finally:
             self._cache.release(match)
             if kv is not None:
@@ -285,6 +307,7 @@ class LocalEngine:
         max_tokens: int,
         outcome: _ChoiceOutcome,
         cancel: threading.Event,
+        after_first_token: Callable[[], object],
     ) -> Iterator[TextDelta]:
         sampler = TokenSampler(request.sampling, choice_index=index)
         stream = TextStream(
@@ -311,6 +334,8 @@ class LocalEngine:
                 break
             if step + 1 == max_tokens:
                 break
+            if step == 0:
+                after_first_token()
             kv.ensure(position + 1)
             with self._compute:
                 logits = self._runtime.forward([token], kv.tensor, position)
