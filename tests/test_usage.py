@@ -47,3 +47,12 @@ def test_only_5m_after_hit() -> None:
 def test_hit_larger_than_prompt_is_rejected() -> None:
     with pytest.raises(ValueError, match="cache_hit_tokens"):
         account_prompt(prompt_tokens=10, cache_hit_tokens=11, breakpoints=[])
+
+
+def test_greedy_means_temperature_zero_or_no_sampling_parameters() -> None:
+    from promptcache.request import SamplingParams
+
+    assert SamplingParams().greedy
+    assert SamplingParams(temperature=0.0, top_p=0.9).greedy
+    assert not SamplingParams(top_p=0.9).greedy
+    assert not SamplingParams(temperature=0.7).greedy

@@ -112,7 +112,10 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature is None or self.temperature == 0.0
+        """Temperature 0, or neither temperature nor top_p given (top_p alone samples)."""
+        if self.temperature is not None:
+            return self.temperature == 0.0
+        return self.top_p is None
 
 
 @dataclass(frozen=True, kw_only=True)

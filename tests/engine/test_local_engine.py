@@ -323,3 +323,11 @@ def test_a_stream_closed_after_prefill_still_stores_its_prefix(engine: LocalEngi
     stream.close()  # type: ignore[attr-defined]
     assert_no_refs(engine)
     assert usage_of(engine, ask("another question")).cache_read_input_tokens > 0
+
+
+def test_decode_precision_is_validated_and_named_in_the_error() -> None:
+    from promptcache.engine.local import LocalEngineConfig
+
+    assert LocalEngineConfig().decode_precision == "float16"
+    with pytest.raises(ValueError, match="decode_precision"):
+        LocalEngineConfig(decode_precision="int3")

@@ -122,3 +122,20 @@ def test_configuration_is_validated() -> None:
         ThreadedEngine(FakeSyncEngine(), max_queue=-1)
     with pytest.raises(ValueError, match="workers"):
         ThreadedEngine(FakeSyncEngine(), max_queue=1, workers=0)
+
+
+class _EagerlyValidatingEngine(FakeSyncEngine):
+    """Raises from ``generate`` itself, before returning an iterator."""
+
+    def generate(self, request: ChatRequest, *, cancel: threading.Event | None = None):  # type: ignore[no-untyped-def]
+        raise RequestError("eager validation refuses this")
+
+
+async def test_an_engine_raising_at_call_time_fails_the_request_not_the_worker() -> None:
+    engine = ThreadedEngine(_EagerlyValidatingEngine(), max_queue=2, workers=1)
+    try:
+        for _ in range(2):  # the second call proves the single worker is still alive
+            with pytest.raises(RequestError, match="eager validation"):
+                await asyncio.wait_for(engine.complete(request("hi")), timeout=30)
+    finally:
+        await engine.aclose()

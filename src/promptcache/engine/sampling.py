@@ -55,9 +55,7 @@ def validate_sampling(params: SamplingParams) -> None:
 
 
 def is_greedy(params: SamplingParams) -> bool:
-    if params.temperature is not None:
-        return params.temperature == 0.0
-    return params.top_p is None
+    return params.greedy
 
 
 class TokenSampler:

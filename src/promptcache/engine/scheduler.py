@@ -172,7 +172,11 @@ class ThreadedEngine(Engine):
     def _run(self, job: _Job) -> None:
         if job.cancel.is_set():
             return
-        events = self.sync_engine.generate(job.request, cancel=job.cancel)
+        try:
+            events = self.sync_engine.generate(job.request, cancel=job.cancel)
+        except Exception as exc:  # an engine that validates eagerly must not kill the worker
+            job.post(exc)
+            return
         try:
             for event in events:
                 if job.cancel.is_set():
