@@ -233,3 +233,24 @@ def test_thread_leader_failure_hands_over(cache: ResponseCache) -> None:
     assert outcomes.count(_result("recovered")) == 7
     hit = cache.get("k")
     assert hit is not None and hit.result == _result("recovered")
+
+
+async def test_a_lone_miss_reads_the_store_once() -> None:
+    class CountingStore(MemoryStore):
+        reads = 0
+
+        async def aget(self, key: str):  # type: ignore[no-untyped-def]
+            CountingStore.reads += 1
+            return await super().aget(key)
+
+    cache = ResponseCache(CountingStore())
+
+    async def compute() -> Result:
+        return _result("v")
+
+    _, status, _ = await cache.get_or_compute("k", compute)
+    assert status == "MISS"
+    assert CountingStore.reads == 1
+    _, status, _ = await cache.get_or_compute("k", compute)
+    assert status == "HIT"
+    assert CountingStore.reads == 2

@@ -60,6 +60,18 @@ class ResponseCache:
         ] = weakref.WeakKeyDictionary()
         self._thread_flights: dict[str, _ThreadFlightState] = {}
         self._thread_lock = threading.Lock()
+        self._flights_finished = 0
+
+    @property
+    def flights_finished(self) -> int:
+        """How many led flights have ended. Read it before a miss's lookup: if it is
+        unchanged once you lead a flight, no leader can have stored the key since
+        that lookup, so looking it up again would only repeat the miss."""
+        return self._flights_finished
+
+    def _count_finished_flight(self) -> None:
+        with self._thread_lock:  # flights of several threads and event loops end here
+            self._flights_finished += 1
 
     # -- plain reads and writes ------------------------------------------------
 
@@ -149,6 +161,7 @@ class ResponseCache:
             if write:
                 await self.aput(key, result)
             return result, "BYPASS", 0.0
+        seen = self.flights_finished
         hit = await self.aget(key, max_age=max_age)
         if hit is not None:
             return hit.result, "HIT", hit.age
@@ -156,7 +169,7 @@ class ResponseCache:
             if flight.result is not None:
                 return flight.result, "HIT", 0.0
             # A leader may have stored the result between our miss and our election.
-            hit = await self.aget(key, max_age=max_age)
+            hit = None if seen == self.flights_finished else await self.aget(key, max_age=max_age)
             if hit is not None:
                 flight.publish(hit.result, write=False)
                 return hit.result, "HIT", hit.age
@@ -179,13 +192,14 @@ class ResponseCache:
             if write:
                 self.put(key, result)
             return result, "BYPASS", 0.0
+        seen = self.flights_finished
         hit = self.get(key, max_age=max_age)
         if hit is not None:
             return hit.result, "HIT", hit.age
         with self.flight_sync(key, write=write) as flight:
             if flight.result is not None:
                 return flight.result, "HIT", 0.0
-            hit = self.get(key, max_age=max_age)
+            hit = None if seen == self.flights_finished else self.get(key, max_age=max_age)
             if hit is not None:
                 flight.publish(hit.result, write=False)
                 return hit.result, "HIT", hit.age
@@ -279,6 +293,7 @@ class AsyncFlight(_Flight):
             flights = self._cache._loop_flights()
             if flights.get(self.key) is state:
                 del flights[self.key]
+            self._cache._count_finished_flight()
             state.done.set()
 
 
@@ -319,6 +334,7 @@ class ThreadFlight(_Flight):
             with self._cache._thread_lock:
                 if self._cache._thread_flights.get(self.key) is state:
                     del self._cache._thread_flights[self.key]
+            self._cache._count_finished_flight()
             state.done.set()
 
 

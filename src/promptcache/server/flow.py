@@ -200,19 +200,20 @@ class ChatFlow:
             return await self._generate(
                 request, dialect, route, started, key=key, status=BYPASS, publish=store
             )
+        seen = cache.flights_finished
         hit = await cache.aget(key, max_age=directives.max_age)
         if hit is not None:
             self.metrics.count_cache(HIT)
             return self._replay(request, hit.result, hit.age, dialect, route, key)
         stack = AsyncExitStack()
         flight = await stack.enter_async_context(cache.flight(key, write=directives.write))
-        if flight.result is None:
+        if flight.result is not None:
+            hit = CacheHit(result=flight.result, age=0.0)
+        elif seen != cache.flights_finished:
             # A leader may have stored its result between our miss and our election.
             hit = await cache.aget(key, max_age=directives.max_age)
             if hit is not None:
                 flight.publish(hit.result, write=False)
-        else:
-            hit = CacheHit(result=flight.result, age=0.0)
         if hit is not None:
             await stack.aclose()
             self.metrics.count_cache(HIT)
