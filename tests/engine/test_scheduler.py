@@ -53,6 +53,20 @@ async def test_complete_returns_the_result_and_errors_propagate() -> None:
     assert result.choices[0].text == "echo: hi"
 
 
+async def test_a_finished_request_frees_its_worker_before_the_caller_hears_the_end() -> None:
+    # With max_queue=0 a request is admitted only when a worker is idle; a
+    # caller that sends its next request right after the previous one ended
+    # must never be refused as overloaded.
+    engine = ThreadedEngine(FakeSyncEngine(), max_queue=0)
+    try:
+        for turn in range(200):
+            result = await engine.complete(request(f"turn {turn}"))
+            assert result.choices[0].text == f"echo: turn {turn}"
+            assert engine.running == 0
+    finally:
+        await engine.aclose()
+
+
 async def test_queue_bound_refuses_with_overloaded() -> None:
     fake = FakeSyncEngine()
     fake.gate = threading.Event()

@@ -163,34 +163,39 @@ class ThreadedEngine(Engine):
                     return
                 job = self._pending.popleft()
                 self._running += 1
+            final: list[StreamEvent | Exception | _Done] = []
             try:
-                self._run(job)
+                final = self._run(job)
             finally:
+                # The worker is free before the consumer hears the end: a client
+                # that sends its next request as soon as this one ends must find
+                # an idle worker, not a spurious "queue full".
                 with self._lock:
                     self._running -= 1
+                for item in final:
+                    job.post(item)
 
-    def _run(self, job: _Job) -> None:
+    def _run(self, job: _Job) -> list[StreamEvent | Exception | _Done]:
+        """Post the job's events as they come; return the terminal ones to post last."""
         if job.cancel.is_set():
-            return
+            return []
         try:
             events = self.sync_engine.generate(job.request, cancel=job.cancel)
         except Exception as exc:  # an engine that validates eagerly must not kill the worker
-            job.post(exc)
-            return
+            return [exc]
         try:
             for event in events:
                 if job.cancel.is_set():
                     break
-                job.post(event)
                 if isinstance(event, Result):
-                    break
+                    return [event, _DONE]
+                job.post(event)
         except Exception as exc:  # handed to the awaiting coroutine, which re-raises it
-            job.post(exc)
-            return
+            return [exc]
         finally:
             # Closing the generator runs its cleanup now (KV references released)
             # rather than whenever it is garbage collected.
             close = getattr(events, "close", None)
             if close is not None:
                 close()
-        job.post(_DONE)
+        return [_DONE]
