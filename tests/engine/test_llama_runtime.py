@@ -265,6 +265,32 @@ def test_decode_threads_apply_to_short_forwards_and_are_restored(tiny_model: Loa
     torch.testing.assert_close(reference.forward([5], other, len(PROMPT)), step)
 
 
+def test_by_default_decode_steps_try_both_thread_counts_and_restore_the_callers(
+    tiny_model: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        runtime = LlamaRuntime(tiny_model.model)
+        seen: list[int] = []
+        real_forward = runtime._forward
+
+        def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return real_forward(*args, **kwargs)
+
+        monkeypatch.setattr(runtime, "_forward", spy)
+        kv = runtime.new_kv(64)
+        runtime.prefill(PROMPT, kv, 0)
+        for offset in range(12):
+            runtime.forward([5 + offset], kv, len(PROMPT) + offset)
+            assert torch.get_num_threads() == 2, "the caller's thread count is restored"
+        assert set(seen[1:]) == {1, 2}, "decode steps measured both counts"
+        assert runtime.short_forward_threads in (1, 2)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_half_precision_decode_weights_touch_only_one_token_steps(tiny_model: LoadedModel) -> None:
     exact = LlamaRuntime(tiny_model.model)
     fast = LlamaRuntime(tiny_model.model, decode_weight_dtype=torch.float16)

@@ -23,8 +23,8 @@ overhead- and bandwidth-bound on a CPU:
   slice of the cache, with ``enable_gqa`` (no ``repeat_kv`` copy) and 4-D
   inputs, which keeps PyTorch on its CPU flash kernel (3-D inputs or a
   boolean mask fall back to the ~4x slower math path);
-* one-token steps and short chunks (a suffix after a cache hit) run on
-  ``decode_threads`` threads (see ``__init__``).
+* one-token steps and short chunks (a suffix after a cache hit) run on the
+  thread count measured to be faster right now (see ``__init__``).
 
 Why the result does not depend on how a prefix was computed: a token's keys
 and values depend only on the tokens before it, so restoring a prefix's KV
@@ -35,6 +35,7 @@ summation order) as one pass over everything.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -48,13 +49,13 @@ from promptcache.engine.llama_weights import (
     fused_layer,
     module_weight,
 )
+from promptcache.engine.thread_tuning import ThreadCountTuner
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 # RoPE variants whose cos/sin for a position do not depend on the sequence
 # length, which a KV cache requires ("dynamic" and "longrope" rescale with it).
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 _ROPE_TABLE_MIN = 1024
-_SMALL_MODEL_BYTES = 1 << 30
 SHORT_FORWARD_TOKENS = 64
 """Forwards of at most this many tokens run on ``decode_threads`` threads."""
 
@@ -75,12 +76,12 @@ class LlamaRuntime:
         ``use_onednn``: route matmuls through oneDNN (default: when it works here).
         ``decode_threads``: torch threads for forwards of at most
         ``SHORT_FORWARD_TOKENS`` tokens (decode steps, a suffix after a cache hit).
-        Default: 1 for models under 1 GiB of weights -- such a forward is a few
-        hundred small bandwidth-bound matmuls, one core already saturates memory,
-        and OpenMP barriers across cores cost more than they give: measured on a
-        2-core machine shared with other processes, a decode step was 3-7x and a
-        48-token suffix 5-7x faster on one thread than on two. Larger models keep
-        torch's current setting. Long prefills always use torch's setting.
+        Default: chosen by measurement between torch's current setting and 1
+        thread (:class:`~promptcache.engine.thread_tuning.ThreadCountTuner`,
+        timing decode steps). Such a forward is a few hundred small bandwidth-bound
+        matmuls: on a 2-core machine two threads decode ~1.4x faster than one while
+        both cores are free, and ~3x slower while another process holds a core,
+        so no fixed value is right on both. Long prefills always use torch's setting.
         ``decode_weight_dtype``: opt-in lower-precision copies of the matmul weights
         (e.g. ``torch.float16``) for one-token steps only. Decoding a small model on a
         CPU is memory-bandwidth-bound, so halving the bytes read per token nearly
@@ -131,10 +132,13 @@ class LlamaRuntime:
         self._cos = torch.empty(0, self._head_dim, dtype=self._dtype)
         self._sin = torch.empty(0, self._head_dim, dtype=self._dtype)
         self._onednn = _onednn_works(self._dtype) if use_onednn is None else use_onednn
-        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        if decode_threads is None and weight_bytes < _SMALL_MODEL_BYTES:
-            decode_threads = 1
         self._decode_threads = decode_threads
+        all_threads = torch.get_num_threads()
+        self._thread_tuner = (
+            ThreadCountTuner(preferred=all_threads, alternative=1)
+            if decode_threads is None and all_threads > 1
+            else None
+        )
 
     @property
     def num_layers(self) -> int:
@@ -189,10 +193,28 @@ class LlamaRuntime:
         """
         ids = _as_ids(input_ids)
         count = int(ids.shape[0])
-        if count <= SHORT_FORWARD_TOKENS and self._decode_threads is not None:
-            with _torch_threads(self._decode_threads):
+        if count > SHORT_FORWARD_TOKENS:
+            return self._forward(ids, kv, start, all_logits=all_logits)
+        if self._thread_tuner is None:
+            threads = self._decode_threads or torch.get_num_threads()
+            with _torch_threads(threads):
                 return self._forward(ids, kv, start, all_logits=all_logits)
-        return self._forward(ids, kv, start, all_logits=all_logits)
+        if count > 1:  # only one-token steps are timed: they are alike and frequent
+            with _torch_threads(self._thread_tuner.preferred):
+                return self._forward(ids, kv, start, all_logits=all_logits)
+        threads = self._thread_tuner.next_threads()
+        began = time.perf_counter()
+        with _torch_threads(threads):
+            logits = self._forward(ids, kv, start, all_logits=all_logits)
+        self._thread_tuner.record(threads, time.perf_counter() - began)
+        return logits
+
+    @property
+    def short_forward_threads(self) -> int:
+        """Threads the next short forward (decode step, short suffix) runs on, as preferred now."""
+        if self._thread_tuner is not None:
+            return self._thread_tuner.preferred
+        return self._decode_threads or torch.get_num_threads()
 
     def _forward(
         self, ids: torch.Tensor, kv: torch.Tensor, start: int, *, all_logits: bool
