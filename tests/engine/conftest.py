@@ -83,9 +83,9 @@ def build_tiny_model(model_type: str = "llama", seed: int = 0, **overrides: Any)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     model.eval()
     name = f"tiny-{model_type}"
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
+    return LoadedModel.from_hf_model(
+        model,
+        tokenizer,
         model_id=f"{name}@seed:{seed}",
         name=name,
         source="<memory>",

@@ -6,6 +6,8 @@ import hashlib
 import importlib.metadata
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import gguf
@@ -15,7 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from promptcache.engine import model_loading
+from promptcache.engine import hf_checkpoints, model_loading
+from promptcache.engine.llama_runtime import LlamaRuntime
 from promptcache.engine.model_loading import (
     LoadedModel,
     cache_root,
@@ -127,6 +130,71 @@ def test_gguf_is_converted_once_then_loaded_from_the_cache(
     torch.testing.assert_close(logits(warm.model), logits(cold.model), rtol=0, atol=0)
 
 
+def test_warm_load_reads_weights_without_transformers_modeling_code(
+    tiny_model: LoadedModel, tmp_path: Path
+) -> None:
+    source = write_gguf(tiny_model, tmp_path / "tiny.gguf")
+    cache = tmp_path / "cache"
+    load_model(source, cache_dir=cache, progress=False)  # converts
+    # A fresh interpreter, as a server start: modeling_utils (and what it drags in:
+    # torch.distributed, sympy) is most of a warm start and the engine needs none of it.
+    code = (
+        "import sys\n"
+        "from promptcache.engine.model_loading import load_model\n"
+        f"loaded = load_model({str(source)!r}, cache_dir={str(cache)!r}, progress=False)\n"
+        "assert loaded.from_cache\n"
+        "print(' '.join(m for m in sys.modules if 'modeling' in m or m == 'sympy'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    imported = out.stdout.split()
+    assert "transformers.modeling_utils" not in imported
+    assert not [m for m in imported if m.startswith("transformers.models.")]
+    assert "sympy" not in imported
+
+    warm = load_model(source, cache_dir=cache, progress=False)
+    runtime = LlamaRuntime(warm.weights)
+    got = runtime.forward(IDS[0], runtime.new_kv(16), 0, all_logits=True)
+    torch.testing.assert_close(got, logits(tiny_model.model)[0], rtol=0, atol=1e-4)
+
+
+def test_transformers_model_is_built_on_demand_over_the_same_memory(
+    tiny_model: LoadedModel, tmp_path: Path
+) -> None:
+    source = write_gguf(tiny_model, tmp_path / "tiny.gguf")
+    load_model(source, cache_dir=tmp_path / "cache", progress=False)
+    warm = load_model(source, cache_dir=tmp_path / "cache", progress=False)
+    LlamaRuntime(warm.weights)  # fuses: the named tensors now point into fused matrices
+    model = warm.model
+    assert model is warm.model, "built once"
+    q_proj = model.model.layers[0].self_attn.q_proj.weight
+    assert (
+        q_proj.data_ptr()
+        == warm.weights.tensors["model.layers.0.self_attn.q_proj.weight"].data_ptr()
+    )
+    LlamaRuntime(warm.weights)  # fusing again re-points the built model too
+    q_proj = model.model.layers[0].self_attn.q_proj.weight
+    assert (
+        q_proj.data_ptr()
+        == warm.weights.tensors["model.layers.0.self_attn.q_proj.weight"].data_ptr()
+    )
+    torch.testing.assert_close(logits(model), logits(tiny_model.model), rtol=0, atol=1e-6)
+
+
+def test_cache_of_an_older_format_is_converted_again(
+    tiny_model: LoadedModel, tmp_path: Path
+) -> None:
+    source = write_gguf(tiny_model, tmp_path / "tiny.gguf")
+    load_model(source, cache_dir=tmp_path / "cache", progress=False)
+    converted = tmp_path / "cache" / "models" / hashlib.sha256(source.read_bytes()).hexdigest()
+    marker = converted / "promptcache.json"
+    old = {**json.loads(marker.read_text()), "format": model_loading.CACHE_FORMAT - 1}
+    marker.write_text(json.dumps(old))
+    again = load_model(source, cache_dir=tmp_path / "cache", progress=False)
+    assert not again.from_cache
+    assert json.loads(marker.read_text())["format"] == model_loading.CACHE_FORMAT
+    torch.testing.assert_close(logits(again.model), logits(tiny_model.model), rtol=0, atol=1e-6)
+
+
 def test_cache_without_marker_is_not_trusted(tiny_model: LoadedModel, tmp_path: Path) -> None:
     source = write_gguf(tiny_model, tmp_path / "tiny.gguf")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -221,7 +289,7 @@ def test_load_hf_directory(tiny_model: LoadedModel, tmp_path: Path) -> None:
 
 def test_fast_load_equals_from_pretrained(tiny_model: LoadedModel, tmp_path: Path) -> None:
     directory = save_tiny(tiny_model, tmp_path / "m")
-    fast = model_loading._fast_load(directory)
+    fast = hf_checkpoints._fast_load(directory)
     assert fast is not None, "a plain safetensors checkpoint takes the fast path"
     assert not any(t.is_meta for t in (*fast.parameters(), *fast.buffers()))
     torch.testing.assert_close(logits(fast), logits(tiny_model.model), rtol=0, atol=0)
@@ -234,7 +302,7 @@ def test_unusual_checkpoint_falls_back_to_from_pretrained(
     state = load_file(directory / "model.safetensors")
     state["model.some_unknown_extra.weight"] = torch.zeros(2)
     save_file(state, directory / "model.safetensors", {"format": "pt"})
-    assert model_loading._fast_load(directory) is None
+    assert hf_checkpoints._fast_load(directory) is None
     model, _ = load_hf_directory(directory)
     torch.testing.assert_close(logits(model), logits(tiny_model.model), rtol=0, atol=0)
 

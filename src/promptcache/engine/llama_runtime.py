@@ -7,8 +7,10 @@ blocks in and new blocks out with plain slicing. :class:`LlamaRuntime` runs
 tokens at positions ``[start, start + n)`` against that buffer, writing their
 keys/values into it.
 
-It reads the weights of a loaded Hugging Face model (``llama``, ``mistral``,
-``qwen2``: RMSNorm, RoPE, grouped-query attention, SiLU-gated MLP) and is
+It reads the weights of a Llama-family decoder (``llama``, ``mistral``,
+``qwen2``: RMSNorm, RoPE, grouped-query attention, SiLU-gated MLP) -- a loaded
+Hugging Face model, or :class:`~promptcache.engine.llama_weights.ModelWeights`
+read straight from a checkpoint, with no transformers modeling code -- and is
 faster than ``model.forward`` for single-stream decoding because decoding is
 overhead- and bandwidth-bound on a CPU:
 
@@ -17,8 +19,8 @@ overhead- and bandwidth-bound on a CPU:
   modules are re-pointed at views of them, so no weight is held twice);
 * matmuls go through oneDNN when available: MKL's float32 matrix-vector path
   is about twice as slow on AMD CPUs for the ``[1, hidden]`` decode shape;
-* the RoPE cos/sin table is precomputed (by the model's own rotary module, so
-  every RoPE scaling variant it supports is reproduced exactly);
+* the RoPE cos/sin table is precomputed, with transformers' own frequency
+  functions for the scaled variants, so each is reproduced exactly;
 * attention is one ``scaled_dot_product_attention`` call per layer over a
   slice of the cache, with ``enable_gqa`` (no ``repeat_kv`` copy) and 4-D
   inputs, which keeps PyTorch on its CPU flash kernel (3-D inputs or a
@@ -36,20 +38,23 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel
 
 from promptcache.engine.llama_weights import (
     LayerWeights,
+    ModelWeights,
     cast_layer,
-    child_module,
     fused_layer,
-    module_weight,
+    required_tensor,
 )
 from promptcache.engine.thread_tuning import ThreadCountTuner
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 # RoPE variants whose cos/sin for a position do not depend on the sequence
@@ -65,13 +70,15 @@ class LlamaRuntime:
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: torch.nn.Module | ModelWeights,
         *,
         use_onednn: bool | None = None,
         decode_threads: int | None = None,
         decode_weight_dtype: torch.dtype | None = None,
     ) -> None:
         """Read ``model``'s weights (fusing projections in place; values unchanged).
+
+        ``model``: a Hugging Face Llama-family model, or its :class:`ModelWeights`.
 
         ``use_onednn``: route matmuls through oneDNN (default: when it works here).
         ``decode_threads``: torch threads for forwards of at most
@@ -91,7 +98,8 @@ class LlamaRuntime:
         """
         if decode_threads is not None and decode_threads <= 0:
             raise ValueError(f"decode_threads must be positive, got {decode_threads}.")
-        config = model.config
+        weights = model if isinstance(model, ModelWeights) else ModelWeights.of_module(model)
+        config, tensors = weights.config, weights.tensors
         model_type = getattr(config, "model_type", None)
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
@@ -108,7 +116,6 @@ class LlamaRuntime:
                 f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}."
             )
 
-        backbone = child_module(model, "model")
         self._num_heads = int(config.num_attention_heads)
         self._num_kv_heads = int(getattr(config, "num_key_value_heads", None) or self._num_heads)
         self._head_dim = int(
@@ -119,12 +126,15 @@ class LlamaRuntime:
         self._eps = float(config.rms_norm_eps)
         self._max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
         self._window = _sliding_window(config)
-        self._rotary = child_module(backbone, "rotary_emb")
-        self._embed = module_weight(backbone, "embed_tokens")
-        self._final_norm = module_weight(backbone, "norm")
-        self._lm_head = module_weight(model, "lm_head")  # tied models: the embedding tensor itself
+        self._config = config
+        self._embed = required_tensor(tensors, "model.embed_tokens.weight")
+        self._final_norm = required_tensor(tensors, "model.norm.weight")
+        self._lm_head = _lm_head(config, tensors)
         self._dtype = self._embed.dtype
-        self._layers = [fused_layer(layer) for layer in child_module(backbone, "layers").children()]
+        self._layers = [
+            fused_layer(tensors, f"model.layers.{index}.")
+            for index in range(int(config.num_hidden_layers))
+        ]
         self._decode_layers, self._decode_lm_head = self._layers, self._lm_head
         if decode_weight_dtype is not None and decode_weight_dtype != self._lm_head.dtype:
             self._decode_layers = [cast_layer(layer, decode_weight_dtype) for layer in self._layers]
@@ -361,14 +371,15 @@ class LlamaRuntime:
 
     def _grow_rope(self, needed: int) -> None:
         size = max(needed, 2 * self._cos.shape[0], _ROPE_TABLE_MIN)
-        positions = torch.arange(size)[None, :]
-        probe = torch.empty(1, dtype=self._dtype)
-        with torch.inference_mode():
-            cos, sin = self._rotary(probe, positions)
+        inverse_frequencies, scaling = _rope_frequencies(self._config, self._head_dim)
+        # The same float32 arithmetic as transformers' rotary embedding forward.
+        freqs = torch.arange(size).float()[:, None] * inverse_frequencies.float()[None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)
+        cos = (angles.cos() * scaling).to(self._dtype)
+        sin = (angles.sin() * scaling).to(self._dtype)
         half = self._head_dim // 2
-        sin = sin[0].clone()
         sin[:, :half] = -sin[:, :half]
-        self._cos, self._sin = cos[0].contiguous(), sin.contiguous()
+        self._cos, self._sin = cos.contiguous(), sin.contiguous()
 
     def _check(self, kv: torch.Tensor, start: int, end: int) -> None:
         expected = (self.num_layers, 2, self._num_kv_heads, self._head_dim)
@@ -402,6 +413,29 @@ def _as_ids(input_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
             raise ValueError(f"input_ids must be one sequence, got shape {tuple(input_ids.shape)}.")
         return ids.to(torch.long)
     return torch.tensor(list(input_ids), dtype=torch.long)
+
+
+def _lm_head(config: PreTrainedConfig, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    head = tensors.get("lm_head.weight")
+    if head is not None:
+        return head
+    if not getattr(config, "tie_word_embeddings", True):
+        raise ValueError("The model has no 'lm_head.weight' and its embeddings are not tied.")
+    return required_tensor(tensors, "model.embed_tokens.weight")  # tied: the same tensor
+
+
+def _rope_frequencies(config: PreTrainedConfig, head_dim: int) -> tuple[torch.Tensor, float]:
+    """RoPE inverse frequencies and the cos/sin scaling factor, as the model computes them."""
+    rope_type = _rope_type(config)
+    if rope_type == "default":  # each model class's own formula; identical across them
+        params = getattr(config, "rope_parameters", None) or {}
+        base = float(params.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0)
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim
+        return 1.0 / (base**exponents), 1.0
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    inverse_frequencies, scaling = ROPE_INIT_FUNCTIONS[rope_type](config)
+    return inverse_frequencies, float(scaling)
 
 
 def _rope_type(config: object) -> str:

