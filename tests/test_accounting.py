@@ -87,6 +87,21 @@ def test_ledger_slices_per_model_and_tenant() -> None:
     assert total["hit_ratio_requests"] == 0.25
     json.dumps(snap)  # JSON-ready as is
 
+    bob_only = ledger.snapshot(tenant="bob")
+    assert bob_only["by_tenant"] == {"bob": bob}
+    assert bob_only["total"] == bob
+    assert sorted(bob_only["by_model"]) == ["claude-sonnet-4", "glm-4"]
+    assert bob_only["by_model"]["claude-sonnet-4"]["requests"] == 1
+    assert ledger.snapshot(tenant="nobody")["total"]["requests"] == 0
+
+
+def test_default_tenant_snapshot() -> None:
+    ledger = CostLedger(prices=TABLE)
+    ledger.record(model="glm-4", tenant="", usage=GLM_USAGE, response_cache_hit=False)
+    ledger.record(model="glm-4", tenant="alice", usage=GLM_USAGE, response_cache_hit=False)
+    assert ledger.snapshot(tenant="")["total"]["requests"] == 1
+    assert list(ledger.snapshot(tenant="")["by_tenant"]) == ["default"]
+
 
 def test_unused_write_premium_is_a_negative_saving() -> None:
     ledger = CostLedger(prices=TABLE)

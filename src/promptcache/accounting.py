@@ -198,26 +198,33 @@ class CostLedger:
             self._pairs.clear()
             self._model_prices.clear()
 
-    def totals(self) -> tuple[CostTotals, dict[str, CostTotals], dict[str, CostTotals]]:
-        """Copies of (overall, per model, per tenant) totals."""
+    def totals(
+        self, tenant: str | None = None
+    ) -> tuple[CostTotals, dict[str, CostTotals], dict[str, CostTotals]]:
+        """Copies of (overall, per model, per tenant) totals; of one tenant's requests only
+        when ``tenant`` is given (``""`` is the default tenant)."""
+        only = None if tenant is None else (tenant or DEFAULT_TENANT)
         overall = CostTotals()
         by_model: dict[str, CostTotals] = {}
         by_tenant: dict[str, CostTotals] = {}
         with self._lock:
-            for (model, tenant), pair in self._pairs.items():
+            for (model, owner), pair in self._pairs.items():
+                if only is not None and owner != only:
+                    continue
                 overall.merge(pair)
                 by_model.setdefault(model, CostTotals()).merge(pair)
-                by_tenant.setdefault(tenant, CostTotals()).merge(pair)
+                by_tenant.setdefault(owner, CostTotals()).merge(pair)
         return overall, by_model, by_tenant
 
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-ready totals: ``{"total": {...}, "by_model": {...}, "by_tenant": {...}}``.
+    def snapshot(self, tenant: str | None = None) -> dict[str, Any]:
+        """JSON-ready totals: ``{"total": {...}, "by_model": {...}, "by_tenant": {...}}``,
+        of every tenant or (``tenant``) of one.
 
         Each ``by_model`` entry also carries the ``price`` used (rates per
         million tokens as decimal strings, the profile name, and whether the
         model matched a table entry or fell back to the default price).
         """
-        overall, by_model, by_tenant = self.totals()
+        overall, by_model, by_tenant = self.totals(tenant)
         with self._lock:
             prices = dict(self._model_prices)
         models: dict[str, Any] = {}

@@ -86,7 +86,10 @@ async def test_models_in_both_formats(serve: ServerFactory) -> None:
 
 
 async def test_stats_report_cache_outcomes_and_prefix_cache(serve: ServerFactory) -> None:
-    async with serve(stats_sections={"costs": lambda: {"saved": "0"}}) as (client, _):
+    async with serve(stats_sections={"costs": lambda tenant: {"saved": "0", "tenant": tenant}}) as (
+        client,
+        _,
+    ):
         await client.post(CHAT, json=openai_body())
         await client.post(CHAT, json=openai_body())
         await client.post(CHAT, json=openai_body(temperature=1.0))
@@ -97,7 +100,8 @@ async def test_stats_report_cache_outcomes_and_prefix_cache(serve: ServerFactory
     assert stats["prefix_cache"]["tokens_queried"] == 100
     assert stats["prefix_cache"]["token_hit_ratio"] == 0.4
     assert stats["engine"]["queue_depth"] == 0
-    assert stats["costs"] == {"saved": "0"}
+    assert stats["costs"] == {"saved": "0", "tenant": None}
+    assert stats["scope"] == "all"
 
 
 async def test_metrics_expose_requests_cache_prefix_and_ttft(serve: ServerFactory) -> None:

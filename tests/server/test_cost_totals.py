@@ -32,6 +32,7 @@ PRICES = PriceTable(
     models={MODEL: ModelPrice.of("10", "10", "glm")}, default=ModelPrice.of("0", "0", "local")
 )
 KEYS = ("key-alice", "key-bob")
+ADMIN_KEY = "key-operator"
 
 
 class PrefixFakeEngine:
@@ -101,7 +102,7 @@ async def test_costs_headers_and_totals_after_a_scripted_session() -> None:
     ledger = CostLedger(prices=PRICES)
     engine = ThreadedEngine(PrefixFakeEngine(), max_queue=4)
     app = create_app(
-        ServerConfig(api_keys=KEYS),
+        ServerConfig(api_keys=KEYS, admin_keys=(ADMIN_KEY,)),
         engine=engine,
         cache=ResponseCache(open_store("memory://")),
         observers=[CostObserver(ledger)],
@@ -109,6 +110,7 @@ async def test_costs_headers_and_totals_after_a_scripted_session() -> None:
     )
     ledger.register_metrics(app.state.metrics.registry)
     alice = {"authorization": f"Bearer {KEYS[0]}"}
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     bob = {"x-api-key": KEYS[1], "anthropic-version": "2023-06-01"}
     transport = httpx.ASGITransport(app=app)
     try:
@@ -146,11 +148,13 @@ async def test_costs_headers_and_totals_after_a_scripted_session() -> None:
             assert fourth.status_code == 200, fourth.text
             assert fourth.headers["x-promptcache"] == "MISS"
 
-            stats = (await client.get("/v1/cache/stats", headers=alice)).json()
+            stats = (await client.get("/v1/cache/stats", headers=admin)).json()
+            alice_stats = (await client.get("/v1/cache/stats", headers=alice)).json()
             metrics = (await client.get("/metrics")).text
     finally:
         await engine.aclose()
 
+    assert stats["scope"] == "all"
     costs = stats["costs"]
     total = costs["total"]
     assert total["requests"] == 4
@@ -171,6 +175,13 @@ async def test_costs_headers_and_totals_after_a_scripted_session() -> None:
     assert alice_totals["saved"] == "0.031"
     assert bob_totals["cost"] == "0.014"
     assert costs["by_model"][MODEL]["price"]["profile"] == "glm"
+
+    # A tenant's own key sees its own spend only; the cache figures stay server-wide.
+    assert alice_stats["scope"] == {"tenant": tenant_id(KEYS[0])}
+    assert alice_stats["costs"]["by_tenant"] == {tenant_id(KEYS[0]): alice_totals}
+    assert alice_stats["costs"]["total"] == alice_totals
+    assert alice_stats["costs"]["by_model"][MODEL]["requests"] == 3
+    assert alice_stats["requests"] == stats["requests"]
 
     alice_label = f'model="{MODEL}",tenant="{tenant_id(KEYS[0])}"'
     assert f"promptcache_cost_total{{{alice_label}}} 0.044" in metrics

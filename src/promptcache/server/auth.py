@@ -76,6 +76,13 @@ class KeyRing:
                 return tenant
         raise AuthenticationError("Invalid API key.")
 
+    def sees_all_tenants(self, headers: Mapping[str, str]) -> bool:
+        """Whether the caller may read every tenant's figures: an admin key, or a server
+        without keys (one tenant). Call after :meth:`tenant` has accepted the key."""
+        if not self._has_api_keys:
+            return True
+        return any(_digest(key) in self._admins for key in presented_keys(headers))
+
     def require_admin(self, headers: Mapping[str, str]) -> None:
         """Allow an admin action, or raise :class:`AuthenticationError` (401)."""
         if not self._has_api_keys:

@@ -27,7 +27,8 @@ from promptcache.server.metrics import CONTENT_TYPE, ServerMetrics
 from promptcache.server.models import ModelCatalog
 from promptcache.server.responses import error_response, json_response
 
-StatsSection = Callable[[], Any]
+StatsSection = Callable[[str | None], Any]
+"""A named part of ``GET /v1/cache/stats``, given the tenant to report on (None: all)."""
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -53,8 +54,13 @@ def _engine_figures(engine: Engine) -> dict[str, Any]:
     return figures
 
 
-def cache_stats(ctx: AdminContext) -> dict[str, Any]:
-    """The body of ``GET /v1/cache/stats``."""
+def cache_stats(ctx: AdminContext, tenant: str | None = None) -> dict[str, Any]:
+    """The body of ``GET /v1/cache/stats``.
+
+    ``tenant``: report the sections (costs) for that tenant only; None for every
+    tenant. The cache and engine figures are the server's whole: operational
+    counts that name no tenant.
+    """
     outcomes = ctx.metrics.cache_outcomes
     lookups = outcomes["HIT"] + outcomes["MISS"]
     body: dict[str, Any] = {
@@ -67,6 +73,7 @@ def cache_stats(ctx: AdminContext) -> dict[str, Any]:
         },
         "prefix_cache": None,
         "engine": _engine_figures(ctx.engine),
+        "scope": {"tenant": tenant} if tenant is not None else "all",
     }
     if ctx.cache is not None:
         store = ctx.cache.store.stats()
@@ -81,7 +88,7 @@ def cache_stats(ctx: AdminContext) -> dict[str, Any]:
         prefix["token_hit_ratio"] = round(snapshot.tokens_hit / queried, 6) if queried else 0.0
         body["prefix_cache"] = prefix
     for name, section in ctx.stats_sections.items():
-        body[name] = section()
+        body[name] = section(tenant)
     return body
 
 
@@ -96,11 +103,13 @@ def register(app: Starlette, ctx: AdminContext) -> None:
 
     async def stats(request: Request) -> Response:
         try:
-            ctx.keyring.tenant(request.headers)
+            tenant = ctx.keyring.tenant(request.headers)
         except PromptCacheError as error:
             return error_response(openai, error)
+        # A tenant's key shows its own spend; another tenant's is not its business.
+        scope = None if ctx.keyring.sees_all_tenants(request.headers) else tenant
         # Store stats may touch SQLite or Redis: keep that off the event loop.
-        return json_response(await asyncio.to_thread(cache_stats, ctx))
+        return json_response(await asyncio.to_thread(cache_stats, ctx, scope))
 
     async def clear(request: Request) -> Response:
         try:
