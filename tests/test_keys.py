@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from typing import Any
@@ -249,3 +250,36 @@ def test_langchain_key_is_tagged_and_partitioned() -> None:
     assert langchain_key("prompt", "llm", namespace="ns") != key
     assert langchain_key("promptllm", "") != langchain_key("prompt", "llm")
     assert langchain_key("prompt", "llm2") != key
+
+
+def test_langchain_key_is_the_digest_of_its_canonical_json() -> None:
+    # The stored LangChain entries of earlier versions must keep being found.
+    assert langchain_key("prompt", "llm") == (
+        "pc1:sha256:f95ac70773a3b65d0eaf1c59b27133fb152f744a45c7fa9c5bc03e2f89d61ad9"
+    )
+    assert langchain_key('héllo "q"\n\u2028 \x01', "llm\\x", namespace="ns/é") == (
+        "pc1:sha256:57deba37bff69ab36b12d2395982aca90af6f48d8657cd904cbda6fd1a59dd22"
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(), st.text(), st.text(max_size=6))
+def test_langchain_key_matches_canonical_json(prompt: str, llm_string: str, namespace: str) -> None:
+    payload = {"kind": "langchain", "llm_string": llm_string, "namespace": namespace}
+    text = canonical_json(payload | {"prompt": prompt})
+    try:
+        expected = f"{KEY_VERSION}:sha256:{hashlib.sha256(text.encode()).hexdigest()}"
+    except UnicodeEncodeError:  # lone surrogates cannot be keys either way
+        with pytest.raises(UnicodeEncodeError):
+            langchain_key(prompt, llm_string, namespace=namespace)
+        return
+    assert langchain_key(prompt, llm_string, namespace=namespace) == expected
+
+
+def test_langchain_key_names_the_field_that_is_not_a_string() -> None:
+    with pytest.raises(TypeError, match="prompt"):
+        langchain_key(b"prompt", "llm")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="llm_string"):
+        langchain_key("prompt", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="namespace"):
+        langchain_key("prompt", "llm", namespace=1)  # type: ignore[arg-type]

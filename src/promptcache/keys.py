@@ -18,6 +18,7 @@ same key) and ``-0.0`` as ``0``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -66,24 +67,42 @@ def response_key(request: ChatRequest) -> str:
 def langchain_key(prompt: str, llm_string: str, *, namespace: str = "") -> str:
     """The key of LangChain's ``(prompt, llm_string)`` pair, in the same tagged form.
 
-    The ``kind`` member keeps this key space apart from :func:`response_key`.
+    The digest is over the canonical JSON of ``{"kind": "langchain", "llm_string": ...,
+    "namespace": ..., "prompt": ...}``; the ``kind`` member keeps this key space apart
+    from :func:`response_key`.
     """
     for name, value in (("prompt", prompt), ("llm_string", llm_string), ("namespace", namespace)):
         if not isinstance(value, str):
             raise TypeError(f"{name}: expected str, got {type(value).__name__}")
-    # Already canonical (string leaves, sorted keys): skip the validating walk on this hot path.
-    payload = {
-        "kind": "langchain",
-        "llm_string": llm_string,
-        "namespace": namespace,
-        "prompt": prompt,
-    }
-    return _tagged_digest(_dumps(payload))
+    # That dict is already canonical (string leaves, keys in sorted order, "prompt"
+    # last), so its JSON is written here directly rather than through the validating
+    # walk, and the hash state after everything before the prompt, which one model
+    # repeats on every call, is computed once per (llm_string, namespace).
+    digest = _langchain_prefix(llm_string, namespace).copy()
+    digest.update(f"{_json_string(prompt)}}}".encode())
+    return f"{KEY_VERSION}:{KEY_ALGORITHM}:{digest.hexdigest()}"
+
+
+@functools.lru_cache(maxsize=64)
+def _langchain_prefix(llm_string: str, namespace: str) -> hashlib._Hash:
+    """SHA-256 state after ``{"kind":"langchain","llm_string":…,"namespace":…,"prompt":``.
+
+    Never updated in place: callers hash a ``copy()``.
+    """
+    head = (
+        f'{{"kind":"langchain","llm_string":{_json_string(llm_string)},'
+        f'"namespace":{_json_string(namespace)},"prompt":'
+    )
+    return hashlib.sha256(head.encode())
 
 
 def _tagged_digest(text: str) -> str:
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return f"{KEY_VERSION}:{KEY_ALGORITHM}:{digest}"
+
+
+# A str as canonical JSON writes it (``json.dumps(s, ensure_ascii=False)``, C-accelerated).
+_json_string = json.encoder.encode_basestring
 
 
 def _dumps(value: Any) -> str:
