@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,6 +129,72 @@ def test_anthropic_sdk_explicit_breakpoint_write_then_read(base_url: str) -> Non
     assert second.usage.cache_read_input_tokens > 1024
     assert second.usage.input_tokens < 64
     assert second.usage.output_tokens > 0
+
+
+def test_openai_sdk_structured_output_parses_into_the_schema(base_url: str) -> None:
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            # Bounded: a 135M model left free repeats digits until max_tokens.
+            "population": {"type": "integer", "minimum": 0, "maximum": 50_000_000},
+        },
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    completion = client.chat.completions.create(
+        model=MODEL,
+        max_tokens=60,
+        messages=[{"role": "user", "content": "Which is the largest city in France?"}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "city", "schema": schema, "strict": True},
+        },
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop"
+    value = json.loads(choice.message.content or "")
+    assert set(value) == {"city", "population"}
+    assert isinstance(value["city"], str) and 0 <= value["population"] <= 50_000_000
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL,
+            max_tokens=8,
+            messages=[{"role": "user", "content": "Hi"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "bad", "schema": {"type": "nonsense"}},
+            },
+        )
+    assert caught.value.status_code == 400
+    assert "nonsense" in caught.value.message
+
+
+def test_anthropic_sdk_forced_tool_choice_returns_a_tool_use_block(base_url: str) -> None:
+    client = anthropic.Anthropic(base_url=base_url, api_key="unused")
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=60,
+        tools=[
+            {
+                "name": "get_weather",
+                "description": "Current weather in a city",
+                "input_schema": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            }
+        ],
+        tool_choice={"type": "tool", "name": "get_weather"},
+        messages=[{"role": "user", "content": "Is it raining in Paris?"}],
+    )
+    assert message.stop_reason == "tool_use"
+    blocks = [block for block in message.content if block.type == "tool_use"]
+    assert [block.name for block in blocks] == ["get_weather"]
+    assert isinstance(blocks[0].input, dict) and isinstance(blocks[0].input["city"], str)
 
 
 def test_openai_conversation_growing_without_markers_caches_more_each_turn(

@@ -2,14 +2,16 @@
 
 Per request (:meth:`LocalEngine.generate`):
 
-1. validate (sampling ranges, breakpoints, context length) and render the
-   canonical request to token ids and breakpoint positions (``render.py``);
+1. validate (sampling ranges, breakpoints, context length, output schemas) and
+   render the canonical request to token ids and breakpoint positions
+   (``render.py``);
 2. ``match`` the longest cached prefix for the tenant (waiting for blocks
    another request is computing), ``gather`` its KV into a private buffer;
 3. prefill only the rest -- at least the last prompt token, whose logits start
    decoding -- and ``commit`` the prompt's blocks and breakpoint pins straight
    away, so concurrent and later requests can hit them while this one decodes;
-4. decode with ``sampling.py``, yielding a ``PromptUsage``, ``TextDelta`` s and
+4. decode with ``sampling.py`` -- through the request's output grammar, if
+   any (``structured_output.py``) -- yielding a ``PromptUsage``, ``TextDelta`` s and
    one ``Result`` whose ``Usage`` splits the prompt exactly (``usage.py``);
 5. ``release`` the match in every case, including cancellation and errors.
 
@@ -47,6 +49,7 @@ from promptcache.engine.sampling import (
     TokenSampler,
     validate_sampling,
 )
+from promptcache.engine.structured_output import OutputGrammar, OutputGrammars
 from promptcache.errors import RequestError
 from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
 from promptcache.prefix.pool import KVLayout
@@ -139,6 +142,9 @@ class LocalEngine:
         self.served_name = served_name or loaded.name
         self.context_tokens = _context_length(loaded, max_context_tokens)
         self._eos_ids = _eos_token_ids(loaded)
+        self._grammars = OutputGrammars(
+            loaded.tokenizer, vocab_size=self._runtime.vocab_size, eos_ids=self._eos_ids
+        )
         layout = KVLayout(
             num_layers=self._runtime.num_layers,
             num_kv_heads=self._runtime.num_kv_heads,
@@ -199,7 +205,8 @@ class LocalEngine:
         validate_sampling(request.sampling)
         prompt = self._renderer.render(request)
         max_tokens = self._max_new_tokens(request, len(prompt.token_ids))
-        yield from self._stream(request, prompt, max_tokens, cancel or threading.Event())
+        grammar = self._grammars.for_request(request)
+        yield from self._stream(request, prompt, max_tokens, grammar, cancel or threading.Event())
 
     def _max_new_tokens(self, request: ChatRequest, prompt_tokens: int) -> int:
         room = self.context_tokens - prompt_tokens
@@ -219,6 +226,7 @@ class LocalEngine:
         request: ChatRequest,
         prompt: RenderedPrompt,
         max_tokens: int,
+        grammar: OutputGrammar | None,
         cancel: threading.Event,
     ) -> Iterator[StreamEvent]:
         tokens = prompt.token_ids
@@ -271,7 +279,16 @@ class LocalEngine:
                 # Choices share the prompt KV: decoding only writes positions
                 # past the prompt, which the next choice overwrites.
                 yield from self._decode(
-                    request, index, logits, kv, len(tokens), max_tokens, outcome, cancel, commit
+                    request,
+                    index,
+                    logits,
+                    kv,
+                    len(tokens),
+                    max_tokens,
+                    grammar,
+                    outcome,
+                    cancel,
+                    commit,
                 )
                 commit()  # the prefill is done: store it even if cancelled now
                 if cancel.is_set():
@@ -328,11 +345,13 @@ class LocalEngine:
         kv: _KVBuffer,
         position: int,
         max_tokens: int,
+        grammar: OutputGrammar | None,
         outcome: _ChoiceOutcome,
         cancel: threading.Event,
         after_first_token: Callable[[], object],
     ) -> Iterator[TextDelta]:
         sampler = TokenSampler(request.sampling, choice_index=index)
+        constraint = self._grammars.constraint(grammar) if grammar is not None else None
         stream = TextStream(
             _LockedDetokenizer(self._tokenizer, self._renderer.tokenizer_lock),
             request.sampling.stop,
@@ -342,11 +361,15 @@ class LocalEngine:
         for step in range(max_tokens):
             if cancel.is_set():
                 return
+            if constraint is not None:
+                logits = constraint.restrict(logits)
             token = sampler.sample(logits)
             outcome.tokens += 1
             if token in self._eos_ids:
                 outcome.finish_reason = "stop"
                 break
+            if constraint is not None:
+                constraint.accept(token)
             delta = stream.push(token)
             if capture is not None:
                 delta = capture.feed(delta)
