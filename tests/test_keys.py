@@ -4,7 +4,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -28,6 +28,8 @@ from promptcache.request import (
     Transport,
 )
 
+ROLES: list[Literal["user", "assistant"]] = ["user", "assistant"]
+
 KEY_PATTERN = re.compile(rf"^{KEY_VERSION}:sha256:[0-9a-f]{{64}}$")
 
 json_leaf = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=8)
@@ -50,9 +52,7 @@ def requests(draw: st.DrawFn) -> ChatRequest:
     )
     messages = tuple(
         Message(role=role, content=(TextBlock(text=text),))
-        for role, text in draw(
-            st.lists(st.tuples(st.sampled_from(["user", "assistant"]), texts), min_size=1)
-        )
+        for role, text in draw(st.lists(st.tuples(st.sampled_from(ROLES), texts), min_size=1))
     )
     return ChatRequest(
         model=draw(st.sampled_from(["smollm2", "gpt-4o", "glm-4"])),

@@ -18,13 +18,13 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from promptcache.engine import hf_checkpoints, model_loading
+from promptcache.engine.hf_checkpoints import load_hf_directory
 from promptcache.engine.llama_runtime import LlamaRuntime
 from promptcache.engine.model_loading import (
     LoadedModel,
     cache_root,
     embedded_gguf_path,
     file_sha256,
-    load_hf_directory,
     load_model,
 )
 

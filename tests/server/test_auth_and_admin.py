@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from promptcache.server.auth import tenant_id
 from promptcache.server.config import ServerConfig
+from promptcache.server.flow import CompletedRequest
 from tests.server.conftest import ServerFactory, anthropic_body, openai_body
 from tests.server.fakes import FakeSyncEngine
 
@@ -125,10 +126,10 @@ async def test_metrics_expose_requests_cache_prefix_and_ttft(serve: ServerFactor
 async def test_observers_see_every_completed_request_and_add_headers(
     serve: ServerFactory,
 ) -> None:
-    seen = []
+    seen: list[CompletedRequest] = []
 
     class Recorder:
-        def on_complete(self, record: object) -> dict[str, str]:
+        def on_complete(self, record: CompletedRequest) -> dict[str, str]:
             seen.append(record)
             return {"x-promptcache-cost": "0.001"}
 

@@ -20,6 +20,7 @@ import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.globals import set_llm_cache
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from promptcache.engine.scheduler import ThreadedEngine
 from promptcache.integrations.langchain import PromptCacheLangChainCache
@@ -267,11 +268,15 @@ def test_two_concurrent_requests_with_a_new_prefix_write_once_and_read_once(
 
 def test_langchain_chat_models_against_the_server(base_url: str) -> None:
     chat_openai = ChatOpenAI(
-        base_url=f"{base_url}/v1", api_key="unused", model=MODEL, max_tokens=8, temperature=0
+        base_url=f"{base_url}/v1",
+        api_key=SecretStr("unused"),
+        model=MODEL,
+        max_completion_tokens=8,
+        temperature=0,
     )
     chat_anthropic = ChatAnthropic(
         base_url=base_url,
-        api_key="unused",
+        api_key=SecretStr("unused"),
         model_name=MODEL,
         max_tokens_to_sample=8,
         temperature=0,

@@ -63,7 +63,8 @@ def test_thread_safety_under_concurrent_puts_and_gets() -> None:
         t.join(timeout=30)
     stats = store.stats()
     assert stats.entries <= 50
-    assert stats.bytes == sum(len(k) + len(store.get(k).value) for k in list(store._slots))  # type: ignore[union-attr]
+    entries = {k: store.get(k) for k in list(store._slots)}
+    assert stats.bytes == sum(len(k) + len(e.value) for k, e in entries.items() if e is not None)
 
 
 @pytest.mark.parametrize(
@@ -76,4 +77,4 @@ def test_thread_safety_under_concurrent_puts_and_gets() -> None:
 )
 def test_config_validation(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        MemoryStoreConfig(**kwargs)  # type: ignore[arg-type]
+        MemoryStoreConfig(**kwargs)

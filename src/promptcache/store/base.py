@@ -14,6 +14,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,7 @@ class ResponseStore(ABC):
     async def aclear(self) -> int:
         return await asyncio.to_thread(self.clear)
 
-    def __enter__(self) -> ResponseStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
