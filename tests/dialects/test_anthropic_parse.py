@@ -293,6 +293,14 @@ INVALID: list[tuple[dict[str, Any], str | None, str]] = [
     ),
     (body(tool_choice={"type": "tool", "name": "nope"}), "tool_choice.name", "not found"),
     (body(thinking={"type": "enabled", "budget_tokens": 2000}), "thinking", "not supported"),
+    (body(output_config={"effort": "high"}), "output_config.effort", "not supported"),
+    (body(output_config={"format": {"type": "yaml"}}), "output_config.format.type", "json_schema"),
+    (
+        body(output_config={"format": {"type": "json_schema"}}),
+        "output_config.format.schema",
+        "Field required",
+    ),
+    (body(output_config={"style": 1}), "output_config.style", "Extra inputs"),
     (body(metadata={"user_id": "u", "other": 1}), "metadata.other", "Extra inputs"),
     (body(system=_marked(5)), "cache_control", "A maximum of 4 blocks with cache_control"),
     (body(system=_marked(1) + _marked(1, "1h")), "cache_control", "must not come after"),
@@ -311,6 +319,18 @@ INVALID: list[tuple[dict[str, Any], str | None, str]] = [
         "Input should be '5m' or '1h'",
     ),
 ]
+
+
+def test_output_format_is_a_strict_json_schema_response_format() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    request = anthropic.parse_request(
+        body(output_config={"format": {"type": "json_schema", "schema": schema}})
+    )
+    assert request.response_format == {
+        "type": "json_schema",
+        "json_schema": {"schema": schema, "strict": True},
+    }
+    assert anthropic.parse_request(body(output_config={})).response_format is None
 
 
 @pytest.mark.parametrize(("payload", "param", "fragment"), INVALID)

@@ -594,8 +594,31 @@ def test_anthropic_upstream_rejects_what_it_cannot_express() -> None:
 
     with pytest.raises(RequestError, match="n > 1"):
         to_wire_request(replace(REQUEST, sampling=SamplingParams(n=2)), stream=False)
-    with pytest.raises(RequestError, match="response_format"):
+    with pytest.raises(RequestError, match="json_object"):
         to_wire_request(replace(REQUEST, response_format={"type": "json_object"}), stream=False)
+
+
+def test_json_schema_crosses_dialects_to_either_upstream() -> None:
+    from dataclasses import replace
+
+    from promptcache.dialects import anthropic_wire, openai_wire
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    from_anthropic = {"type": "json_schema", "json_schema": {"schema": schema, "strict": True}}
+    from_openai = {"type": "json_schema", "json_schema": {"name": "pick", "schema": schema}}
+    to_anthropic = anthropic_wire.to_wire_request(
+        replace(REQUEST, response_format=from_openai), stream=False
+    )
+    assert to_anthropic["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    to_openai = openai_wire.to_wire_request(
+        replace(REQUEST, response_format=from_anthropic), stream=False
+    )
+    assert to_openai["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": True},
+    }
+    kept = openai_wire.to_wire_request(replace(REQUEST, response_format=from_openai), stream=False)
+    assert kept["response_format"] == from_openai
 
 
 @pytest.mark.parametrize(

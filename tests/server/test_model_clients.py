@@ -173,6 +173,33 @@ def test_openai_sdk_structured_output_parses_into_the_schema(base_url: str) -> N
     assert "nonsense" in caught.value.message
 
 
+def test_anthropic_sdk_output_format_answers_in_the_schema(base_url: str) -> None:
+    client = anthropic.Anthropic(base_url=base_url, api_key="unused")
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=60,
+        messages=[{"role": "user", "content": "Name a primary color and whether it is warm."}],
+        output_config={
+            "format": {
+                "type": "json_schema",
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "color": {"enum": ["red", "yellow", "blue"]},
+                        "warm": {"type": "boolean"},
+                    },
+                    "required": ["color", "warm"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+    )
+    assert message.stop_reason == "end_turn"
+    text = message.content[0].text  # type: ignore[union-attr]
+    value = json.loads(text)
+    assert value["color"] in ("red", "yellow", "blue") and isinstance(value["warm"], bool)
+
+
 def test_anthropic_sdk_forced_tool_choice_returns_a_tool_use_block(base_url: str) -> None:
     client = anthropic.Anthropic(base_url=base_url, api_key="unused")
     message = client.messages.create(

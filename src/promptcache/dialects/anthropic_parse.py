@@ -59,6 +59,7 @@ _PARAMS = frozenset(
         "tool_choice",
         "thinking",
         "service_tier",
+        "output_config",
     }
 )
 _UNSUPPORTED_BLOCKS = (
@@ -135,6 +136,7 @@ def parse_request(
             stop=_parse_stop_sequences(top),
         ),
         tool_choice=_parse_tool_choice(top, tools),
+        response_format=_parse_output_config(top),
         tenant=tenant,
         namespace=namespace,
         transport=_parse_transport(top, request_id),
@@ -216,6 +218,27 @@ def _parse_tools(top: Fields) -> tuple[Tool, ...]:
             )
         )
     return tuple(tools)
+
+
+def _parse_output_config(top: Fields) -> dict[str, Any] | None:
+    """``output_config.format`` (structured outputs) as the canonical response_format.
+
+    Anthropic's JSON outputs always follow the schema exactly: canonically a
+    strict ``json_schema`` (nameless: the Messages API has no name for it).
+    """
+    config = top.obj("output_config")
+    if config is None:
+        return None
+    config.reject_unknown({"format", "effort"})
+    if config.data.get("effort") is not None:
+        raise STYLE.invalid(config.at("effort"), "effort is not supported by this server")
+    fmt = config.obj("format")
+    if fmt is None:
+        return None
+    fmt.reject_unknown({"type", "schema"})
+    fmt.choice("type", ("json_schema",), required=True)
+    schema = fmt.required_obj("schema")
+    return {"type": "json_schema", "json_schema": {"schema": dict(schema.data), "strict": True}}
 
 
 def _parse_tool_choice(top: Fields, tools: tuple[Tool, ...]) -> dict[str, Any] | None:

@@ -77,10 +77,7 @@ def to_wire_request(
     """The Messages body for ``request``, ``cache_control`` markers included."""
     if request.sampling.n != 1:
         raise RequestError("An Anthropic upstream cannot return n > 1 choices.", param="n")
-    if request.response_format is not None:
-        raise RequestError(
-            "response_format cannot be sent to an Anthropic upstream.", param="response_format"
-        )
+    output_format = _wire_output_format(request.response_format)
     sampling = request.sampling
     body: dict[str, Any] = {
         "model": request.model,
@@ -106,6 +103,8 @@ def to_wire_request(
         ]
         if request.tool_choice:
             body["tool_choice"] = dict(request.tool_choice)
+    if output_format is not None:
+        body["output_config"] = {"format": output_format}
     optional = {
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
@@ -242,3 +241,17 @@ async def events_from_sse(pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterato
             return
     # A stream cut short must never look complete (it would be cached as a result).
     raise UpstreamError("The upstream stream ended before message_stop.")
+
+
+def _wire_output_format(response_format: Any) -> dict[str, Any] | None:
+    """Anthropic's ``output_config.format`` for a canonical response_format."""
+    if response_format is None:
+        return None
+    spec = response_format.get("json_schema")
+    if response_format.get("type") != "json_schema" or not isinstance(spec, dict):
+        raise RequestError(
+            "An Anthropic upstream takes only a json_schema response_format "
+            "(structured outputs), not a bare json_object.",
+            param="response_format",
+        )
+    return {"type": "json_schema", "schema": dict(spec.get("schema") or {})}

@@ -60,7 +60,7 @@ def to_wire_request(request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         "seed": sampling.seed,
         "stop": list(sampling.stop) or None,
         "n": sampling.n if sampling.n != 1 else None,
-        "response_format": request.response_format,
+        "response_format": _wire_response_format(request.response_format),
         "user": request.transport.user,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
@@ -261,3 +261,11 @@ async def events_from_sse(pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterato
         or (Choice(),),
         usage=usage_from_wire(usage),
     )
+
+
+def _wire_response_format(response_format: Any) -> Any:
+    """OpenAI requires a json_schema name; one from an Anthropic client has none."""
+    spec = response_format.get("json_schema") if response_format else None
+    if isinstance(spec, dict) and "name" not in spec:
+        return {**response_format, "json_schema": {"name": "output", **spec}}
+    return response_format
