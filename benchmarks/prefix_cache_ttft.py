@@ -22,6 +22,7 @@ JSON object instead of the table.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 
 from promptcache.engine.local import LocalEngine
+from promptcache.engine.model_executor import ModelExecutor
 from promptcache.engine.model_loading import load_model
 from promptcache.prefix.cache import PrefixCacheConfig
 from promptcache.request import (
@@ -136,16 +138,21 @@ def ttft(engine: LocalEngine, chat: ChatRequest) -> tuple[float, Result]:
 
 
 def limit_ttft(engine: LocalEngine, chat: ChatRequest, cached_tokens: int) -> float:
-    """A bare forward of the uncached suffix over a KV cache already holding the prefix."""
+    """A bare forward of the uncached suffix over a KV cache already holding the prefix,
+    on the engine's model thread (where its own forwards run)."""
     tokens = engine.renderer.render(chat).token_ids
     runtime = engine.runtime
-    kv = runtime.new_kv(len(tokens) + 1)
-    runtime.prefill(torch.tensor(tokens[:cached_tokens]), kv, 0)
-    suffix = torch.tensor(tokens[cached_tokens:])
-    start = time.perf_counter()
-    logits = runtime.forward(suffix, kv, cached_tokens)
-    int(torch.argmax(logits).item())
-    return time.perf_counter() - start
+
+    def bare_forward() -> float:
+        kv = runtime.new_kv(len(tokens) + 1)
+        runtime.prefill(torch.tensor(tokens[:cached_tokens]), kv, 0)
+        suffix = torch.tensor(tokens[cached_tokens:])
+        start = time.perf_counter()
+        logits = runtime.forward(suffix, kv, cached_tokens)
+        int(torch.argmax(logits).item())
+        return time.perf_counter() - start
+
+    return engine.executor.call(bare_forward)
 
 
 def summary(name: str, samples: list[float]) -> dict[str, float]:
@@ -286,9 +293,13 @@ def check(name: str, value: float) -> bool:
 
 def run(repeats: int, decode_tokens: int, progress: Callable[[str], None]) -> dict[str, Any]:
     progress("loading the embedded model")
-    loaded = load_model(progress=False)
-    cache_on = LocalEngine(loaded, prefix_cache=PrefixCacheConfig())
-    cache_off = LocalEngine(loaded, prefix_cache=PrefixCacheConfig(enabled=False))
+    # One model thread for both engines, loading included (see engine/torch_threads.py).
+    executor = ModelExecutor()
+    loaded = executor.call(functools.partial(load_model, progress=False))
+    cache_on = LocalEngine(loaded, prefix_cache=PrefixCacheConfig(), executor=executor)
+    cache_off = LocalEngine(
+        loaded, prefix_cache=PrefixCacheConfig(enabled=False), executor=executor
+    )
     progress("TTFT miss / hit / limit")
     figures: dict[str, Any] = measure_ttft(cache_on, repeats)
     progress("zero-hit overhead")

@@ -15,11 +15,13 @@ Usage: ``python benchmarks/structured_output.py [--new-tokens 64] [--repeat 3] [
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from typing import Any
 
 from promptcache.engine.local import LocalEngine
+from promptcache.engine.model_executor import ModelExecutor
 from promptcache.engine.model_loading import load_model
 from promptcache.request import (
     ChatRequest,
@@ -63,7 +65,9 @@ def main() -> None:
     if args.new_tokens < 8 or args.repeat < 1:
         parser.error("need --new-tokens >= 8 and --repeat >= 1")
 
-    engine = LocalEngine(load_model(progress=not args.json))
+    executor = ModelExecutor()  # loads on the model thread too (engine/torch_threads.py)
+    loaded = executor.call(functools.partial(load_model, progress=not args.json))
+    engine = LocalEngine(loaded, executor=executor)
     schema = {
         "type": "object",
         "properties": {"story": {"type": "string", "minLength": 20 * args.new_tokens}},

@@ -306,3 +306,29 @@ def test_half_precision_decode_weights_touch_only_one_token_steps(tiny_model: Lo
     scale = float(step_exact.abs().max())
     torch.testing.assert_close(step_fast, step_exact, rtol=0, atol=1e-2 * scale)
     assert int(step_fast.argmax()) == int(step_exact.argmax())
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_decode_batch_rows_match_steps_run_alone(tiny_model: LoadedModel, half: bool) -> None:
+    runtime = LlamaRuntime(tiny_model.model, decode_weight_dtype=torch.float16 if half else None)
+    prompts = [PROMPT[:10], PROMPT[:25], PROMPT[5:12]]
+    tokens = [7, 100, 42]
+    alone, batched = [], []
+    for prompt in prompts:
+        kv = runtime.new_kv(64)
+        runtime.prefill(prompt, kv, 0)
+        alone.append(kv)
+        batched.append(kv.clone())
+    want = torch.stack(
+        [runtime.forward([t], kv, len(p)) for t, kv, p in zip(tokens, alone, prompts, strict=True)]
+    )
+    got = runtime.decode_batch(
+        [(t, kv, len(p)) for t, kv, p in zip(tokens, batched, prompts, strict=True)]
+    )
+    assert got.shape == (3, runtime.vocab_size)
+    assert_close_logits(got, want)
+    for kv_alone, kv_batched, prompt in zip(alone, batched, prompts, strict=True):
+        written = len(prompt) + 1
+        torch.testing.assert_close(kv_batched[..., :written, :], kv_alone[..., :written, :])
+    one = runtime.decode_batch([(tokens[0], batched[0], len(prompts[0]) + 1)])
+    assert one.shape == (1, runtime.vocab_size)

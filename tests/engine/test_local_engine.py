@@ -10,6 +10,7 @@ import pytest
 
 from promptcache.engine import local
 from promptcache.engine.local import LocalEngine, LocalEngineConfig
+from promptcache.engine.model_executor import ModelExecutor
 from promptcache.errors import RequestError
 from promptcache.prefix.cache import PrefixCacheConfig
 from promptcache.request import (
@@ -192,6 +193,36 @@ def test_n_choices(engine: LocalEngine) -> None:
         ]
         assert "".join(deltas) == choice.text
     assert result.usage.output_tokens <= 18
+
+
+def test_concurrent_requests_decode_together_and_say_the_same(tiny_model: Any) -> None:
+    # A long gather window: while several requests decode, every batch holds them all.
+    engine = LocalEngine(
+        tiny_model, prefix_cache=SMALL_CACHE, executor=ModelExecutor(gather_window=5.0)
+    )
+    questions = [f"question number {i}" for i in range(4)]
+    results = [run(engine, ask(q, max_tokens=40))[1] for q in questions]
+    alone = {q: r.choices[0].text for q, r in zip(questions, results, strict=True)}
+    steps = sum(r.usage.output_tokens - 1 for r in results)  # every token after the first
+    before = engine.batching_stats()
+    together: dict[str, str] = {}
+    start = threading.Barrier(len(questions))
+
+    def ask_now(question: str) -> None:
+        start.wait(timeout=10)
+        together[question] = run(engine, ask(question, max_tokens=40))[1].choices[0].text
+
+    threads = [threading.Thread(target=ask_now, args=(q,)) for q in questions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert together == alone
+    after = engine.batching_stats()
+    assert after.largest_batch > 1
+    assert after.steps - before.steps == steps
+    assert after.batches - before.batches < after.steps - before.steps
+    assert_no_refs(engine)
 
 
 FIVE_BREAKPOINTS = ChatRequest(

@@ -193,8 +193,8 @@ def serve(
     ] = 32,
     engine_workers: Annotated[
         int,
-        typer.Option(help="Requests the local engine runs at once (interleaved per token)."),
-    ] = 2,
+        typer.Option(help="Requests the local engine runs at once (their decode steps batched)."),
+    ] = 4,
     decode_precision: Annotated[
         str,
         typer.Option(

@@ -36,9 +36,8 @@ summation order) as one pass over everything.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -52,6 +51,7 @@ from promptcache.engine.llama_weights import (
     required_tensor,
 )
 from promptcache.engine.thread_tuning import ThreadCountTuner
+from promptcache.engine.torch_threads import torch_threads
 
 if TYPE_CHECKING:
     from transformers import PreTrainedConfig
@@ -62,6 +62,8 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 _ROPE_TABLE_MIN = 1024
 SHORT_FORWARD_TOKENS = 64
+REDUCED_PRECISION_BATCH_ROWS = 4
+"""Largest decode batch run on the ``decode_weight_dtype`` copies (see ``decode_batch``)."""
 """Forwards of at most this many tokens run on ``decode_threads`` threads."""
 
 
@@ -207,14 +209,14 @@ class LlamaRuntime:
             return self._forward(ids, kv, start, all_logits=all_logits)
         if self._thread_tuner is None:
             threads = self._decode_threads or torch.get_num_threads()
-            with _torch_threads(threads):
+            with torch_threads(threads):
                 return self._forward(ids, kv, start, all_logits=all_logits)
         if count > 1:  # only one-token steps are timed: they are alike and frequent
-            with _torch_threads(self._thread_tuner.preferred):
+            with torch_threads(self._thread_tuner.preferred):
                 return self._forward(ids, kv, start, all_logits=all_logits)
         threads = self._thread_tuner.next_threads()
         began = time.perf_counter()
-        with _torch_threads(threads):
+        with torch_threads(threads):
             logits = self._forward(ids, kv, start, all_logits=all_logits)
         self._thread_tuner.record(threads, time.perf_counter() - began)
         return logits
@@ -300,6 +302,89 @@ class LlamaRuntime:
             position += 1
         return out
 
+    @torch.inference_mode()
+    def decode_batch(self, steps: Sequence[tuple[int, torch.Tensor, int]]) -> torch.Tensor:
+        """One-token steps of several sequences as one forward; returns ``[len(steps), vocab]``.
+
+        ``steps``: (token, KV buffer, position) per sequence, each buffer its own.
+        The matmuls -- the weight reads that bound decoding on a CPU -- run once
+        for the whole batch; attention runs per sequence over its own buffer.
+        Which weights: the ``decode_weight_dtype`` copies for up to
+        ``REDUCED_PRECISION_BATCH_ROWS`` rows, the exact ones beyond. CPU float16
+        matmuls have no batched kernel -- each extra row costs about as much as
+        the first (SmolLM2, 2 cores: +5-8 ms) -- while oneDNN's float32 one
+        reads the weights once (twice the bytes: ~40 ms) and adds little per
+        row, so it wins from about six rows. Each row equals :meth:`forward` of
+        that step alone with the same weights, up to float summation order.
+        """
+        if len(steps) == 1:
+            token, kv, position = steps[0]
+            return self.forward([token], kv, position)[None]
+        for _, kv, position in steps:
+            self._check(kv, position, position + 1)
+        positions = [position for _, _, position in steps]
+        self._rope(0, max(positions) + 1)  # grows the table when needed
+        index = torch.tensor(positions)
+        cos, sin = self._cos[index][:, None], self._sin[index][:, None]
+        x = F.embedding(torch.tensor([token for token, _, _ in steps]), self._embed)
+        with torch_threads(self.short_forward_threads):
+            layers, lm_head = (
+                (self._decode_layers, self._decode_lm_head)
+                if len(steps) <= REDUCED_PRECISION_BATCH_ROWS
+                else (self._layers, self._lm_head)
+            )
+            for number, layer in enumerate(layers):
+                buffers = [kv[number] for _, kv, _ in steps]
+                x = self._batched_step_layer(x, layer, buffers, positions, cos, sin)
+            x = F.rms_norm(x, (self._hidden,), self._final_norm, self._eps)
+            return self._linear(x, lm_head, None)
+
+    def _batched_step_layer(
+        self,
+        x: torch.Tensor,
+        layer: LayerWeights,
+        buffers: list[torch.Tensor],
+        positions: list[int],
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
+        heads, kv_heads = self._num_heads, self._num_kv_heads
+        qkv, qk = self._qkv_with_rope(x, layer, cos, sin)
+        rows: list[torch.Tensor] = []
+        for row, (kv, position) in enumerate(zip(buffers, positions, strict=True)):
+            kv[0, :, position].copy_(qk[row, heads:])
+            kv[1, :, position].copy_(qkv[row, heads + kv_heads :])
+            end = position + 1
+            attn = F.scaled_dot_product_attention(
+                qk[row, :heads, None][None],
+                kv[0, :, :end][None],
+                kv[1, :, :end][None],
+                enable_gqa=True,
+            )
+            rows.append(attn.reshape(-1))
+        return self._output_and_mlp(x, torch.stack(rows), layer)
+
+    def _qkv_with_rope(
+        self, x: torch.Tensor, layer: LayerWeights, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q/k/v per token and head, RoPE'd queries and keys) for the rows of ``x``."""
+        h = F.rms_norm(x, (self._hidden,), layer.input_norm, self._eps)
+        qkv = self._linear(h, layer.qkv_weight, layer.qkv_bias).view(x.shape[0], -1, self._head_dim)
+        # RoPE on queries and keys together: x*cos + rotate_half(x)*sin, where
+        # rotate_half(x) = roll(x, D/2) with the first half negated (folded into sin).
+        qk = qkv[:, : self._num_heads + self._num_kv_heads]
+        return qkv, qk * cos + qk.roll(self._head_dim // 2, -1) * sin
+
+    def _output_and_mlp(
+        self, x: torch.Tensor, attn: torch.Tensor, layer: LayerWeights
+    ) -> torch.Tensor:
+        """The rest of a layer after attention: output projection, then the gated MLP."""
+        x = x + self._linear(attn, layer.o_weight, layer.o_bias)
+        h = F.rms_norm(x, (self._hidden,), layer.post_norm, self._eps)
+        gate_up = self._linear(h, layer.gate_up_weight, layer.gate_up_bias)
+        act = F.silu(gate_up[:, : self._intermediate]) * gate_up[:, self._intermediate :]
+        return x + self._linear(act, layer.down_weight, layer.down_bias)
+
     def _layer(
         self,
         x: torch.Tensor,
@@ -314,12 +399,7 @@ class LlamaRuntime:
     ) -> torch.Tensor:
         count = x.shape[0]
         heads, kv_heads, dim = self._num_heads, self._num_kv_heads, self._head_dim
-        h = F.rms_norm(x, (self._hidden,), layer.input_norm, self._eps)
-        qkv = self._linear(h, layer.qkv_weight, layer.qkv_bias).view(count, -1, dim)
-        # RoPE on queries and keys together: x*cos + rotate_half(x)*sin, where
-        # rotate_half(x) = roll(x, D/2) with the first half negated (folded into sin).
-        qk = qkv[:, : heads + kv_heads]
-        qk = qk * cos + qk.roll(dim // 2, -1) * sin
+        qkv, qk = self._qkv_with_rope(x, layer, cos, sin)
         kv[0, :, start:end].copy_(qk[:, heads:].transpose(0, 1))
         kv[1, :, start:end].copy_(qkv[:, heads + kv_heads :].transpose(0, 1))
         q = qk[:, :heads].transpose(0, 1).unsqueeze(0)
@@ -331,11 +411,7 @@ class LlamaRuntime:
             is_causal=causal,
             enable_gqa=True,
         )[0].transpose(0, 1)
-        x = x + self._linear(attn.reshape(count, heads * dim), layer.o_weight, layer.o_bias)
-        h = F.rms_norm(x, (self._hidden,), layer.post_norm, self._eps)
-        gate_up = self._linear(h, layer.gate_up_weight, layer.gate_up_bias)
-        act = F.silu(gate_up[:, : self._intermediate]) * gate_up[:, self._intermediate :]
-        return x + self._linear(act, layer.down_weight, layer.down_bias)
+        return self._output_and_mlp(x, attn.reshape(count, heads * dim), layer)
 
     def _linear(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
@@ -455,20 +531,6 @@ def _sliding_window(config: object) -> int | None:
     ):
         return None
     return int(window)
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    """Run with ``count`` intra-op threads, restoring the caller's setting after."""
-    previous = torch.get_num_threads()
-    if previous == count:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _onednn_works(dtype: torch.dtype) -> bool:

@@ -15,15 +15,17 @@ Per request (:meth:`LocalEngine.generate`):
    one ``Result`` whose ``Usage`` splits the prompt exactly (``usage.py``);
 5. ``release`` the match in every case, including cancellation and errors.
 
-The model is shared by the server's worker threads; model compute runs under
-one lock per forward call (a prefill chunk or a decode step), so concurrent
-requests interleave at token granularity. The prefix cache is thread-safe on
-its own and is never called with the lock held (``match`` may block waiting
-for another request's prefill, which needs the lock).
+Requests run on the server's worker threads; every forward runs on one
+compute thread (``model_executor.py``), which takes prefill chunks and decode
+batches in turn and runs the concurrent requests' decode steps as one batched
+forward. The prefix cache is thread-safe on its own and is only called from
+the workers (``match`` may block waiting for another request's prefill, which
+the compute thread finishes meanwhile).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -35,6 +37,7 @@ import torch
 
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
 from promptcache.engine.llama_runtime import LlamaRuntime
+from promptcache.engine.model_executor import BatchingStats, ModelExecutor
 from promptcache.engine.model_loading import LoadedModel, load_model
 from promptcache.engine.render import (
     ChatRenderer,
@@ -50,6 +53,7 @@ from promptcache.engine.sampling import (
     validate_sampling,
 )
 from promptcache.engine.structured_output import OutputGrammar, OutputGrammars
+from promptcache.engine.torch_threads import torch_threads
 from promptcache.errors import RequestError
 from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
 from promptcache.prefix.pool import KVLayout
@@ -73,6 +77,7 @@ INITIAL_DECODE_ROOM = 128
 needs more, so a large ``max_tokens`` costs no memory (or zeroing) unless used."""
 
 
+DEFAULT_DECODE_BATCH = 8
 DECODE_PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -89,13 +94,20 @@ class LocalEngineConfig:
     traffic that bounds decode speed on CPU (~2x tokens/s); prefill, the KV cache
     and all non-matmul maths stay float32. Cache hits and misses decode through
     the same path, so the hit-equals-miss guarantee holds either way;
-    ``float32`` matches transformers' own decode bit for bit."""
+    ``float32`` matches transformers' own decode bit for bit (for a request
+    decoded alone: batched with others, up to float summation order)."""
+    decode_batch: int = DEFAULT_DECODE_BATCH
+    """Most concurrent requests whose decode steps run as one forward (1: none)."""
 
     def __post_init__(self) -> None:
         if self.decode_precision not in DECODE_PRECISIONS:
             raise ValueError(
                 f"LocalEngineConfig.decode_precision must be one of "
                 f"{sorted(DECODE_PRECISIONS)}, got {self.decode_precision!r}"
+            )
+        if self.decode_batch < 1:
+            raise ValueError(
+                f"LocalEngineConfig.decode_batch must be at least 1, got {self.decode_batch}"
             )
         if self.served_name is not None and not self.served_name.strip():
             raise ValueError("LocalEngineConfig.served_name must not be blank")
@@ -127,16 +139,29 @@ class LocalEngine:
         served_name: str | None = None,
         max_context_tokens: int | None = None,
         decode_precision: str = "float16",
+        decode_batch: int = DEFAULT_DECODE_BATCH,
+        executor: ModelExecutor | None = None,
     ) -> None:
+        """``executor``: the thread to run model work on (default: a new one); ``loaded``
+        should have been loaded on it too, as :meth:`from_config` does."""
         if decode_precision not in DECODE_PRECISIONS:
             raise ValueError(
                 f"decode_precision must be one of {sorted(DECODE_PRECISIONS)}, "
                 f"got {decode_precision!r}"
             )
+        if decode_batch < 1:
+            raise ValueError(f"decode_batch must be at least 1, got {decode_batch}")
         self._loaded = loaded
-        self._runtime = LlamaRuntime(
-            loaded.weights, decode_weight_dtype=DECODE_PRECISIONS[decode_precision]
+        # Model work, set-up included, runs on the executor's thread (torch_threads.py).
+        self._executor = executor or ModelExecutor()
+        self._runtime = self._executor.call(
+            functools.partial(
+                LlamaRuntime,
+                loaded.weights,
+                decode_weight_dtype=DECODE_PRECISIONS[decode_precision],
+            )
         )
+        self._decoder = self._executor.lane(self._runtime.decode_batch, max_batch=decode_batch)
         self._tokenizer = loaded.tokenizer
         self._renderer = ChatRenderer(loaded.tokenizer)
         self.served_name = served_name or loaded.name
@@ -154,17 +179,19 @@ class LocalEngine:
         self._cache = PrefixCache(
             prefix_cache or PrefixCacheConfig(), layout, model_id=loaded.model_id, clock=clock
         )
-        self._compute = threading.Lock()
         self._buffers = _KVBuffers(self._runtime)
 
     @classmethod
     def from_config(cls, config: LocalEngineConfig) -> LocalEngine:
+        executor = ModelExecutor()
         return cls(
-            load_model(config.model),
+            executor.call(functools.partial(load_model, config.model)),
+            executor=executor,
             prefix_cache=config.prefix_cache,
             served_name=config.served_name,
             max_context_tokens=config.max_context_tokens,
             decode_precision=config.decode_precision,
+            decode_batch=config.decode_batch,
         )
 
     @property
@@ -177,7 +204,13 @@ class LocalEngine:
 
     @property
     def runtime(self) -> LlamaRuntime:
+        """The model's forward passes; call them through :attr:`executor`."""
         return self._runtime
+
+    @property
+    def executor(self) -> ModelExecutor:
+        """The thread all of this engine's model work runs on."""
+        return self._executor
 
     @property
     def prefix_cache(self) -> PrefixCache:
@@ -189,6 +222,10 @@ class LocalEngine:
 
     def prefix_stats(self) -> PrefixCacheSnapshot:
         return self._cache.stats()
+
+    def batching_stats(self) -> BatchingStats:
+        """How concurrent decode steps were batched so far."""
+        return self._decoder.stats
 
     def clear_prefix_cache(self) -> None:
         self._cache.clear()
@@ -241,7 +278,7 @@ class LocalEngine:
                 len(tokens) + min(max_tokens, INITIAL_DECODE_ROOM),
                 len(tokens) + max_tokens,
             )
-            self._cache.gather(match, kv.tensor)
+            self._executor.call(functools.partial(self._cache.gather, match, kv.tensor))
             # A full hit still recomputes the last prompt token: its logits
             # start decoding. Its KV slot is rewritten with the same values.
             start = min(match.num_tokens, len(tokens) - 1)
@@ -256,8 +293,14 @@ class LocalEngine:
                 if committed:
                     return []
                 committed = True
-                report = self._cache.commit(
-                    match, list(tokens), buffer.tensor, pins=list(prompt.breakpoint_positions)
+                report = self._executor.call(
+                    functools.partial(
+                        self._cache.commit,
+                        match,
+                        list(tokens),
+                        buffer.tensor,
+                        pins=list(prompt.breakpoint_positions),
+                    )
                 )
                 return [WrittenBreakpoint(position=p, ttl=ttl) for p, ttl in report.pinned]
 
@@ -333,8 +376,9 @@ class LocalEngine:
             if cancel.is_set():
                 return None
             chunk = tokens[chunk_start : chunk_start + PREFILL_CHUNK_TOKENS]
-            with self._compute:
-                logits = self._runtime.forward(chunk, kv, chunk_start)
+            logits = self._executor.call(
+                functools.partial(self._runtime.forward, chunk, kv, chunk_start)
+            )
         return logits
 
     def _decode(
@@ -358,34 +402,36 @@ class LocalEngine:
         )
         capture = ToolCallCapture() if tool_calls_allowed(request) else None
         logits = prompt_logits
-        for step in range(max_tokens):
-            if cancel.is_set():
-                return
-            if constraint is not None:
-                logits = constraint.restrict(logits)
-            token = sampler.sample(logits)
-            outcome.tokens += 1
-            if token in self._eos_ids:
-                outcome.finish_reason = "stop"
-                break
-            if constraint is not None:
-                constraint.accept(token)
-            delta = stream.push(token)
-            if capture is not None:
-                delta = capture.feed(delta)
-            if delta:
-                yield TextDelta(choice_index=index, text=delta)
-            if stream.stopped_by is not None:
-                outcome.finish_reason, outcome.stop_sequence = "stop", stream.stopped_by
-                break
-            if step + 1 == max_tokens:
-                break
-            if step == 0:
-                after_first_token()
-            kv.ensure(position + 1)
-            with self._compute:
-                logits = self._runtime.forward([token], kv.tensor, position)
-            position += 1
+        with self._decoder.decoding():
+            for step in range(max_tokens):
+                if cancel.is_set():
+                    return
+                with torch_threads(1):  # not the compute thread (torch_threads.py)
+                    if constraint is not None:
+                        logits = constraint.restrict(logits)
+                    token = sampler.sample(logits)
+                outcome.tokens += 1
+                if token in self._eos_ids:
+                    outcome.finish_reason = "stop"
+                    break
+                if constraint is not None:
+                    constraint.accept(token)
+                delta = stream.push(token)
+                if capture is not None:
+                    delta = capture.feed(delta)
+                if delta:
+                    yield TextDelta(choice_index=index, text=delta)
+                if stream.stopped_by is not None:
+                    outcome.finish_reason, outcome.stop_sequence = "stop", stream.stopped_by
+                    break
+                if step + 1 == max_tokens:
+                    break
+                if step == 0:
+                    after_first_token()
+                if kv.tensor.shape[3] <= position:  # grow it (a copy: model-thread work)
+                    self._executor.call(functools.partial(kv.ensure, position + 1))
+                logits = self._decoder.step(token, kv.tensor, position)
+                position += 1
         tail = stream.flush()
         outcome.text = stream.text
         if capture is not None:

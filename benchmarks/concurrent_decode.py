@@ -1,0 +1,127 @@
+"""Concurrent streams on the local engine: decode steps batched together against one by one.
+
+One run on the embedded model. ``--streams`` threads each ask a distinct short
+question and decode ``--new-tokens`` tokens greedily (forced: no early end),
+all at once, on an engine that batches concurrent decode steps and on one that
+runs them one at a time (``decode_batch=1``), alternating repeat by repeat so
+both see the same machine load; the best repeat of each is reported:
+
+* aggregate decode tokens/s over all streams (first token to last, per the
+  slowest stream) and the ratio batched / one-by-one;
+* the mean batch size the batched engine reached;
+* the single-stream decode tokens/s for reference.
+
+Usage: ``python benchmarks/concurrent_decode.py [--streams 4] [--new-tokens 64]
+[--repeat 3] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import threading
+import time
+
+from promptcache.engine.local import LocalEngine
+from promptcache.engine.model_executor import ModelExecutor
+from promptcache.engine.model_loading import load_model
+from promptcache.prefix.cache import PrefixCacheConfig
+from promptcache.request import ChatRequest, Message, Result, SamplingParams, TextBlock, TextDelta
+
+TOPICS = (
+    "lighthouses",
+    "glaciers",
+    "orchards",
+    "harbors",
+    "comets",
+    "forests",
+    "deserts",
+    "rivers",
+)
+
+
+def request(topic: str, new_tokens: int) -> ChatRequest:
+    return ChatRequest(
+        model="bench",
+        messages=(
+            Message(role="user", content=(TextBlock(text=f"Write a long essay about {topic}."),)),
+        ),
+        sampling=SamplingParams(max_tokens=new_tokens),
+    )
+
+
+def run_streams(engine: LocalEngine, streams: int, new_tokens: int) -> float:
+    """Aggregate decode tokens/s of ``streams`` concurrent requests."""
+    first: list[float] = []
+    last: list[float] = []
+    tokens: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(streams)
+
+    def one(topic: str) -> None:
+        start.wait()
+        seen_first = None
+        for event in engine.generate(request(topic, new_tokens)):
+            if seen_first is None and isinstance(event, TextDelta):
+                seen_first = time.perf_counter()
+            if isinstance(event, Result):
+                with lock:
+                    first.append(seen_first or time.perf_counter())
+                    last.append(time.perf_counter())
+                    tokens.append(event.usage.output_tokens)
+
+    threads = [threading.Thread(target=one, args=(TOPICS[i],)) for i in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert len(tokens) == streams and all(t == new_tokens for t in tokens), tokens
+    # Decode phase: from the latest first token (every stream decoding) to the last end.
+    return sum(t - 1 for t in tokens) / (max(last) - min(first))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if not 2 <= args.streams <= len(TOPICS) or args.new_tokens < 8 or args.repeat < 1:
+        parser.error(f"need 2 <= --streams <= {len(TOPICS)}, --new-tokens >= 8, --repeat >= 1")
+
+    # One model thread for both engines, which loads the model too: two would each claim
+    # every core, and so would the main thread if it ran the loading (engine/torch_threads.py).
+    executor = ModelExecutor()
+    loaded = executor.call(functools.partial(load_model, progress=not args.json))
+    no_cache = PrefixCacheConfig(enabled=False)  # every repeat does the same work
+    batched = LocalEngine(loaded, prefix_cache=no_cache, executor=executor)
+    serial = LocalEngine(loaded, prefix_cache=no_cache, decode_batch=1, executor=executor)
+    for engine in (batched, serial):  # warm-up
+        run_streams(engine, 2, 8)
+    before = batched.batching_stats()
+    best = {"batched": 0.0, "serial": 0.0, "single": 0.0}
+    for _ in range(args.repeat):
+        best["batched"] = max(best["batched"], run_streams(batched, args.streams, args.new_tokens))
+        best["serial"] = max(best["serial"], run_streams(serial, args.streams, args.new_tokens))
+        best["single"] = max(best["single"], run_streams(serial, 1, args.new_tokens))
+    after = batched.batching_stats()
+    figures = {
+        "streams": args.streams,
+        "new_tokens": args.new_tokens,
+        "batched_tok_s": round(best["batched"], 1),
+        "one_by_one_tok_s": round(best["serial"], 1),
+        "batched_over_one_by_one": round(best["batched"] / best["serial"], 2),
+        "mean_batch": round((after.steps - before.steps) / (after.batches - before.batches), 2),
+        "single_stream_tok_s": round(best["single"], 1),
+    }
+    if args.json:
+        print(json.dumps(figures))
+        return
+    for name, value in figures.items():
+        print(f"{name:>24}  {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The model thread: calls run there, concurrent decode steps are batched, errors reach callers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+from promptcache.engine.model_executor import DecodeStep, ModelExecutor
+
+VOCAB = 5
+
+
+class RecordingModel:
+    """A fake ``decode_batch``: logits row = [token, position, ...]; records batch sizes."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.threads: set[str] = set()
+        self.fail_on: int | None = None
+
+    def __call__(self, steps: Sequence[DecodeStep]) -> torch.Tensor:
+        self.batches.append(len(steps))
+        self.threads.add(threading.current_thread().name)
+        if self.fail_on is not None and any(token == self.fail_on for token, _, _ in steps):
+            raise ValueError(f"bad token {self.fail_on}")
+        rows = [torch.tensor([token, position, 0, 0, 0.0]) for token, _, position in steps]
+        return torch.stack(rows)
+
+
+def decode_concurrently(
+    executor: ModelExecutor, model: RecordingModel, streams: int, steps: int, max_batch: int = 8
+) -> dict[int, list[tuple[int, int]]]:
+    """``streams`` threads each decoding ``steps`` steps in a session; what each got back."""
+    lane = executor.lane(model, max_batch=max_batch)
+    seen: dict[int, list[tuple[int, int]]] = {}
+    start = threading.Barrier(streams)
+
+    def stream(index: int) -> None:
+        got = seen.setdefault(index, [])
+        with lane.decoding():
+            start.wait(timeout=10)
+            for position in range(steps):
+                logits = lane.step(100 * index + position, torch.empty(0), position)
+                got.append((int(logits[0]), int(logits[1])))
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    return seen
+
+
+def test_each_caller_gets_its_own_row() -> None:
+    model = RecordingModel()
+    seen = decode_concurrently(ModelExecutor(gather_window=1.0), model, streams=3, steps=5)
+    for index in range(3):
+        assert seen[index] == [(100 * index + p, p) for p in range(5)]
+    assert model.threads == {"promptcache-model"}
+
+
+def test_concurrent_sessions_step_together() -> None:
+    model = RecordingModel()
+    # A long window: each batch waits for every session's step, so all are full.
+    decode_concurrently(ModelExecutor(gather_window=5.0), model, streams=4, steps=6)
+    assert model.batches == [4] * 6
+
+
+def test_max_batch_caps_a_batch() -> None:
+    model = RecordingModel()
+    decode_concurrently(ModelExecutor(gather_window=5.0), model, streams=4, steps=3, max_batch=2)
+    assert max(model.batches) == 2 and sum(model.batches) == 12
+
+
+def test_a_lone_step_does_not_wait_for_the_window() -> None:
+    model = RecordingModel()
+    executor = ModelExecutor(gather_window=60.0)
+    lane = executor.lane(model)
+    logits = lane.step(7, torch.empty(0), 3)  # no session: nothing to wait for
+    assert logits[:2].tolist() == [7.0, 3.0]
+    with lane.decoding():
+        assert lane.step(8, torch.empty(0), 4)[0] == 8  # the only session's step is here
+    assert lane.stats.steps == 2 and lane.stats.batches == 2
+
+
+def test_calls_run_on_the_model_thread_and_raise_there() -> None:
+    executor = ModelExecutor(threads=1)
+    assert executor.call(lambda: threading.current_thread().name) == "promptcache-model"
+    assert executor.call(torch.get_num_threads) == 1
+    with pytest.raises(ZeroDivisionError):
+        executor.call(lambda: 1 / 0)
+    assert executor.call(lambda: 42) == 42, "the thread survives a failed call"
+
+
+def test_a_failed_batch_fails_every_step_in_it() -> None:
+    model = RecordingModel()
+    model.fail_on = 1
+    executor = ModelExecutor(gather_window=5.0)
+    lane = executor.lane(model)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def stream(token: int) -> None:
+        with lane.decoding():
+            barrier.wait(timeout=10)
+            try:
+                lane.step(token, torch.empty(0), 0)
+            except ValueError as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=stream, args=(t,)) for t in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert model.batches == [2]
+    assert len(errors) == 2 and all("bad token 1" in str(e) for e in errors)
+    assert executor.lane(RecordingModel()).step(3, torch.empty(0), 0)[0] == 3
+
+
+def test_lanes_batch_separately() -> None:
+    first, second = RecordingModel(), RecordingModel()
+    executor = ModelExecutor(gather_window=5.0)
+    lanes = [executor.lane(first), executor.lane(second)]
+    barrier = threading.Barrier(4)
+
+    def stream(lane_index: int, token: int) -> None:
+        lane = lanes[lane_index]
+        with lane.decoding():
+            barrier.wait(timeout=10)
+            for position in range(3):
+                assert lane.step(token, torch.empty(0), position)[0] == token
+
+    threads = [threading.Thread(target=stream, args=(i % 2, i)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert first.batches == [2, 2, 2] and second.batches == [2, 2, 2]
+
+
+def test_a_queued_call_ends_the_wait_for_a_batch() -> None:
+    model = RecordingModel()
+    executor = ModelExecutor(gather_window=60.0)
+    lane = executor.lane(model)
+    with lane.decoding(), lane.decoding():  # two sessions, only one will step
+        stepped = threading.Thread(target=lane.step, args=(1, torch.empty(0), 0))
+        stepped.start()
+        for _ in range(1000):  # until the step is queued (a bounded wait)
+            if executor._steps:
+                break
+            time.sleep(0.01)
+        # The batch waits for the second session's step; this call ends the wait.
+        assert executor.call(lambda: "done") == "done"
+        stepped.join(timeout=30)
+        assert not stepped.is_alive() and model.batches == [1]
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError, match="gather_window"):
+        ModelExecutor(gather_window=-1)
+    with pytest.raises(ValueError, match="threads"):
+        ModelExecutor(threads=0)
+    with pytest.raises(ValueError, match="max_batch"):
+        ModelExecutor().lane(RecordingModel(), max_batch=0)
