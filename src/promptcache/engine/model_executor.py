@@ -117,7 +117,7 @@ class ModelExecutor:
             raise ValueError(f"gather_window must not be negative, got {gather_window}.")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}.")
-        self._threads = threads or os.cpu_count() or 1
+        self._threads = threads or _usable_cores()
         self._window = gather_window
         self._name = name
         self._cv = threading.Condition()
@@ -216,3 +216,10 @@ class ModelExecutor:
             self._cv.notify_all()
         if error is not None and not isinstance(error, Exception):
             raise error  # SystemExit and the like end this thread; the next submit restarts it
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
