@@ -18,9 +18,10 @@ Per request (:meth:`LocalEngine.generate`):
 Requests run on the server's worker threads; every forward runs on one
 compute thread (``model_executor.py``), which takes prefill chunks and decode
 batches in turn and runs the concurrent requests' decode steps as one batched
-forward. The prefix cache is thread-safe on its own and is only called from
-the workers (``match`` may block waiting for another request's prefill, which
-the compute thread finishes meanwhile).
+forward. The prefix cache is thread-safe on its own: ``match`` runs on the
+workers (it may wait for another request's prefill, which the compute thread
+finishes meanwhile); ``gather`` and ``commit``, being big copies, run on the
+compute thread too.
 """
 
 from __future__ import annotations
