@@ -46,15 +46,11 @@ def read_weights(
     it is read as a plain :class:`~transformers.PreTrainedConfig`, so no
     model-class defaults fill gaps.
     """
-    from safetensors.torch import load_file
     from transformers import GenerationConfig, PreTrainedConfig
 
     with quiet_transformers():
         config = PreTrainedConfig.from_json_file(directory / "config.json")
-        tensors: dict[str, torch.Tensor] = {}
-        for file in sorted(directory.glob("*.safetensors")):
-            tensors.update(load_file(file))
-        tensors = {name: tensor.to(torch.float32) for name, tensor in tensors.items()}
+        tensors = _read_safetensors(directory)
         if (directory / "generation_config.json").is_file():
             generation = GenerationConfig.from_pretrained(directory)
         else:
@@ -134,17 +130,23 @@ def _read_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     return transformers.AutoTokenizer.from_pretrained(directory)
 
 
-def _fast_load(directory: Path) -> PreTrainedModel | None:
+def _read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the directory's ``*.safetensors`` files, as float32."""
     from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        tensors.update(load_file(file))
+    return {name: tensor.to(torch.float32) for name, tensor in tensors.items()}
+
+
+def _fast_load(directory: Path) -> PreTrainedModel | None:
     from transformers import AutoConfig, GenerationConfig
 
-    weight_files = sorted(directory.glob("*.safetensors"))
-    if not weight_files:
+    if not any(directory.glob("*.safetensors")):
         return None
     try:
-        state: dict[str, torch.Tensor] = {}
-        for file in weight_files:
-            state.update(load_file(file))
+        state = _read_safetensors(directory)
         model = _assemble(AutoConfig.from_pretrained(directory), state)
         if model is not None and (directory / "generation_config.json").is_file():
             model.generation_config = GenerationConfig.from_pretrained(directory)
@@ -154,7 +156,7 @@ def _fast_load(directory: Path) -> PreTrainedModel | None:
 
 
 def _assemble(config: Any, state: dict[str, torch.Tensor]) -> PreTrainedModel | None:
-    """A model of ``config``'s class holding ``state``'s tensors (float32, eval mode),
+    """A model of ``config``'s class holding ``state``'s float32 tensors (eval mode),
     or None when they do not fit it exactly (missing or unexpected names)."""
     from transformers import AutoModelForCausalLM
 
@@ -162,7 +164,6 @@ def _assemble(config: Any, state: dict[str, torch.Tensor]) -> PreTrainedModel | 
         model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
             config, dtype=torch.float32
         )
-    state = {name: tensor.to(torch.float32) for name, tensor in state.items()}
     result = model.load_state_dict(state, strict=False, assign=True)
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
     if result.unexpected_keys or not set(result.missing_keys) <= tied:

@@ -62,9 +62,9 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 _ROPE_TABLE_MIN = 1024
 SHORT_FORWARD_TOKENS = 64
+"""Forwards of at most this many tokens run on ``decode_threads`` threads."""
 REDUCED_PRECISION_BATCH_ROWS = 4
 """Largest decode batch run on the ``decode_weight_dtype`` copies (see ``decode_batch``)."""
-"""Forwards of at most this many tokens run on ``decode_threads`` threads."""
 
 
 class LlamaRuntime:

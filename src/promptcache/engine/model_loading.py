@@ -207,7 +207,7 @@ def file_sha256(path: Path, *, memo: Path | None = None, bar: Progress | None = 
     stat = path.stat()
     key = str(path.resolve())
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    known = _read_memo(memo) if memo is not None else {}
+    known = _read_json_object(memo) if memo is not None else {}
     entry = known.get(key)
     if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()):
         digest = entry.get("sha256")
@@ -223,7 +223,7 @@ def file_sha256(path: Path, *, memo: Path | None = None, bar: Progress | None = 
                 bar.advance(task, len(chunk))
     digest = hasher.hexdigest()
     if memo is not None:
-        known = _read_memo(memo)  # re-read: another process may have added entries
+        known = _read_json_object(memo)  # re-read: another process may have added entries
         known[key] = {**stamp, "sha256": digest}
         _write_json_atomic(memo, known)
     return digest
@@ -279,11 +279,7 @@ def _convert_gguf(path: Path, target: Path, *, name: str, digest: str, bar: Prog
 
 def _cache_format(directory: Path) -> int | None:
     """The format of a converted-model directory, or None when it has no readable marker."""
-    try:
-        marker = json.loads((directory / _MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = marker.get("format") if isinstance(marker, dict) else None
+    value = _read_json_object(directory / _MARKER).get("format")
     return value if isinstance(value, int) else None
 
 
@@ -315,9 +311,10 @@ def _directory_sha256(directory: Path, *, memo: Path, bar: Progress) -> str:
     return hasher.hexdigest()
 
 
-def _read_memo(memo: Path) -> dict[str, Any]:
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} when it is missing, unreadable or not an object."""
     try:
-        data = json.loads(memo.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
