@@ -19,6 +19,7 @@ Canonical sub-forms (part of the cache-key contract, so both dialects agree):
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 from abc import ABC, abstractmethod
@@ -31,15 +32,66 @@ from promptcache.request import CacheControl
 Path = tuple[str | int, ...]
 
 TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# Integer fields are 64-bit in both APIs (and the engines hand a seed to a 64-bit RNG).
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# Free-form JSON (schemas, tool inputs) may hold any integer up to this many bits
+# (~1,200 digits): far beyond any real schema, well inside what CPython will
+# write as text (4,300 digits), so a cache key can always be made of it.
+_MAX_INT_BITS = 4096
+_SHOWN_CHARS = 80
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
 
 
+def printable(text: str) -> str:
+    """``text`` with any lone surrogate written as a ``\\udXXX`` escape: always UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def shown(value: Any) -> str:
+    """A client's value as an error message quotes it: short, and always encodable.
+
+    Strings are cut to 80 characters; containers are named, not dumped; an
+    integer too long to print is described.
+    """
+    if isinstance(value, str):
+        cut = value if len(value) <= _SHOWN_CHARS else f"{value[:_SHOWN_CHARS]}..."
+        return printable(cut)
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        if value.bit_length() > 128:
+            return f"an integer of {value.bit_length()} bits"
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return {math.inf: "Infinity", -math.inf: "-Infinity"}.get(value, f"{value:g}")
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def shown_bound(bound: float) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
 class DialectRequestError(RequestError):
-    """A :class:`RequestError` that also carries the API's machine-readable ``code``."""
+    """A :class:`RequestError` that also carries the API's machine-readable ``code``.
+
+    Message and param are made encodable (a lone surrogate in a field name or a
+    quoted value would otherwise make the error body itself unwritable).
+    """
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(message, param=param)
+        super().__init__(printable(message), param=None if param is None else printable(param))
         self.code = code
 
 
@@ -63,6 +115,10 @@ class ErrorStyle(ABC):
     def out_of_range(
         self, path: Path, value: float, *, minimum: float | None, maximum: float | None
     ) -> RequestError: ...
+
+    @abstractmethod
+    def not_finite(self, path: Path, value: Any) -> RequestError:
+        """NaN, an infinity, or an integer too long to write: not a JSON number."""
 
     @abstractmethod
     def unknown_field(self, path: Path) -> RequestError: ...
@@ -155,8 +211,15 @@ class Fields:
         if value is None:
             return None
         # As a float, so range errors speak of a decimal even when given 3.
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf if value > 0 else -math.inf
+        if math.isnan(number):
+            raise self.style.not_finite(self.at(key), value)
         check_range(self.style, self.at(key), number, minimum=minimum, maximum=maximum)
+        if math.isinf(number):
+            raise self.style.not_finite(self.at(key), value)
         return number
 
     def integer(
@@ -170,8 +233,20 @@ class Fields:
         value = self.get(key, "integer", required=required)
         if value is None:
             return None
-        check_range(self.style, self.at(key), value, minimum=minimum, maximum=maximum)
+        check_range(
+            self.style,
+            self.at(key),
+            value,
+            minimum=INT64_MIN if minimum is None else max(minimum, INT64_MIN),
+            maximum=INT64_MAX if maximum is None else min(maximum, INT64_MAX),
+        )
         return int(value)
+
+    def json_value(self, key: str) -> Any:
+        """A free-form JSON value (a schema, tool input) as given, checked by :func:`check_json`."""
+        value = self.data.get(key)
+        check_json(self.style, self.at(key), value)
+        return value
 
 
 def check_range(
@@ -184,6 +259,46 @@ def check_range(
 ) -> None:
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise style.out_of_range(path, value, minimum=minimum, maximum=maximum)
+
+
+def check_json(style: ErrorStyle, path: Path, value: Any) -> None:
+    """Refuse what a free-form JSON value must not hold: NaN, infinities, endless integers.
+
+    Python's ``json`` reads ``NaN``, ``Infinity`` and ``1e999`` (as infinity),
+    none of which is JSON, so no cache key or response could be written for
+    them. The walk is iterative: nesting depth costs no stack here.
+    """
+    stack: list[tuple[Path, Any]] = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise style.not_finite(where, item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if item.bit_length() > _MAX_INT_BITS:
+                raise style.not_finite(where, item)
+        elif isinstance(item, dict):
+            stack.extend(((*where, str(k)), v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend(((*where, i), v) for i, v in enumerate(item))
+
+
+def loads_json_object(text: str) -> dict[str, Any] | None:
+    """``text`` as a JSON object (tool-call arguments), or None if it is not one.
+
+    ``NaN``/``Infinity`` tokens are refused, and so is nesting too deep for the
+    decoder (a ``RecursionError``) or an integer too long to read; run
+    :func:`check_json` on the result for what the decoder lets through (``1e999``).
+    """
+
+    def refuse(token: str) -> Any:
+        raise ValueError(f"{token} is not JSON")
+
+    try:
+        parsed = json.loads(text, parse_constant=refuse) if text.strip() else {}
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def parse_cache_control(fields: Fields) -> CacheControl | None:

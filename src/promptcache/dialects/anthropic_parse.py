@@ -9,6 +9,7 @@ content block; the breakpoint rules are checked before returning.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from promptcache.dialects._common import (
     Fields,
     Path,
     parse_cache_control,
+    shown,
+    shown_bound,
 )
 from promptcache.errors import RequestError
 from promptcache.request import (
@@ -97,8 +100,14 @@ class AnthropicErrorStyle(ErrorStyle):
         self, path: Path, value: float, *, minimum: float | None, maximum: float | None
     ) -> RequestError:
         if minimum is not None and value < minimum:
-            return self._error(path, f"Input should be greater than or equal to {minimum:g}")
-        return self._error(path, f"Input should be less than or equal to {maximum:g}")
+            return self._error(
+                path, f"Input should be greater than or equal to {shown_bound(minimum)}"
+            )
+        bound = shown_bound(math.inf if maximum is None else maximum)
+        return self._error(path, f"Input should be less than or equal to {bound}")
+
+    def not_finite(self, path: Path, value: Any) -> RequestError:
+        return self._error(path, "Input should be a finite number")
 
     def unknown_field(self, path: Path) -> RequestError:
         return self._error(path, "Extra inputs are not permitted")
@@ -197,7 +206,7 @@ def _parse_tools(top: Fields) -> tuple[Tool, ...]:
         entry = Fields(STYLE, raw, ("tools", i))
         kind = entry.string("type")
         if kind not in (None, "custom"):
-            message = f"server tools ('{kind}') are not supported by this server"
+            message = f"server tools ('{shown(kind)}') are not supported by this server"
             raise STYLE.invalid(entry.at("type"), message)
         entry.reject_unknown({"type", "name", "description", "input_schema", "cache_control"})
         name = entry.required_string("name")
@@ -209,6 +218,7 @@ def _parse_tools(top: Fields) -> tuple[Tool, ...]:
             raise STYLE.invalid(("tools",), f"Tool names must be unique. Duplicate name: {name}")
         schema = entry.required_obj("input_schema")
         schema.choice("type", ("object",), required=True)
+        entry.json_value("input_schema")
         tools.append(
             Tool(
                 name=name,
@@ -238,6 +248,7 @@ def _parse_output_config(top: Fields) -> dict[str, Any] | None:
     fmt.reject_unknown({"type", "schema"})
     fmt.choice("type", ("json_schema",), required=True)
     schema = fmt.required_obj("schema")
+    fmt.json_value("schema")
     return {"type": "json_schema", "json_schema": {"schema": dict(schema.data), "strict": True}}
 
 
@@ -251,7 +262,7 @@ def _parse_tool_choice(top: Fields, tools: tuple[Tool, ...]) -> dict[str, Any] |
     if kind == "tool":
         name = choice.required_string("name")
         if all(t.name != name for t in tools):
-            raise STYLE.invalid(choice.at("name"), f"Tool '{name}' not found in tools")
+            raise STYLE.invalid(choice.at("name"), f"Tool '{shown(name)}' not found in tools")
         canonical["name"] = name
     if choice.boolean("disable_parallel_tool_use"):
         canonical["disable_parallel_tool_use"] = True
@@ -332,6 +343,7 @@ def _image_block(block: Fields) -> ImageBlock:
 
 def _tool_use_block(block: Fields) -> ToolUseBlock:
     block.reject_unknown({"type", "id", "name", "input", "cache_control"})
+    block.json_value("input")
     return ToolUseBlock(
         id=block.required_string("id"),
         name=block.required_string("name"),
@@ -346,7 +358,7 @@ def _tool_result_block(block: Fields, tool_use_ids: set[str]) -> ToolResultBlock
     if tool_use_id not in tool_use_ids:
         raise STYLE.invalid(
             block.path,
-            f"unexpected `tool_use_id` found in `tool_result` blocks: {tool_use_id}. Each "
+            f"unexpected `tool_use_id` found in `tool_result` blocks: {shown(tool_use_id)}. Each "
             "`tool_result` block must have a corresponding `tool_use` block in a previous message.",
         )
     content = block.data.get("content")

@@ -11,7 +11,7 @@ extensions on a tool and on a whole message (marking its last block).
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -22,9 +22,13 @@ from promptcache.dialects._common import (
     ErrorStyle,
     Fields,
     Path,
+    check_json,
     image_source_from_url,
     is_kind,
+    loads_json_object,
     parse_cache_control,
+    shown,
+    shown_bound,
 )
 from promptcache.errors import RequestError
 from promptcache.request import (
@@ -123,7 +127,7 @@ class OpenAIErrorStyle(ErrorStyle):
     def not_one_of(self, path: Path, value: Any, allowed: Sequence[str]) -> RequestError:
         options = ", ".join(f"'{a}'" for a in allowed)
         return DialectRequestError(
-            f"Invalid value: '{value}'. Supported values are: {options}.",
+            f"Invalid value: '{shown(value)}'. Supported values are: {options}.",
             param=self.path(path),
             code="invalid_value",
         )
@@ -133,19 +137,27 @@ class OpenAIErrorStyle(ErrorStyle):
     ) -> RequestError:
         p = self.path(path)
         word = "integer" if isinstance(value, int) else "decimal"
-        shown = f"{value:g}" if isinstance(value, float) else str(value)
         if minimum is not None and value < minimum:
             return DialectRequestError(
                 f"Invalid '{p}': {word} below minimum value. "
-                f"Expected a value >= {minimum:g}, but got {shown} instead.",
+                f"Expected a value >= {shown_bound(minimum)}, but got {shown(value)} instead.",
                 param=p,
                 code=f"{word}_below_min_value",
             )
         return DialectRequestError(
-            f"Invalid '{p}': {word} above maximum value. "
-            f"Expected a value <= {maximum:g}, but got {shown} instead.",
+            f"Invalid '{p}': {word} above maximum value. Expected a value <= "
+            f"{shown_bound(math.inf if maximum is None else maximum)}, "
+            f"but got {shown(value)} instead.",
             param=p,
             code=f"{word}_above_max_value",
+        )
+
+    def not_finite(self, path: Path, value: Any) -> RequestError:
+        p = self.path(path)
+        return DialectRequestError(
+            f"Invalid '{p}': expected a finite number, but got {shown(value)} instead.",
+            param=p,
+            code="invalid_value",
         )
 
     def unknown_field(self, path: Path) -> RequestError:
@@ -296,6 +308,7 @@ def _parse_response_format(top: Fields) -> dict[str, Any] | None:
     schema.string("description")
     schema.obj("schema")
     schema.boolean("strict")
+    check_json(STYLE, fmt.at("json_schema"), schema.data)
     return {"type": "json_schema", "json_schema": dict(schema.data)}
 
 
@@ -317,6 +330,7 @@ def _parse_tools(top: Fields) -> tuple[Tool, ...]:
         if any(t.name == name for t in tools):
             raise STYLE.invalid(function.at("name"), f"Tool names must be unique: '{name}'.")
         parameters = function.obj("parameters")
+        function.json_value("parameters")
         function.boolean("strict")
         tools.append(
             Tool(
@@ -358,7 +372,8 @@ def _parse_tool_choice(top: Fields, tools: tuple[Tool, ...]) -> dict[str, Any] |
         name = function.required_string("name")
         if all(t.name != name for t in tools):
             raise STYLE.invalid(
-                ("tool_choice",), f"Invalid 'tool_choice': no tool named '{name}' was given."
+                ("tool_choice",),
+                f"Invalid 'tool_choice': no tool named '{shown(name)}' was given.",
             )
         choice = {"type": "tool", "name": name}
     if parallel is False and choice["type"] != "none":
@@ -497,16 +512,14 @@ def _assistant_blocks(entry: Fields) -> tuple[ContentBlock, ...]:
         function = call.required_obj("function")
         function.reject_unknown({"name", "arguments"})
         arguments = function.required_string("arguments")
-        try:
-            parsed = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError:
-            parsed = None
-        if not isinstance(parsed, dict):
+        parsed = loads_json_object(arguments)
+        if parsed is None:
             raise STYLE.invalid(
                 function.at("arguments"),
                 f"Invalid '{STYLE.path(function.at('arguments'))}': expected a JSON object "
                 "encoded as a string.",
             )
+        check_json(STYLE, function.at("arguments"), parsed)
         blocks.append(
             ToolUseBlock(
                 id=call.required_string("id"),
@@ -527,7 +540,7 @@ def _tool_result(
         raise STYLE.invalid(
             entry.at("tool_call_id"),
             "Invalid parameter: messages with role 'tool' must be a response to a preceding "
-            f"message with 'tool_calls' (no tool call has id '{call_id}').",
+            f"message with 'tool_calls' (no tool call has id '{shown(call_id)}').",
         )
     texts = tuple(b for b in _text_parts(entry, allow_refusal=False) if isinstance(b, TextBlock))
     if marker is None:
