@@ -221,3 +221,32 @@ def test_unknown_forced_tool_is_a_request_error() -> None:
     req = request(tools=(WEATHER,), tool_choice={"type": "tool", "name": "nope"})
     with pytest.raises(RequestError, match="nope"):
         output_grammar_source(req)
+
+
+# A schema llguidance panics on (a byte slice cut inside a CJK character while it
+# builds its error message): pyo3 raises PanicException, a BaseException.
+CJK_REQUIRED: dict[str, Any] = {"type": "object", "required": {"s": "中" * 60}}
+HUGE_INTEGER: dict[str, Any] = {"type": "integer", "maximum": 2**70}
+
+
+def test_schemas_llguidance_fails_on_are_the_callers_400(engine: LocalEngine) -> None:
+    forced = Tool(name="f", description="", input_schema=CJK_REQUIRED)
+    cases = [
+        (request(response_format=json_schema(CJK_REQUIRED)), "response_format"),
+        (request(response_format=json_schema(HUGE_INTEGER)), "response_format"),
+        (request(tools=(forced,), tool_choice={"type": "any"}), "tool_choice"),
+        (request(tools=(forced,), tool_choice={"type": "tool", "name": "f"}), "tool_choice"),
+    ]
+    for req, param in cases:
+        with pytest.raises(RequestError, match="Invalid schema") as caught:
+            next(engine.generate(req))
+        assert caught.value.param == param
+        assert len(caught.value.message) < 500
+        caught.value.message.encode("utf-8")
+    # The engine is unharmed: a valid schema still constrains the next answer.
+    result, _ = complete(engine, request(response_format=json_schema(SCHEMA)))
+    assert set(json.loads(result.choices[0].text)) == {"ok", "color", "size"}
+
+
+def json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}

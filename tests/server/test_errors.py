@@ -39,8 +39,12 @@ def marked(ttl: str) -> dict[str, Any]:
 
 async def test_invalid_json_and_schema_are_400_in_each_dialect(serve: ServerFactory) -> None:
     async with serve() as (client, app):
-        bad_json = await client.post(CHAT, content=b"{not json", headers={"content-type": "x"})
-        bad_json_a = await client.post(MESSAGES, content=b"[1,", headers={"content-type": "x"})
+        bad_json = await client.post(
+            CHAT, content=b"{not json", headers={"content-type": "application/json"}
+        )
+        bad_json_a = await client.post(
+            MESSAGES, content=b"[1,", headers={"content-type": "application/json"}
+        )
         no_messages = await client.post(CHAT, json={"model": "fake-model"})
         bad_type = await client.post(MESSAGES, json=anthropic_body(max_tokens="ten"))
         entries = app.state.cache.store.stats().entries

@@ -36,6 +36,7 @@ _ERROR_TYPES = {
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 _STOP_REASONS = {
@@ -97,7 +98,8 @@ def render_response(result: Result, request: ChatRequest) -> dict[str, Any]:
 
 
 def error_body(error: PromptCacheError) -> dict[str, Any]:
-    error_type = _ERROR_TYPES.get(error.status_code, "api_error")
+    status = error.status_code
+    error_type = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
     return {"type": "error", "error": {"type": error_type, "message": error.message}}
 
 

@@ -147,7 +147,9 @@ def error_body(error: PromptCacheError) -> dict[str, Any]:
     return {
         "error": {
             "message": error.message,
-            "type": _ERROR_TYPES.get(status, "server_error"),
+            "type": _ERROR_TYPES.get(
+                status, "invalid_request_error" if status < 500 else "server_error"
+            ),
             "param": error.param,
             "code": code,
         }

@@ -15,6 +15,11 @@ model's maths all happens here, on one compute thread:
   form continuously as requests start and finish.
 * **Prefill chunks** (:meth:`~ModelExecutor.call`) take turns with decode
   batches, so a long new prompt delays running streams by one chunk at a time.
+* **A failing job fails alone.** Whatever a job raises (a foreign
+  ``BaseException`` such as pyo3's ``PanicException`` included) is handed to
+  its callers and the thread takes the next job; only the interpreter's own
+  exits end it, and then the next submission starts a new one. A caller whose
+  job was lost with a dead thread gets an error instead of waiting forever.
 * **One thread owns the cores.** Loading, the runtime's set-up and every
   forward run here with all intra-op threads; other threads keep their torch
   work (sampling, ...) to one (see ``torch_threads`` for why: a second
@@ -33,6 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import torch
+
+from promptcache.errors import is_interpreter_exit
 
 DecodeStep = tuple[int, torch.Tensor, int]
 """(token, the request's KV buffer, position): one sequence's next one-token step."""
@@ -139,15 +146,29 @@ class ModelExecutor:
 
     def _submit(self, job: _StepJob | _CallJob, queue: deque[Any]) -> None:
         with self._cv:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                self._thread.start()
+            self._ensure_thread()
             queue.append(job)
             self._cv.notify_all()
             while not job.done:
-                self._cv.wait()
+                # Woken by _publish; the timeout only notices a thread that died
+                # with this job in hand, which would otherwise never answer.
+                self._cv.wait(timeout=1.0)
+                if not job.done and not self._thread_alive():
+                    if job in queue:
+                        self._ensure_thread()
+                    else:
+                        raise RuntimeError("the model thread died while running this job")
         if job.error is not None:
             raise job.error
+
+    def _thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _ensure_thread(self) -> None:
+        """Start the compute thread if there is none (cv held)."""
+        if not self._thread_alive():
+            self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+            self._thread.start()
 
     def _loop(self) -> None:
         torch.set_num_threads(self._threads)
@@ -214,7 +235,7 @@ class ModelExecutor:
             for job in jobs:
                 job.error, job.done = error, True
             self._cv.notify_all()
-        if error is not None and not isinstance(error, Exception):
+        if error is not None and is_interpreter_exit(error):
             raise error  # SystemExit and the like end this thread; the next submit restarts it
 
 

@@ -10,21 +10,43 @@ so it never blocks on model compute, and:
   event: a queued job is dropped before it starts, a running one stops between
   tokens and the sync engine releases its KV references;
 * it stores nothing: caching happens in front of it (response cache) and
-  inside the sync engine (prefix cache).
+  inside the sync engine (prefix cache);
+* **a fault stays with its request.** Whatever a generation raises --
+  ``Exception`` or a foreign ``BaseException`` such as pyo3's
+  ``PanicException`` from a Rust library -- ends that request alone: a
+  :class:`~promptcache.errors.PromptCacheError` is passed on as it is, anything
+  else becomes an :class:`~promptcache.errors.InternalError` (500) whose
+  request id is logged with the traceback, and the worker takes the next job.
+  A worker that dies anyway (the interpreter's own exits) is replaced on the
+  next admission, and :meth:`ThreadedEngine.health` says so meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
+import time
+import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from promptcache.engine.base import Engine, ModelInfo, PrefixCacheSnapshot, SyncEngine
-from promptcache.errors import OverloadedError
+from promptcache.errors import (
+    InternalError,
+    OverloadedError,
+    PromptCacheError,
+    is_interpreter_exit,
+)
 from promptcache.request import ChatRequest, Result, StreamEvent
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STALL_SECONDS = 120.0
+"""Running requests with no event for this long mean the engine is stuck: a
+512-token prefill chunk, the longest step, takes about half a second here."""
 
 
 class _Done:
@@ -34,14 +56,40 @@ class _Done:
 _DONE = _Done()
 
 
+@dataclass(frozen=True, kw_only=True)
+class EngineHealth:
+    """What :meth:`ThreadedEngine.health` reports (the readiness probe's engine part)."""
+
+    workers: int
+    workers_alive: int
+    running: int
+    queue_depth: int
+    max_queue: int
+    seconds_since_progress: float
+    stalled: bool
+    """Requests are running but none has produced an event for ``stall_seconds``."""
+    closed: bool
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.closed
+            and not self.stalled
+            and self.workers_alive == self.workers
+            and self.queue_depth < max(self.max_queue, 1)
+        )
+
+
 @dataclass(eq=False)
 class _Job:
     request: ChatRequest
     loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[StreamEvent | Exception | _Done]
+    events: asyncio.Queue[StreamEvent | PromptCacheError | _Done]
+    on_post: Callable[[], None]
     cancel: threading.Event = field(default_factory=threading.Event)
 
-    def post(self, item: StreamEvent | Exception | _Done) -> None:
+    def post(self, item: StreamEvent | PromptCacheError | _Done) -> None:
+        self.on_post()
         # The loop may already be closed when a cancelled job finishes late.
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.events.put_nowait, item)
@@ -55,25 +103,32 @@ class ThreadedEngine(Engine):
     ``workers`` > 1 requires a sync engine that is safe to call concurrently.
     """
 
-    def __init__(self, sync_engine: SyncEngine, *, max_queue: int, workers: int = 1) -> None:
+    def __init__(
+        self,
+        sync_engine: SyncEngine,
+        *,
+        max_queue: int,
+        workers: int = 1,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
+    ) -> None:
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}")
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if stall_seconds <= 0:
+            raise ValueError(f"stall_seconds must be > 0, got {stall_seconds}")
         self.sync_engine = sync_engine
         self.max_queue = max_queue
         self.workers = workers
+        self.stall_seconds = stall_seconds
+        self.workers_replaced = 0
         self._pending: deque[_Job] = deque()
         self._running = 0
         self._closed = False
+        self._last_progress = time.monotonic()
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
-        self._threads = [
-            threading.Thread(target=self._work, name=f"promptcache-engine-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads = [self._start_worker(i) for i in range(workers)]
 
     # -- figures for /metrics ------------------------------------------------
 
@@ -91,6 +146,21 @@ class ThreadedEngine(Engine):
 
     # -- Engine ------------------------------------------------------------
 
+    def health(self) -> EngineHealth:
+        """Whether the workers are alive, making progress, and the queue has room."""
+        with self._lock:
+            since = time.monotonic() - self._last_progress
+            return EngineHealth(
+                workers=self.workers,
+                workers_alive=sum(thread.is_alive() for thread in self._threads),
+                running=self._running,
+                queue_depth=len(self._pending),
+                max_queue=self.max_queue,
+                seconds_since_progress=round(since, 3),
+                stalled=self._running > 0 and since > self.stall_seconds,
+                closed=self._closed,
+            )
+
     def models(self) -> list[ModelInfo]:
         return self.sync_engine.models()
 
@@ -101,7 +171,12 @@ class ThreadedEngine(Engine):
         self.sync_engine.clear_prefix_cache()
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        job = _Job(request=request, loop=asyncio.get_running_loop(), events=asyncio.Queue())
+        job = _Job(
+            request=request,
+            loop=asyncio.get_running_loop(),
+            events=asyncio.Queue(),
+            on_post=self._note_progress,
+        )
         self._admit(job)
         finished = False
         try:
@@ -110,7 +185,7 @@ class ThreadedEngine(Engine):
                 if isinstance(item, _Done):
                     finished = True
                     return
-                if isinstance(item, Exception):
+                if isinstance(item, PromptCacheError):
                     finished = True
                     raise item
                 yield item
@@ -131,10 +206,31 @@ class ThreadedEngine(Engine):
 
     # -- internals ---------------------------------------------------------
 
+    def _start_worker(self, index: int) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._work, name=f"promptcache-engine-{index}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _replace_dead_workers(self) -> None:
+        """The supervisor: a worker that died (lock held) is replaced by a fresh one."""
+        for index, thread in enumerate(self._threads):
+            if not thread.is_alive():
+                logger.error("engine worker %s had died; starting a replacement", thread.name)
+                self._threads[index] = self._start_worker(index)
+                self.workers_replaced += 1
+
+    def _note_progress(self) -> None:
+        self._last_progress = time.monotonic()
+
     def _admit(self, job: _Job) -> None:
         with self._lock:
             if self._closed:
                 raise OverloadedError("The server is shutting down.")
+            self._replace_dead_workers()
+            if self._running == 0:
+                self._last_progress = time.monotonic()  # idle is not stalled
             idle_workers = self.workers - self._running - len(self._pending)
             if idle_workers <= 0 and len(self._pending) >= self.max_queue:
                 raise OverloadedError(
@@ -163,9 +259,15 @@ class ThreadedEngine(Engine):
                     return
                 job = self._pending.popleft()
                 self._running += 1
-            final: list[StreamEvent | Exception | _Done] = []
+                self._last_progress = time.monotonic()
+            final: list[StreamEvent | PromptCacheError | _Done] = []
             try:
                 final = self._run(job)
+            except BaseException as exc:
+                # Only the interpreter's own exits get here (_run contains the
+                # rest): the job is still answered before this thread ends.
+                final = [_contain(job.request, exc)]
+                raise
             finally:
                 # The worker is free before the consumer hears the end: a client
                 # that sends its next request as soon as this one ends must find
@@ -175,14 +277,16 @@ class ThreadedEngine(Engine):
                 for item in final:
                     job.post(item)
 
-    def _run(self, job: _Job) -> list[StreamEvent | Exception | _Done]:
+    def _run(self, job: _Job) -> list[StreamEvent | PromptCacheError | _Done]:
         """Post the job's events as they come; return the terminal ones to post last."""
         if job.cancel.is_set():
             return []
         try:
             events = self.sync_engine.generate(job.request, cancel=job.cancel)
-        except Exception as exc:  # an engine that validates eagerly must not kill the worker
-            return [exc]
+        except BaseException as exc:  # an engine that validates eagerly must not kill the worker
+            if is_interpreter_exit(exc):
+                raise
+            return [_contain(job.request, exc)]
         try:
             for event in events:
                 if job.cancel.is_set():
@@ -190,12 +294,33 @@ class ThreadedEngine(Engine):
                 if isinstance(event, Result):
                     return [event, _DONE]
                 job.post(event)
-        except Exception as exc:  # handed to the awaiting coroutine, which re-raises it
-            return [exc]
+        except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
+            if is_interpreter_exit(exc):
+                raise
+            return [_contain(job.request, exc)]
         finally:
             # Closing the generator runs its cleanup now (KV references released)
             # rather than whenever it is garbage collected.
             close = getattr(events, "close", None)
             if close is not None:
-                close()
+                try:
+                    close()
+                except BaseException as exc:  # a failing cleanup is logged, not fatal
+                    if is_interpreter_exit(exc):
+                        raise
+                    logger.exception("closing a generation failed")
         return [_DONE]
+
+
+def _contain(request: ChatRequest, exc: BaseException) -> PromptCacheError:
+    """The error that ends one request: its own, or a logged 500 with a request id."""
+    if isinstance(exc, PromptCacheError):
+        return exc
+    request_id = request.transport.request_id or f"req_{uuid.uuid4().hex[:24]}"
+    logger.error(
+        "request %s failed in the engine (%s)",
+        request_id,
+        type(exc).__name__,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return InternalError(request_id)

@@ -22,25 +22,32 @@ does not implement are ignored unless the schema is ``strict``, where they are
 an error (as at OpenAI, whose strict mode refuses unsupported keywords).
 
 A schema llguidance cannot compile is the caller's 400, raised before any KV
-is touched. llguidance's view of the tokenizer is built on the first
-constrained request (~0.6 s for SmolLM2's 49k tokens) and kept.
+is touched -- also when llguidance fails on it in other ways than by saying
+so (a Rust panic surfaces as pyo3's ``PanicException``, a ``BaseException``;
+a number JSON-in-Rust cannot hold is a ``ValueError``): such a failure is about
+the schema, so it is the schema's 400, not a dead worker. llguidance's view
+of the tokenizer is built on the first constrained request (~0.6 s for
+SmolLM2's 49k tokens) and kept.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from llguidance import LLMatcher, LLTokenizer
 
 from promptcache.engine.render import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from promptcache.errors import RequestError
+from promptcache.errors import RequestError, is_interpreter_exit
 from promptcache.request import ChatRequest, Tool
+
+T = TypeVar("T")
+_MAX_PROBLEM_CHARS = 300
 
 _JSON_LAYOUT: dict[str, Any] = {
     "whitespace_flexible": False,
@@ -100,9 +107,15 @@ class OutputGrammars:
         if spec is None:
             return None
         source, param = spec
-        problem = LLMatcher.validate_grammar(source, self._llg_tokenizer())
+        tokenizer = self._llg_tokenizer()
+        problem = _schema_call(param, lambda: LLMatcher.validate_grammar(source, tokenizer))
         if problem:
-            raise RequestError(f"Invalid schema for '{param}': {problem}", param=param)
+            raise _invalid_schema(param, problem)
+        # Building the matcher once here moves every failure llguidance can have
+        # on this grammar before the first byte of the answer.
+        matcher = _schema_call(param, lambda: LLMatcher(tokenizer, source, log_level=0))
+        if matcher.is_error():
+            raise _invalid_schema(param, matcher.get_error())
         return OutputGrammar(grammar=source, param=param)
 
     def constraint(self, grammar: OutputGrammar) -> TokenConstraint:
@@ -121,8 +134,37 @@ class OutputGrammars:
             return self._ll_tokenizer
 
 
+def _invalid_schema(param: str, problem: str) -> RequestError:
+    if len(problem) > _MAX_PROBLEM_CHARS:
+        problem = problem[:_MAX_PROBLEM_CHARS] + "…"
+    return RequestError(f"Invalid schema for '{param}': {problem}", param=param)
+
+
+def _schema_call(param: str, call: Callable[[], T]) -> T:
+    """``call()`` into llguidance, any failure of it reported as the schema's 400."""
+    try:
+        return call()
+    except RequestError:
+        raise
+    except BaseException as exc:
+        if is_interpreter_exit(exc):
+            raise
+        raise _invalid_schema(param, f"{type(exc).__name__}: {exc}") from None
+
+
 def output_grammar_source(request: ChatRequest) -> tuple[str, str] | None:
-    """(llguidance grammar, the request field it comes from) for ``request``, or None."""
+    """(llguidance grammar, the request field it comes from) for ``request``, or None;
+    RequestError when llguidance cannot take the schema."""
+    param = "tool_choice" if _forces_tool_call(request) else "response_format"
+    return _schema_call(param, lambda: _grammar_source(request))
+
+
+def _forces_tool_call(request: ChatRequest) -> bool:
+    choice = request.tool_choice if isinstance(request.tool_choice, Mapping) else {}
+    return bool(request.tools) and choice.get("type") in ("any", "tool")
+
+
+def _grammar_source(request: ChatRequest) -> tuple[str, str] | None:
     choice = request.tool_choice if isinstance(request.tool_choice, Mapping) else {}
     kind = choice.get("type") if isinstance(choice, Mapping) else None
     if request.tools and kind in ("any", "tool"):

@@ -31,6 +31,7 @@ from promptcache.response_cache import ResponseCache
 from promptcache.server import routes_admin, routes_anthropic, routes_openai
 from promptcache.server.auth import KeyRing
 from promptcache.server.config import ServerConfig
+from promptcache.server.containment import ContainErrors
 from promptcache.server.dialect import dialect_for_path
 from promptcache.server.flow import ChatFlow, RequestObserver
 from promptcache.server.metrics import ServerMetrics
@@ -47,6 +48,7 @@ _ERROR_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "request_too_large",
+    415: "invalid_request_error",
     429: "rate_limit_error",
 }
 
@@ -142,12 +144,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         error = exc if isinstance(exc, PromptCacheError) else PromptCacheError(str(exc))
         return error_response(dialect_for_path(request.url.path), error)
 
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        error = HTTPStatusError("Internal server error.", status_code=500)
-        return error_response(dialect_for_path(request.url.path), error)
-
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(PromptCacheError, promptcache_error)
-    app.add_exception_handler(Exception, unexpected_error)
+    # Not an Exception handler: Starlette re-raises after those, closing the connection.
+    app.add_middleware(ContainErrors)

@@ -8,6 +8,9 @@ from promptcache.checkpoints import AutoCacheConfig
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 """8 MiB: far above any prompt the local model's context can hold, far below memory trouble."""
+DEFAULT_REQUEST_TIMEOUT = 600.0
+"""10 minutes: far past any answer the local model gives (2,048 tokens take ~40 s
+here), short enough that a stuck request is answered and its resources freed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,8 +35,13 @@ class ServerConfig:
     auto_cache: AutoCacheConfig | None = None
     model_supports_caching: bool = True
     """Whether the engine honours ``cache_control`` (False for an OpenAI-dialect upstream)."""
+    request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
+    """Seconds one chat request may take, queueing and streaming included (None: no
+    limit); past it the client gets a 504 and the generation is cancelled."""
 
     def __post_init__(self) -> None:
+        if self.request_timeout is not None and not self.request_timeout > 0:
+            raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
         for name, keys in (("api_keys", self.api_keys), ("admin_keys", self.admin_keys)):

@@ -1,6 +1,7 @@
 """One chat request through the server, start to finish, in one place.
 
-    HTTP body -> key check (401) -> size check (413) -> dialect.parse_request (400)
+    HTTP body -> key check (401) -> size check (413) -> content type (415)
+      -> JSON checks (400: syntax, depth, lone surrogates) -> dialect.parse_request (400)
       -> model resolution (404)
       -> response cache: HIT (render / replay as SSE) | coalesce on a flight | BYPASS
       -> checkpoint planner (--auto-cache)
@@ -21,15 +22,23 @@ response-cache rules (SPEC §3):
 * A request that joined another identical request's flight is answered from
   its result and reported as a ``HIT`` (it cost no model work).
 
+Every request runs under one boundary (:meth:`ChatFlow.handle`): a deadline
+(``ServerConfig.request_timeout``; past it the client gets a 504, in-band once
+a stream has started, and the engine stops the generation), and any failure
+that is not a :class:`~promptcache.errors.PromptCacheError` is logged with a
+request id and answered as a 500 carrying that id -- never passed up to
+Starlette, whose error middleware would close the keep-alive connection.
+
 :class:`RequestObserver` is the single hook where a finished request's model,
 tenant, usage and cache outcome are known (cost accounting plugs in there).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -41,7 +50,12 @@ from starlette.responses import Response
 from promptcache.checkpoints import plan_checkpoints
 from promptcache.dialects.replay import replay_events
 from promptcache.engine.base import Engine
-from promptcache.errors import PromptCacheError, RequestError
+from promptcache.errors import (
+    InternalError,
+    PromptCacheError,
+    RequestError,
+    RequestTimeoutError,
+)
 from promptcache.keys import response_key
 from promptcache.request import ChatRequest, Result, StreamEvent, TextDelta, Usage
 from promptcache.response_cache import CacheHit, ResponseCache
@@ -56,6 +70,7 @@ from promptcache.server.cache_policy import (
 )
 from promptcache.server.config import ServerConfig
 from promptcache.server.dialect import Dialect
+from promptcache.server.json_body import check_content_type, decode_json_body
 from promptcache.server.limits import read_body
 from promptcache.server.metrics import ServerMetrics
 from promptcache.server.models import ModelCatalog
@@ -128,14 +143,30 @@ class ChatFlow:
 
     async def handle(self, http: Request, dialect: Dialect, route: str) -> Response:
         started = time.perf_counter()
+        deadline = self._deadline()
         try:
-            parsed = await self._parse(http, dialect, route)
-            directives = parse_cache_control(http.headers.get("cache-control"))
-            response = await self._serve(parsed, directives, dialect, route, started)
+            async with asyncio.timeout_at(deadline):
+                parsed = await self._parse(http, dialect, route)
+                directives = parse_cache_control(http.headers.get("cache-control"))
+                response = await self._serve(parsed, directives, dialect, route, started, deadline)
         except PromptCacheError as error:
             response = error_response(dialect, error)
+        except TimeoutError:
+            response = error_response(dialect, self._timed_out())
+        except Exception:
+            response = error_response(dialect, _logged_internal_error(route))
         self.metrics.count_request(route, response.status_code)
         return response
+
+    def _deadline(self) -> float | None:
+        timeout = self.config.request_timeout
+        return None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+    def _timed_out(self) -> RequestTimeoutError:
+        return RequestTimeoutError(
+            f"The request did not finish within the server's {self.config.request_timeout:g} s "
+            "deadline (promptcache serve --request-timeout)."
+        )
 
     # -- request --------------------------------------------------------------
 
@@ -143,6 +174,7 @@ class ChatFlow:
         tenant = self.keyring.tenant(http.headers)
         namespace = namespace_of(http.headers)
         body = await read_body(http, limit=self.config.max_body_bytes)
+        check_content_type(http.headers.get("content-type"))
         memo_key = (route, tenant, namespace, body)
         parsed = self._memo.get(memo_key)
         if parsed is None:
@@ -153,10 +185,7 @@ class ChatFlow:
     def _parse_body(
         self, body: bytes, dialect: Dialect, tenant: str, namespace: str
     ) -> ChatRequest:
-        try:
-            data: Any = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestError(f"The request body is not valid JSON: {exc}") from None
+        data = decode_json_body(body)
         request = dialect.parse_request(data, tenant=tenant, namespace=namespace)
         model = self.catalog.resolve(request.model)
         if model != request.model:
@@ -171,7 +200,10 @@ class ChatFlow:
         if not (sampling.greedy or sampling.seed is not None or self.config.cache_sampled):
             return None
         if parsed.cache_key is None:
-            parsed.cache_key = response_key(parsed.request)
+            try:
+                parsed.cache_key = response_key(parsed.request)
+            except (TypeError, ValueError) as exc:  # e.g. 1e400 read as infinity
+                raise RequestError(f"The request cannot be cached as given: {exc}") from None
         return parsed.cache_key
 
     # -- response cache ------------------------------------------------------
@@ -183,13 +215,16 @@ class ChatFlow:
         dialect: Dialect,
         route: str,
         started: float,
+        deadline: float | None,
     ) -> Response:
         request = parsed.request
         key = self._cache_key(parsed, directives)
         cache = self.cache
         if key is None or cache is None:
             self.metrics.count_cache(BYPASS)
-            return await self._generate(request, dialect, route, started, key=None, status=BYPASS)
+            return await self._generate(
+                request, dialect, route, started, deadline, key=None, status=BYPASS
+            )
         if not directives.read:
             # no-cache: not looked up (BYPASS), but the fresh result is stored.
             self.metrics.count_cache(BYPASS)
@@ -198,7 +233,7 @@ class ChatFlow:
                 await cache.aput(key, result)
 
             return await self._generate(
-                request, dialect, route, started, key=key, status=BYPASS, publish=store
+                request, dialect, route, started, deadline, key=key, status=BYPASS, publish=store
             )
         seen = cache.flights_finished
         hit = await cache.aget(key, max_age=directives.max_age)
@@ -224,7 +259,15 @@ class ChatFlow:
             flight.publish(result)  # stored when the flight exits, waiters served now
 
         return await self._generate(
-            request, dialect, route, started, key=key, status=MISS, publish=publish, stack=stack
+            request,
+            dialect,
+            route,
+            started,
+            deadline,
+            key=key,
+            status=MISS,
+            publish=publish,
+            stack=stack,
         )
 
     def _replay(
@@ -256,6 +299,7 @@ class ChatFlow:
         dialect: Dialect,
         route: str,
         started: float,
+        deadline: float | None,
         *,
         key: str | None,
         status: str,
@@ -288,6 +332,8 @@ class ChatFlow:
         observed = _Tap(
             first=first,
             events=events,
+            deadline=deadline,
+            timed_out=self._timed_out,
             on_first_token=lambda: self.metrics.observe_ttft(route, time.perf_counter() - started),
             on_result=lambda result: self._observe(request, result, route, status, key),
             publish=publish,
@@ -336,6 +382,9 @@ class ChatFlow:
             # Headers (200) are gone: report in-band, as both APIs do mid-stream.
             exc_info = (type(error), error, error.__traceback__)
             yield sse_error_frame(route, dialect, error)
+        except Exception as exc:
+            exc_info = (type(exc), exc, exc.__traceback__)
+            yield sse_error_frame(route, dialect, _logged_internal_error(route))
         except BaseException as exc:
             exc_info = (type(exc), exc, exc.__traceback__)
             raise
@@ -383,12 +432,16 @@ class _Tap:
         *,
         first: StreamEvent,
         events: AsyncIterator[StreamEvent],
+        deadline: float | None,
+        timed_out: Callable[[], PromptCacheError],
         on_first_token: Callable[[], None],
         on_result: Callable[[Result], object],
         publish: Publish | None,
     ) -> None:
         self._first = first
         self._events = events
+        self._deadline = deadline
+        self._timed_out = timed_out
         self._on_first_token = on_first_token
         self._on_result = on_result
         self._publish = publish
@@ -397,7 +450,16 @@ class _Tap:
 
     async def _iterate(self) -> AsyncIterator[StreamEvent]:
         yield await self._see(self._first)
-        async for event in self._events:
+        while True:
+            # The deadline covers the wait for each event, never a yield: a
+            # timeout scope left open across a yield would fire in the consumer.
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    event = await anext(self._events, None)
+            except TimeoutError:
+                raise self._timed_out() from None
+            if event is None:
+                return
             yield await self._see(event)
 
     async def _see(self, event: StreamEvent) -> StreamEvent:
@@ -413,6 +475,13 @@ class _Tap:
     async def aclose(self) -> None:
         await _aclose(self.stream)
         await _aclose(self._events)
+
+
+def _logged_internal_error(route: str) -> InternalError:
+    """A 500 for a failure outside the engine, logged (call from an except block)."""
+    request_id = f"req_{uuid.uuid4().hex[:24]}"
+    logger.exception("request %s on the %s route failed", request_id, route)
+    return InternalError(request_id)
 
 
 async def _aclose(iterator: AsyncIterator[Any]) -> None:

@@ -16,7 +16,13 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def json_bytes(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (only an error message quoting input can carry one,
+        # since such input is refused): ASCII escapes keep the JSON valid.
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def json_response(
@@ -36,7 +42,7 @@ def error_response(dialect: Dialect, error: PromptCacheError) -> Response:
 def sse_error_frame(dialect_name: str, dialect: Dialect, error: PromptCacheError) -> bytes:
     """An error reported inside an SSE stream whose 200 status is already sent."""
     _, body = dialect.render_error(error)
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    data = json_bytes(body).decode()
     if dialect_name == "anthropic":
         return f"event: error\ndata: {data}\n\n".encode()
     return f"data: {data}\n\n".encode()
