@@ -251,10 +251,10 @@ async def test_lone_surrogates_are_400_in_each_dialect(serve: ServerFactory) -> 
 
 async def test_deep_nesting_and_unreadable_numbers_are_400(serve: ServerFactory) -> None:
     deep = b'{"model": "fake-model", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    nested_ok_depth = {"a": 1}
+    nested: dict[str, Any] = {"a": 1}
     for _ in range(70):
-        nested_ok_depth = {"a": nested_ok_depth}
-    too_deep = openai_body(metadata=nested_ok_depth)
+        nested = {"a": nested}
+    too_deep = openai_body(metadata=nested)
     long_int = b'{"model": "fake-model", "max_tokens": ' + b"9" * 5000 + b', "messages": []}'
     infinite = (
         b'{"model": "fake-model", "max_tokens": 4, "messages": [{"role": "user",'
