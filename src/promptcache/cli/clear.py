@@ -9,7 +9,7 @@ import typer
 from promptcache.cli._app import app
 from promptcache.cli.stats import STORE_OPTION
 from promptcache.errors import StoreError
-from promptcache.store import DEFAULT_STORE_URL, open_store
+from promptcache.store import DEFAULT_STORE_URL, open_store, redact_url
 
 
 @app.command()
@@ -21,4 +21,4 @@ def clear(store: Annotated[str, STORE_OPTION] = DEFAULT_STORE_URL) -> None:
     except (StoreError, ValueError) as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(f"Removed {removed:,} entries from {store}")
+    typer.echo(f"Removed {removed:,} entries from {redact_url(store)}")

@@ -4,11 +4,18 @@ Builds the engine (the embedded SmolLM2 model by default, any GGUF file or
 Hugging Face directory with ``--model``, or ``--upstream-url``), the response
 cache (``--store``, SQLite under ``./.promptcache/`` by default) and the app,
 then runs uvicorn and prints where it listens and how to call it.
+
+Bound beyond loopback, the server refuses to start unless the admin action
+(``DELETE /v1/cache``) is protected by an admin key or switched off with
+``--no-admin-endpoints``: otherwise anyone who can reach the port could wipe
+every tenant's cache. The banner never shows a secret (store and upstream URLs
+are redacted, keys are only said to be required).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -27,6 +34,7 @@ from promptcache.pricing import PriceTable
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
 from promptcache.server.config import DEFAULT_MAX_BODY_BYTES, ServerConfig
+from promptcache.store import redact_url
 
 DEFAULT_STORE = "sqlite:///.promptcache/responses.db"
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -46,6 +54,31 @@ def parse_size(text: str) -> int:
 
 def _keys_from_env(name: str) -> list[str]:
     return [key.strip() for key in os.environ.get(name, "").split(",") if key.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine: ``localhost``,
+    127.0.0.0/8 or ``::1``. Any other name counts as reachable from outside, since
+    what it resolves to is not ours to check."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def unprotected_admin_message(host: str) -> str | None:
+    """Why the server must not start bound to ``host`` with open admin endpoints, or None."""
+    if is_loopback(host):
+        return None
+    return (
+        f"--host {host} is reachable beyond this machine, and without an admin key anyone "
+        "who can reach it could clear every tenant's cache (DELETE /v1/cache). Fix: pass "
+        "--admin-key KEY (or set PROMPTCACHE_ADMIN_KEYS=KEY), or --no-admin-endpoints to "
+        "turn that endpoint off; or bind to 127.0.0.1."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +108,8 @@ def _build_engine(choice: _EngineChoice) -> tuple[Engine, str]:
                 models=choice.upstream_models or None,
             )
         )
-        return upstream, f"upstream {choice.upstream_dialect} at {choice.upstream_url}"
+        shown_url = redact_url(choice.upstream_url)
+        return upstream, f"upstream {choice.upstream_dialect} at {shown_url}"
     from promptcache.engine.local import LocalEngine, LocalEngineConfig
     from promptcache.engine.scheduler import ThreadedEngine
     from promptcache.prefix.cache import PrefixCacheConfig
@@ -107,17 +141,44 @@ def _open_cache(store_url: str, ttl: float | None) -> ResponseCache | None:
     return ResponseCache(open_store(store_url), ttl=ttl)
 
 
-def _print_banner(
-    host: str, port: int, engine: str, store: str, model: str, keys: bool, auto: bool
-) -> None:
+@dataclass(frozen=True, kw_only=True)
+class _Banner:
+    """What the banner says; secrets never reach it (``store`` is a redacted URL)."""
+
+    host: str
+    port: int
+    engine: str
+    store: str
+    model: str
+    keys: bool
+    auto: bool
+    admin: str
+    """How ``DELETE /v1/cache`` is protected, in words."""
+    metrics_key: bool
+
+
+def _admin_text(*, admin_endpoints: bool, admin_keys: bool, api_keys: bool) -> str:
+    if not admin_endpoints:
+        return "off (--no-admin-endpoints)"
+    if admin_keys:
+        return "admin key required"
+    if api_keys:
+        return "refused (no --admin-key)"
+    return "open (loopback only)"
+
+
+def _print_banner(banner: _Banner) -> None:
+    host, port, model, keys = banner.host, banner.port, banner.model, banner.keys
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     base = f"http://{shown_host}:{port}"
     auth = ' -H "Authorization: Bearer $KEY"' if keys else ""
     console.print(f"[bold green]promptcache[/] listening on [bold]{base}[/]")
-    console.print(f"  engine: {engine}")
-    console.print(f"  response cache: {store}")
+    console.print(f"  engine: {banner.engine}", highlight=False)
+    console.print(f"  response cache: {banner.store}", highlight=False)
     console.print(f"  api keys: {'required' if keys else 'none (open)'}")
-    console.print(f"  automatic checkpoints: {'on' if auto else 'off'}")
+    console.print(f"  cache clearing: {banner.admin}")
+    console.print(f"  metrics: {'key required' if banner.metrics_key else 'open'}")
+    console.print(f"  automatic checkpoints: {'on' if banner.auto else 'off'}")
     console.print("Try it:")
     console.print(
         f"  curl -s {base}/v1/chat/completions{auth} -H 'content-type: application/json' "
@@ -174,6 +235,20 @@ def serve(
         list[str] | None,
         typer.Option(help="Key allowed to DELETE /v1/cache (repeatable; PROMPTCACHE_ADMIN_KEYS)."),
     ] = None,
+    admin_endpoints: Annotated[
+        bool,
+        typer.Option(
+            help="Serve DELETE /v1/cache; --no-admin-endpoints turns it off (needed to bind "
+            "beyond loopback without --admin-key)."
+        ),
+    ] = True,
+    metrics_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PROMPTCACHE_METRICS_KEY",
+            help="Key GET /metrics requires as 'Authorization: Bearer KEY' (default: open).",
+        ),
+    ] = None,
     upstream_url: Annotated[
         str | None, typer.Option(help="Proxy to this provider base URL instead of the local model.")
     ] = None,
@@ -227,6 +302,11 @@ def serve(
         raise typer.BadParameter("must be openai or anthropic", param_hint="--upstream-dialect")
     api_keys = [*(api_key or []), *_keys_from_env("PROMPTCACHE_API_KEYS")]
     admin_keys = [*(admin_key or []), *_keys_from_env("PROMPTCACHE_ADMIN_KEYS")]
+    if admin_endpoints and not admin_keys:
+        refusal = unprotected_admin_message(host)
+        if refusal is not None:
+            console.print(f"[bold red]error:[/] {refusal}", highlight=False)
+            raise typer.Exit(2)
     try:
         auto = (
             AutoCacheConfig(
@@ -241,6 +321,8 @@ def serve(
         config = ServerConfig(
             api_keys=tuple(api_keys),
             admin_keys=tuple(admin_keys),
+            admin_endpoints=admin_endpoints,
+            metrics_key=metrics_key or None,
             max_body_bytes=parse_size(max_body_bytes),
             cache_sampled=cache_sampled,
             auto_cache=auto,
@@ -287,13 +369,21 @@ def serve(
             access_log=access_log,
         ),
         banner=lambda: _print_banner(
-            host,
-            port,
-            engine_text,
-            cache.store.url if cache is not None else "off",
-            first_model,
-            bool(api_keys or admin_keys),
-            auto is not None,
+            _Banner(
+                host=host,
+                port=port,
+                engine=engine_text,
+                store=cache.store.url if cache is not None else "off",
+                model=first_model,
+                keys=bool(api_keys or admin_keys),
+                auto=auto is not None,
+                admin=_admin_text(
+                    admin_endpoints=admin_endpoints,
+                    admin_keys=bool(admin_keys),
+                    api_keys=bool(api_keys),
+                ),
+                metrics_key=bool(metrics_key),
+            )
         ),
     )
     try:

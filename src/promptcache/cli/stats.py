@@ -18,7 +18,7 @@ from rich.table import Table
 
 from promptcache.cli._app import app
 from promptcache.errors import StoreError
-from promptcache.store import DEFAULT_STORE_URL, StoreStats, open_store
+from promptcache.store import DEFAULT_STORE_URL, StoreStats, open_store, redact_url
 
 Rows = list[tuple[str, str]]
 
@@ -67,10 +67,11 @@ def stats(
         try:
             body = fetch_server_stats(url, api_key=api_key)
         except (httpx.HTTPError, ValueError) as exc:
-            typer.echo(f"Error: cannot read {url}/v1/cache/stats: {exc}", err=True)
+            shown = redact_url(url)
+            typer.echo(f"Error: cannot read {shown}/v1/cache/stats: {exc}", err=True)
             raise typer.Exit(1) from exc
         console = Console()
-        for table in server_stats_tables(body, url=url):
+        for table in server_stats_tables(body, url=redact_url(url)):
             console.print(table)
         return
     try:

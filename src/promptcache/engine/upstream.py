@@ -6,12 +6,20 @@ canonical events with the provider's cache fields normalised into
 :class:`~promptcache.request.Usage`, and HTTP failures come back as
 promptcache's own exceptions (status mapped, upstream message kept). Closing
 the event stream early closes the upstream response.
+
+The upstream key (and any password in ``base_url`` or secret-looking extra
+header) never leaves this module in a message: provider error messages and
+transport errors are scrubbed of them before they become promptcache errors,
+which clients and logs see.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -31,9 +39,12 @@ from promptcache.errors import (
     UpstreamError,
 )
 from promptcache.request import ChatRequest, Result, StreamEvent
+from promptcache.store import redact_url
 
 Dialect = Literal["openai", "anthropic"]
 DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic")
+REDACTED = "***"
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
 
 _STATUS_ERRORS: Mapping[int, Callable[[str], PromptCacheError]] = {
     400: RequestError,
@@ -58,21 +69,21 @@ class UpstreamConfig:
     """
 
     base_url: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     dialect: str = "openai"
     """"openai" (any OpenAI-compatible API) or "anthropic"; validated, as it comes from users."""
     models: Sequence[str] | None = None
     timeout: float = 600.0
     anthropic_version: str = "2023-06-01"
     default_max_tokens: int = anthropic_wire.DEFAULT_MAX_TOKENS
-    extra_headers: Mapping[str, str] = field(default_factory=dict)
+    extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(
                 f"base_url must be an http(s) URL such as https://api.openai.com/v1, "
-                f"got {self.base_url!r}"
+                f"got {redact_url(self.base_url)!r}"
             )
         if self.dialect not in DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
@@ -84,6 +95,29 @@ class UpstreamConfig:
             isinstance(self.models, str) or not all(isinstance(m, str) and m for m in self.models)
         ):
             raise ValueError(f"models must be a list of non-empty model ids, got {self.models!r}")
+
+    def __repr__(self) -> str:
+        # The key and extra headers are left out (repr=False); base_url shows redacted.
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+        shown["base_url"] = redact_url(self.base_url)
+        return f"UpstreamConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured credential, longest first (so a key containing another
+        is replaced whole): the API key, ``base_url``'s password (also as the Basic
+        credential it is sent as), and the values of extra headers whose names say
+        they carry one."""
+        url = httpx.URL(self.base_url)
+        # A user name beside a password names an account; alone, it is the token.
+        found = {self.api_key, url.password or url.username}
+        if url.userinfo:
+            # The Basic credential they travel as, should a provider quote the header.
+            found.add(base64.b64encode(f"{url.username}:{url.password}".encode()).decode())
+        for name, value in self.extra_headers.items():
+            if _SECRET_HEADER.search(name):
+                found.add(value)
+                found.add(value.partition(" ")[2])  # the token of "Bearer <token>"
+        return tuple(sorted((s for s in found if s), key=len, reverse=True))
 
 
 class UpstreamEngine(Engine):
@@ -101,9 +135,18 @@ class UpstreamEngine(Engine):
         )
         self._models_path = prefix + "models"
         self._owner = urlsplit(base).hostname or "upstream"
+        self._secrets = config.secrets()
         self._discovered: list[ModelInfo] = []
+        # Credentials in the URL go as Basic auth, which is what httpx would send
+        # for them anyway, but kept out of the URL that httpx logs every request at.
+        base_url = httpx.URL(base + "/")
+        auth = None
+        if base_url.userinfo:
+            auth = httpx.BasicAuth(base_url.username, base_url.password)
+            base_url = base_url.copy_with(username=None, password=None)
         self._client = httpx.AsyncClient(
-            base_url=base + "/",
+            base_url=base_url,
+            auth=auth,
             headers=self._headers(),
             timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 10.0)),
             transport=transport,
@@ -172,26 +215,29 @@ class UpstreamEngine(Engine):
             async with self._client.stream("POST", self._chat_path, json=body) as response:
                 if response.is_error:
                     await response.aread()
-                    raise error_from_response(response)
+                    raise error_from_response(response, secrets=self._secrets)
                 async for event in decode(iter_sse(response.aiter_lines())):
                     yield event
-        except httpx.TimeoutException as error:
-            raise UpstreamError(f"The upstream timed out: {error}") from error
-        except httpx.HTTPError as error:
-            raise UpstreamError(f"The upstream could not be reached: {error}") from error
-        except json.JSONDecodeError as error:
-            raise UpstreamError(f"The upstream sent an event that is not JSON: {error}") from error
+        except (httpx.HTTPError, json.JSONDecodeError) as error:
+            raise self._transport_error(error) from error
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._client.request(method, path, **kwargs)
-        except httpx.TimeoutException as error:
-            raise UpstreamError(f"The upstream timed out: {error}") from error
         except httpx.HTTPError as error:
-            raise UpstreamError(f"The upstream could not be reached: {error}") from error
+            raise self._transport_error(error) from error
         if response.is_error:
-            raise error_from_response(response)
+            raise error_from_response(response, secrets=self._secrets)
         return response
+
+    def _transport_error(self, error: Exception) -> UpstreamError:
+        if isinstance(error, httpx.TimeoutException):
+            what = "The upstream timed out"
+        elif isinstance(error, json.JSONDecodeError):
+            what = "The upstream sent an event that is not JSON"
+        else:
+            what = "The upstream could not be reached"
+        return UpstreamError(scrub(f"{what}: {error}", self._secrets))
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -210,10 +256,22 @@ def _error_message(response: httpx.Response) -> str:
     return response.text.strip() or response.reason_phrase
 
 
-def error_from_response(response: httpx.Response) -> PromptCacheError:
-    """The promptcache exception for an upstream error response, its message kept."""
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def error_from_response(
+    response: httpx.Response, *, secrets: Iterable[str] = ()
+) -> PromptCacheError:
+    """The promptcache exception for an upstream error response, its message kept but
+    scrubbed of ``secrets``: a provider may quote the key it refused ("Incorrect API
+    key provided: sk-...")."""
     status = response.status_code
-    message = _error_message(response)
+    message = scrub(_error_message(response), secrets)
     make = _STATUS_ERRORS.get(status)
     if make is not None:
         return make(message)

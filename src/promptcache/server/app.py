@@ -109,6 +109,7 @@ def create_app(
             catalog=catalog,
             metrics=metrics,
             stats_sections=dict(stats_sections or {}),
+            config=config,
         ),
     )
     _install_error_handlers(app)

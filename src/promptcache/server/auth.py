@@ -6,14 +6,26 @@ tenant ``""``. With keys, every API request must present one
 <key>`` as the Anthropic SDK sends) and each key is its own tenant. The tenant
 id is a hash of the key, never the key itself, because it ends up in cache
 keys, KV hash salts and per-tenant statistics.
+
+The optional metrics key (:class:`MetricsGuard`) is separate from both: it
+opens ``GET /metrics`` and nothing else, so a Prometheus scrape config never
+holds a key that can read or spend a tenant's cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable, Mapping
 
-from promptcache.errors import AuthenticationError
+from promptcache.errors import AuthenticationError, PromptCacheError
+
+
+class PermissionDeniedError(PromptCacheError):
+    """The caller may not do this on this server, whatever key it sends (403)."""
+
+    status_code = 403
+    error_type = "permission_error"
 
 
 def tenant_id(key: str) -> str:
@@ -95,3 +107,28 @@ class KeyRing:
         keys = presented_keys(headers)
         if not any(_digest(key) in self._admins for key in keys):
             raise AuthenticationError("This action needs an admin key (--admin-key).")
+
+
+class MetricsGuard:
+    """Whether a request may read ``GET /metrics``: anyone without a metrics key,
+    else only ``Authorization: Bearer <key>`` (what Prometheus' ``authorization``
+    scrape setting sends) or ``x-api-key: <key>``."""
+
+    def __init__(self, key: str | None) -> None:
+        # Only the digest is kept, and compared in constant time: the scrape
+        # endpoint is reachable by anyone who can reach the port.
+        self._digest = _digest(key) if key else None
+
+    @property
+    def required(self) -> bool:
+        return self._digest is not None
+
+    def check(self, headers: Mapping[str, str]) -> None:
+        """Allow the scrape, or raise :class:`AuthenticationError` (401)."""
+        if self._digest is None:
+            return
+        expected = self._digest
+        if not any(hmac.compare_digest(_digest(key), expected) for key in presented_keys(headers)):
+            raise AuthenticationError(
+                "GET /metrics needs the metrics key: send 'Authorization: Bearer <key>'."
+            )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from promptcache.checkpoints import AutoCacheConfig
 
@@ -22,14 +22,21 @@ class ServerConfig:
     ``admin_keys``: keys allowed to ``DELETE /v1/cache`` (each also works as an
     API key, as its own tenant); when only ``api_keys`` are set, clearing the
     cache is refused, since it would cross tenants.
+    ``admin_endpoints``: False turns ``DELETE /v1/cache`` off whatever the key
+    (403), for a server bound beyond loopback that needs no admin over HTTP.
+    ``metrics_key``: when set, ``GET /metrics`` needs ``Authorization: Bearer
+    <metrics_key>``; None leaves it open, as Prometheus scrapes usually are.
     ``cache_sampled``: also cache sampled requests (temperature > 0 without a
     seed); off by default because their answers are meant to vary.
     ``auto_cache``: the automatic checkpoint planner, or None for explicit
     ``cache_control`` only.
     """
 
-    api_keys: tuple[str, ...] = ()
-    admin_keys: tuple[str, ...] = ()
+    # Secrets are kept out of repr() so that logging a config never shows them.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    admin_endpoints: bool = True
+    metrics_key: str | None = field(default=None, repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cache_sampled: bool = False
     auto_cache: AutoCacheConfig | None = None
@@ -44,7 +51,12 @@ class ServerConfig:
             raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
-        for name, keys in (("api_keys", self.api_keys), ("admin_keys", self.admin_keys)):
+        metrics_keys = () if self.metrics_key is None else (self.metrics_key,)
+        for name, keys in (
+            ("api_keys", self.api_keys),
+            ("admin_keys", self.admin_keys),
+            ("metrics_key", metrics_keys),
+        ):
             for key in keys:
                 if not key or key != key.strip():
                     raise ValueError(

@@ -2,8 +2,13 @@
 
 ``GET /v1/models`` answers in Anthropic's format when the request carries an
 ``anthropic-version`` header (as the Anthropic SDK always does), else in
-OpenAI's. ``GET /healthz`` and ``GET /metrics`` need no key, so load
-balancers and Prometheus can reach them.
+OpenAI's. ``GET /healthz`` needs no key, so load balancers can reach it;
+``GET /metrics`` needs none either unless the server has a metrics key
+(``--metrics-key``), which Prometheus then sends as a Bearer token.
+``DELETE /v1/cache`` can be switched off (``--no-admin-endpoints``).
+
+Nothing here shows a secret: the store's ``url`` in the stats is already
+redacted by the store (:func:`promptcache.store._url.redact_url`).
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from promptcache.dialects import anthropic, openai
 from promptcache.engine.base import Engine
 from promptcache.errors import PromptCacheError
 from promptcache.response_cache import ResponseCache
-from promptcache.server.auth import KeyRing
+from promptcache.server.auth import KeyRing, MetricsGuard, PermissionDeniedError
+from promptcache.server.config import ServerConfig
 from promptcache.server.dialect import Dialect
 from promptcache.server.metrics import CONTENT_TYPE, ServerMetrics
 from promptcache.server.models import ModelCatalog
 from promptcache.server.responses import error_response, json_response
+from promptcache.store import redact_url
 
 StatsSection = Callable[[str | None], Any]
 """A named part of ``GET /v1/cache/stats``, given the tenant to report on (None: all)."""
@@ -39,6 +46,8 @@ class AdminContext:
     catalog: ModelCatalog
     metrics: ServerMetrics
     stats_sections: Mapping[str, StatsSection]
+    config: ServerConfig
+    """For the admin switches: ``admin_endpoints`` and ``metrics_key``."""
 
 
 def _models_dialect(request: Request) -> Dialect:
@@ -79,6 +88,8 @@ def cache_stats(ctx: AdminContext, tenant: str | None = None) -> dict[str, Any]:
         store = ctx.cache.store.stats()
         body["response_cache"] = {
             **dataclasses.asdict(store),
+            # Stores redact their own URL; this also covers one that does not.
+            "url": redact_url(store.url),
             "hit_ratio": round(store.hit_ratio, 6),
         }
     snapshot = ctx.engine.prefix_stats()
@@ -93,6 +104,8 @@ def cache_stats(ctx: AdminContext, tenant: str | None = None) -> dict[str, Any]:
 
 
 def register(app: Starlette, ctx: AdminContext) -> None:
+    metrics_guard = MetricsGuard(ctx.config.metrics_key)
+
     async def models(request: Request) -> Response:
         dialect = _models_dialect(request)
         try:
@@ -113,6 +126,11 @@ def register(app: Starlette, ctx: AdminContext) -> None:
 
     async def clear(request: Request) -> Response:
         try:
+            if not ctx.config.admin_endpoints:
+                raise PermissionDeniedError(
+                    "Clearing the cache over HTTP is turned off on this server "
+                    "(--no-admin-endpoints); run `promptcache clear --store URL` instead."
+                )
             ctx.keyring.require_admin(request.headers)
         except PromptCacheError as error:
             return error_response(openai, error)
@@ -126,6 +144,12 @@ def register(app: Starlette, ctx: AdminContext) -> None:
         return json_response({"status": "ok", "models": [info.id for info in ctx.catalog.models]})
 
     async def metrics(request: Request) -> Response:
+        try:
+            metrics_guard.check(request.headers)
+        except PromptCacheError as error:
+            refused = error_response(openai, error)
+            refused.headers["www-authenticate"] = "Bearer"
+            return refused
         body = await asyncio.to_thread(ctx.metrics.render)
         return Response(body, media_type=CONTENT_TYPE)
 

@@ -8,7 +8,13 @@ processes; ``sqlite:////absolute/path.db``), ``redis://host:port/db?prefix=..&tt
 
 from __future__ import annotations
 
-from promptcache.store._url import DEFAULT_STORE_URL, SCHEMES, open_store, sqlite_path
+from promptcache.store._url import (
+    DEFAULT_STORE_URL,
+    SCHEMES,
+    open_store,
+    redact_url,
+    sqlite_path,
+)
 from promptcache.store.base import ResponseStore, StoredEntry, StoreStats
 from promptcache.store.memory import MemoryStore, MemoryStoreConfig
 
@@ -21,5 +27,6 @@ __all__ = [
     "StoreStats",
     "StoredEntry",
     "open_store",
+    "redact_url",
     "sqlite_path",
 ]

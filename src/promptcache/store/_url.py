@@ -3,16 +3,21 @@
 Query parameters configure the store (``?max_bytes=64MB&ttl=1h``). Sizes take
 ``KB``/``MB``/``GB`` suffixes (powers of 1024); durations take ``s``/``m``/
 ``h``/``d``. Unknown parameters are refused, listing the valid ones.
+
+A URL may carry credentials (``redis://:password@host``,
+``rediss://user:password@host``, ``?password=...``). :func:`redact_url` is the
+one place that hides them: every store's displayed ``url`` (stats, logs, the
+banner, CLI output) and every error message here goes through it; only the
+connection itself sees the real URL.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from promptcache.store.base import ResponseStore
-from promptcache.store.memory import MemoryStore, MemoryStoreConfig
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss")
 DEFAULT_STORE_URL = "sqlite:///.promptcache/responses.db"
@@ -21,6 +26,43 @@ _SIZE_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 10
 _TIME_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NUMBER_WITH_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
 
+REDACTED = "***"
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|auth|credential|sig", re.IGNORECASE)
+"""Query parameter names whose values are credentials (``password``, ``api_key``,
+``access_token``, ``X-Amz-Signature``, ...); matching more than needed only hides
+a harmless value, matching less would show a secret."""
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its credentials replaced by ``***``, safe to show or log.
+
+    ``redis://:pw@host`` -> ``redis://:***@host``; ``redis://user:pw@host`` ->
+    ``redis://user:***@host``; a user part without a password is hidden whole
+    (``https://TOKEN@host`` puts a token there); the value of every credential-like
+    query parameter (``?password=pw``) becomes ``***``. The rest of the URL is
+    kept as written, so it still says which store or host is meant.
+    """
+    match = _USERINFO.match(url)
+    if match is not None:
+        scheme, userinfo = match.groups()
+        # The greedy match ends the user part at the authority's last "@" and the
+        # user name at its first ":", as urllib (and so redis-py and httpx) split it.
+        user, has_password, _ = userinfo.partition(":")
+        shown = f"{user}:{REDACTED}" if has_password else REDACTED
+        url = scheme + shown + "@" + url[match.end() :]
+    head, question, rest = url.partition("?")
+    if not question:
+        return url
+    query, hash_sign, fragment = rest.partition("#")
+    params = []
+    for param in query.split("&"):
+        name, equals, value = param.partition("=")
+        if equals and value and _SECRET_PARAM.search(unquote_plus(name)):
+            param = f"{name}={REDACTED}"
+        params.append(param)
+    return head + "?" + "&".join(params) + hash_sign + fragment
+
 
 def open_store(url: str, *, create: bool = True) -> ResponseStore:
     """Open the store a URL names. ``create=False``: a missing SQLite file is an error."""
@@ -28,6 +70,9 @@ def open_store(url: str, *, create: bool = True) -> ResponseStore:
     scheme = parts.scheme.lower()
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     if scheme == "memory":
+        # Imported here, as the other stores are: memory.py imports redact_url from here.
+        from promptcache.store.memory import MemoryStore, MemoryStoreConfig
+
         _refuse_unknown(url, params, {"max_entries", "max_bytes", "ttl"})
         config = MemoryStoreConfig(
             max_entries=_size(params, "max_entries", MemoryStoreConfig.max_entries),
@@ -62,7 +107,7 @@ def open_store(url: str, *, create: bool = True) -> ResponseStore:
         )
         return RedisStore(config_redis, url=url)
     raise ValueError(
-        f"Unknown store URL scheme {parts.scheme!r} in {url!r}; valid schemes: "
+        f"Unknown store URL scheme {parts.scheme!r} in {redact_url(url)!r}; valid schemes: "
         "memory://, sqlite:///relative/path.db (sqlite:////absolute/path.db), "
         "redis://host:port/db"
     )
@@ -73,12 +118,14 @@ def sqlite_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.netloc:
         raise ValueError(
-            f"{url!r}: a SQLite URL has no host; use sqlite:///relative/path.db "
+            f"{redact_url(url)!r}: a SQLite URL has no host; use sqlite:///relative/path.db "
             "or sqlite:////absolute/path.db"
         )
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:
-        raise ValueError(f"{url!r}: the SQLite URL names no file (e.g. sqlite:///cache.db)")
+        raise ValueError(
+            f"{redact_url(url)!r}: the SQLite URL names no file (e.g. sqlite:///cache.db)"
+        )
     return Path(path)
 
 
@@ -86,7 +133,7 @@ def _refuse_unknown(url: str, params: dict[str, str], valid: set[str]) -> None:
     unknown = set(params) - valid
     if unknown:
         raise ValueError(
-            f"{url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+            f"{redact_url(url)!r}: unknown parameter(s) {', '.join(sorted(unknown))}; "
             f"valid: {', '.join(sorted(valid))}"
         )
 

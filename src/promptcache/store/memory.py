@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from promptcache.store._url import redact_url
 from promptcache.store.base import (
     ResponseStore,
     StoredEntry,
@@ -40,7 +41,7 @@ class MemoryStore(ResponseStore):
 
     def __init__(self, config: MemoryStoreConfig | None = None, *, url: str = "memory://") -> None:
         self.config = config or MemoryStoreConfig()
-        self.url = url
+        self.url = redact_url(url)
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._bytes = 0
         self._hits = 0

@@ -15,6 +15,7 @@ client reconnects by itself once Redis is back.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 import threading
@@ -27,6 +28,7 @@ import redis as redis_lib
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from promptcache.store._url import redact_url
 from promptcache.store.base import ResponseStore, StoredEntry, StoreStats, validate_ttl
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ T = TypeVar("T")
 @dataclass(frozen=True, kw_only=True)
 class RedisStoreConfig:
     url: str = "redis://127.0.0.1:6379/0"
+    """What the client connects to, credentials included: shown only redacted."""
     prefix: str = "promptcache:"
     ttl: float | None = None
     socket_timeout: float = 0.5
@@ -48,9 +51,14 @@ class RedisStoreConfig:
     flush_every: int = 256
     flush_interval: float = 5.0
 
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown["url"] = redact_url(self.url)
+        return f"RedisStoreConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     def __post_init__(self) -> None:
         if not self.url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"Not a Redis URL: {self.url!r}")
+            raise ValueError(f"Not a Redis URL: {redact_url(self.url)!r}")
         validate_ttl(self.ttl)
         validate_ttl(self.socket_timeout, name="socket_timeout")
         if self.warn_interval < 0 or self.flush_interval < 0 or self.flush_every < 1:
@@ -60,7 +68,8 @@ class RedisStoreConfig:
 class RedisStore(ResponseStore):
     def __init__(self, config: RedisStoreConfig, *, url: str | None = None) -> None:
         self.config = config
-        self.url = url or config.url
+        # Shown in stats, logs and reprs; only the client gets config.url's password.
+        self.url = redact_url(url or config.url)
         self._client: redis_lib.Redis[bytes] = redis_lib.Redis.from_url(
             config.url,
             socket_timeout=config.socket_timeout,

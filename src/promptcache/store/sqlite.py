@@ -30,6 +30,7 @@ from pathlib import Path
 
 from promptcache.errors import StoreError
 from promptcache.store._sqlite_schema import check_file_header, migrate
+from promptcache.store._url import redact_url
 from promptcache.store.base import (
     ResponseStore,
     StoredEntry,
@@ -90,7 +91,7 @@ class SqliteStore(ResponseStore):
     def __init__(self, config: SqliteStoreConfig, *, url: str | None = None) -> None:
         self.config = config
         self.path = Path(config.path)
-        self.url = url or f"sqlite:///{self.path}"
+        self.url = redact_url(url or f"sqlite:///{self.path}")
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
