@@ -154,3 +154,15 @@ def test_without_a_metrics_key_metrics_stay_open(captured: dict[str, Any]) -> No
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert serve_module.is_loopback(host) is loopback
+
+
+def test_store_url_from_the_environment_keeps_its_password_off_the_command_line(
+    captured: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMPTCACHE_STORE", "memory://:s3cret@local?max_entries=7")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 0, result.output
+    store = captured["app"].state.cache.store
+    assert store.config.max_entries == 7
+    assert "memory://:***@local?max_entries=7" in result.output
+    assert "s3cret" not in result.output

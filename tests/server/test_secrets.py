@@ -194,6 +194,7 @@ async def _exercise(client: httpx.AsyncClient, redis_server: PasswordRedis) -> l
     anthropic = {"anthropic-version": "2023-06-01"}
     calls: list[tuple[str, str, dict[str, str], Any]] = [
         ("GET", "/healthz", {}, None),
+        ("GET", "/readyz", {}, None),  # the readiness probe names the store it checks
         ("GET", "/v1/models", {}, None),
         ("GET", "/v1/models", tenant, None),
         ("GET", "/v1/models", {"x-api-key": TENANT_KEYS[1], **anthropic}, None),

@@ -214,7 +214,13 @@ def serve(
         typer.Option(help="GGUF file or Hugging Face model directory (default: embedded)."),
     ] = None,
     store: Annotated[
-        str, typer.Option(help="Response-cache store URL (memory://, sqlite:///, redis://, none).")
+        str,
+        typer.Option(
+            # Also from the environment, as for stats/clear: a URL with a password
+            # on the command line is visible to every user of the machine (ps).
+            envvar="PROMPTCACHE_STORE",
+            help="Response-cache store URL (memory://, sqlite:///, redis://, none).",
+        ),
     ] = DEFAULT_STORE,
     cache_ttl: Annotated[
         float | None, typer.Option(help="Seconds a stored response stays valid (default: store's).")
