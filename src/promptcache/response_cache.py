@@ -10,7 +10,9 @@ and adds three things the stores don't know about:
   that fails or is cancelled publishes nothing and one waiter takes over, so
   an error is never shared and never stored;
 * resilience: a store that fails is logged and treated as a miss (reads) or
-  skipped (writes). A cache must never fail the request it is caching.
+  skipped (writes). A cache must never fail the request it is caching;
+  :attr:`ResponseCache.store_available` says whether the last store call
+  worked, for health checks and metrics (a degraded server still serves).
 
 The flight shape lets the HTTP server stream live to the leader's client
 while identical concurrent requests wait and then replay the result::
@@ -61,6 +63,10 @@ class ResponseCache:
         self._thread_flights: dict[str, _ThreadFlightState] = {}
         self._thread_lock = threading.Lock()
         self._flights_finished = 0
+        self.store_available = True
+        """Whether the store's last call succeeded (False: serving without the cache)."""
+        self.store_failures = 0
+        """Store calls that failed since start."""
 
     @property
     def flights_finished(self) -> int:
@@ -79,29 +85,40 @@ class ResponseCache:
         try:
             entry = self.store.get(key)
         except Exception as exc:
-            _log_store_failure("read", key, exc)
+            self._store_failed("read", key, exc)
             return None
+        self.store_available = True
         return self._decode(key, entry, max_age)
 
     def put(self, key: str, result: Result) -> None:
         try:
             self.store.put(key, result.to_json().encode("utf-8"), ttl=self.ttl)
         except Exception as exc:
-            _log_store_failure("write", key, exc)
+            self._store_failed("write", key, exc)
+        else:
+            self.store_available = True
 
     async def aget(self, key: str, *, max_age: float | None = None) -> CacheHit | None:
         try:
             entry = await self.store.aget(key)
         except Exception as exc:
-            _log_store_failure("read", key, exc)
+            self._store_failed("read", key, exc)
             return None
+        self.store_available = True
         return self._decode(key, entry, max_age)
 
     async def aput(self, key: str, result: Result) -> None:
         try:
             await self.store.aput(key, result.to_json().encode("utf-8"), ttl=self.ttl)
         except Exception as exc:
-            _log_store_failure("write", key, exc)
+            self._store_failed("write", key, exc)
+        else:
+            self.store_available = True
+
+    def _store_failed(self, what: str, key: str, exc: Exception) -> None:
+        self.store_available = False
+        self.store_failures += 1
+        _log_store_failure(what, key, exc)
 
     def _decode(
         self, key: str, entry: StoredEntry | None, max_age: float | None

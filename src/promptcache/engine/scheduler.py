@@ -193,7 +193,9 @@ class ThreadedEngine(Engine):
             if not finished:
                 self._abandon(job)
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, timeout: float = 30.0) -> None:
+        """Refuse new work, drop the queue, and wait up to ``timeout`` seconds in all for
+        the running requests' workers (daemon threads: a stuck one never blocks exit)."""
         with self._lock:
             self._closed = True
             dropped = list(self._pending)
@@ -202,7 +204,7 @@ class ThreadedEngine(Engine):
         for job in dropped:
             job.cancel.set()
             job.post(OverloadedError("The server is shutting down."))
-        await asyncio.to_thread(self._join)
+        await asyncio.to_thread(self._join, timeout)
 
     # -- internals ---------------------------------------------------------
 
@@ -246,9 +248,10 @@ class ThreadedEngine(Engine):
         with self._lock, contextlib.suppress(ValueError):
             self._pending.remove(job)
 
-    def _join(self) -> None:
+    def _join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
         while True:

@@ -28,7 +28,7 @@ from promptcache.engine.base import Engine
 from promptcache.engine.scheduler import ThreadedEngine
 from promptcache.errors import PromptCacheError, RequestError
 from promptcache.response_cache import ResponseCache
-from promptcache.server import routes_admin, routes_anthropic, routes_openai
+from promptcache.server import health, routes_admin, routes_anthropic, routes_openai
 from promptcache.server.auth import KeyRing
 from promptcache.server.config import ServerConfig
 from promptcache.server.containment import ContainErrors
@@ -111,6 +111,13 @@ def create_app(
             stats_sections=dict(stats_sections or {}),
             config=config,
         ),
+    )
+    health.register(
+        app,
+        engine=engine,
+        cache=cache,
+        metrics=metrics,
+        models=lambda: [info.id for info in catalog.models],
     )
     _install_error_handlers(app)
     app.state.config = config

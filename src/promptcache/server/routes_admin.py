@@ -2,7 +2,8 @@
 
 ``GET /v1/models`` answers in Anthropic's format when the request carries an
 ``anthropic-version`` header (as the Anthropic SDK always does), else in
-OpenAI's. ``GET /healthz`` needs no key, so load balancers can reach it;
+OpenAI's. ``GET /healthz`` and ``/readyz`` (``health.py``) need no key, so
+load balancers can reach them;
 ``GET /metrics`` needs none either unless the server has a metrics key
 (``--metrics-key``), which Prometheus then sends as a Bearer token.
 ``DELETE /v1/cache`` can be switched off (``--no-admin-endpoints``).
@@ -140,9 +141,6 @@ def register(app: Starlette, ctx: AdminContext) -> None:
         await asyncio.to_thread(ctx.engine.clear_prefix_cache)
         return json_response({"cleared": {"responses": responses, "prefix_cache": True}})
 
-    async def healthz(request: Request) -> Response:
-        return json_response({"status": "ok", "models": [info.id for info in ctx.catalog.models]})
-
     async def metrics(request: Request) -> Response:
         try:
             metrics_guard.check(request.headers)
@@ -156,5 +154,4 @@ def register(app: Starlette, ctx: AdminContext) -> None:
     app.add_route("/v1/models", models, methods=["GET"])
     app.add_route("/v1/cache/stats", stats, methods=["GET"])
     app.add_route("/v1/cache", clear, methods=["DELETE"])
-    app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/metrics", metrics, methods=["GET"])

@@ -45,6 +45,9 @@ class ResponseStore(ABC):
     """Bytes by key, with TTL. Thread-safe; usable from asyncio via the ``a*`` twins."""
 
     url: str
+    available: bool = True
+    """Whether the backing service answered the last call. Stores that turn their own
+    outages into misses (Redis) keep it; health checks and metrics read it."""
 
     @abstractmethod
     def get(self, key: str) -> StoredEntry | None:
@@ -64,6 +67,11 @@ class ResponseStore(ABC):
 
     @abstractmethod
     def stats(self) -> StoreStats: ...
+
+    def ping(self) -> bool:
+        """True if the store answers a read now (readiness probes call this)."""
+        self.get("promptcache:ping")
+        return self.available
 
     def close(self) -> None:  # noqa: B027 - stores without resources need nothing
         """Release connections and flush pending bookkeeping. Idempotent."""

@@ -204,8 +204,9 @@ class RedisStore(ResponseStore):
     def _guarded(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one Redis call; on any Redis error log (rate-limited) and return None."""
         try:
-            return call(*args, **kwargs)
+            result = call(*args, **kwargs)
         except redis_lib.RedisError as exc:
+            self.available = False
             now = time.monotonic()
             with self._lock:
                 warn = now - self._last_warning >= self.config.warn_interval
@@ -221,6 +222,8 @@ class RedisStore(ResponseStore):
                     exc,
                 )
             return None
+        self.available = True
+        return result
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r})"
