@@ -90,3 +90,20 @@ def test_serve_rejects_bad_options(captured: dict[str, Any]) -> None:
 )
 def test_parse_size(text: str, size: int) -> None:
     assert serve_module.parse_size(text) == size
+
+
+def test_serve_deadlines_reach_the_app_and_uvicorn(captured: dict[str, Any]) -> None:
+    runner = CliRunner()
+    timed = runner.invoke(
+        app,
+        ["serve", "--store", "memory://", "--request-timeout", "42", "--shutdown-timeout", "7"],
+    )
+    assert captured["uvicorn"].timeout_graceful_shutdown == 7
+    assert captured["app"].state.config.request_timeout == 42.0
+    unlimited = runner.invoke(app, ["serve", "--store", "memory://", "--request-timeout", "0"])
+    assert timed.exit_code == 0, timed.output
+    assert unlimited.exit_code == 0, unlimited.output
+    assert captured["app"].state.config.request_timeout is None
+    default = runner.invoke(app, ["serve", "--store", "memory://"])
+    assert default.exit_code == 0
+    assert captured["app"].state.config.request_timeout == 600.0

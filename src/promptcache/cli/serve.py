@@ -15,6 +15,7 @@ are redacted, keys are only said to be required).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import re
@@ -33,7 +34,11 @@ from promptcache.engine.base import Engine
 from promptcache.pricing import PriceTable
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
-from promptcache.server.config import DEFAULT_MAX_BODY_BYTES, ServerConfig
+from promptcache.server.config import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+    ServerConfig,
+)
 from promptcache.store import redact_url
 
 DEFAULT_STORE = "sqlite:///.promptcache/responses.db"
@@ -193,16 +198,27 @@ def _print_banner(banner: _Banner) -> None:
 
 
 class _Server(uvicorn.Server):
-    """Prints the banner once the socket is bound (not before, so it never lies)."""
+    """Prints the banner once the socket is bound (not before, so it never lies), and
+    marks the app draining on SIGTERM/SIGINT so ``/readyz`` turns 503 at once while
+    uvicorn finishes the requests in flight (``--shutdown-timeout``)."""
 
-    def __init__(self, config: uvicorn.Config, banner: Any) -> None:
+    def __init__(self, config: uvicorn.Config, banner: Any, on_exit_signal: Any) -> None:
         super().__init__(config)
         self._banner = banner
+        self._on_exit_signal = on_exit_signal
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
         if self.started:
             self._banner()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._on_exit_signal()
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises a captured signal once it has stopped, and the default
+        # action would kill the process before the engine and store are closed
+        # (SQLite's WAL checkpoint, Redis' pending counts): a drained stop exits 0.
+        self._captured_signals.clear()
 
 
 @app.command()
@@ -297,6 +313,14 @@ def serve(
     cache_sampled: Annotated[
         bool, typer.Option(help="Also cache sampled requests (temperature > 0 without seed).")
     ] = False,
+    request_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds one chat request may take before a 504 (0: no limit)."),
+    ] = DEFAULT_REQUEST_TIMEOUT,
+    shutdown_timeout: Annotated[
+        int,
+        typer.Option(help="Seconds SIGTERM waits for requests in flight before exiting."),
+    ] = 30,
     access_log: Annotated[bool, typer.Option(help="Log every request (slower).")] = False,
     prices: Annotated[
         Path | None,
@@ -331,6 +355,7 @@ def serve(
             metrics_key=metrics_key or None,
             max_body_bytes=parse_size(max_body_bytes),
             cache_sampled=cache_sampled,
+            request_timeout=request_timeout or None,
             auto_cache=auto,
             # An OpenAI-compatible upstream has no explicit breakpoints to honour.
             model_supports_caching=not (upstream_url and upstream_dialect == "openai"),
@@ -373,7 +398,9 @@ def serve(
             http="httptools" if _has("httptools") else "h11",
             log_level="info" if access_log else "warning",
             access_log=access_log,
+            timeout_graceful_shutdown=shutdown_timeout,
         ),
+        on_exit_signal=lambda: setattr(server_app.state, "draining", True),
         banner=lambda: _print_banner(
             _Banner(
                 host=host,
@@ -395,7 +422,9 @@ def serve(
     try:
         server.run()
     finally:
-        asyncio.run(engine.aclose())
+        # Bounded: a worker stuck in native code must not keep a stopped server alive.
+        with contextlib.suppress(TimeoutError):
+            asyncio.run(asyncio.wait_for(engine.aclose(), max(shutdown_timeout, 1.0)))
         if cache is not None:
             cache.store.close()
 
