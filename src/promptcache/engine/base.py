@@ -44,6 +44,8 @@ class PrefixCacheSnapshot:
     kv_bytes_budget: int = 0
     blocks_used: int = 0
     blocks_pinned: int = 0
+    blocks_referenced: int = 0
+    """Cached blocks held by in-flight requests right now: 0 at rest, or a reference leaked."""
     evictions: int = 0
 
 

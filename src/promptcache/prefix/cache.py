@@ -147,7 +147,7 @@ class PrefixCache:
     def blocks_in_use(self) -> int:
         """Cached blocks some request references right now (0 when every request released)."""
         with self._cond:
-            return sum(1 for block in self._blocks.values() if block.ref_count > 0)
+            return self._count_referenced()
 
     @property
     def claims_in_flight(self) -> int:
@@ -506,10 +506,16 @@ class PrefixCache:
                 kv_bytes_budget=self._pool.num_blocks * self.block_bytes,
                 blocks_used=len(self._blocks),
                 blocks_pinned=len(self._pins),
+                blocks_referenced=self._count_referenced(),
                 evictions=self._evictions,
             )
 
     # -- bookkeeping (lock held) ----------------------------------------------
+
+    def _count_referenced(self) -> int:
+        # A scan, not a counter kept in _reference/_unreference: stats are rare
+        # and a scan cannot drift from the ref counts it reports on.
+        return sum(1 for block in self._blocks.values() if block.ref_count > 0)
 
     def _reference(self, block: CachedBlock) -> None:
         block.ref_count += 1
