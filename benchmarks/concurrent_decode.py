@@ -24,8 +24,8 @@ import threading
 import time
 
 from promptcache.engine.local import LocalEngine
-from promptcache.engine.model_executor import ModelExecutor
-from promptcache.engine.model_loading import load_model
+from promptcache.engine.local.executor import ModelExecutor
+from promptcache.model.loading import load_model
 from promptcache.prefix.cache import PrefixCacheConfig
 from promptcache.request import ChatRequest, Message, Result, SamplingParams, TextBlock, TextDelta
 
@@ -92,7 +92,7 @@ def main() -> None:
         parser.error(f"need 2 <= --streams <= {len(TOPICS)}, --new-tokens >= 8, --repeat >= 1")
 
     # One model thread for both engines, which loads the model too: two would each claim
-    # every core, and so would the main thread if it ran the loading (engine/torch_threads.py).
+    # every core, and so would the main thread if it ran the loading (model/torch_threads.py).
     executor = ModelExecutor()
     loaded = executor.call(functools.partial(load_model, progress=not args.json))
     no_cache = PrefixCacheConfig(enabled=False)  # every repeat does the same work

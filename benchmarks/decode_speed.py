@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from promptcache.engine.llama_runtime import LlamaRuntime
-from promptcache.engine.model_loading import LoadedModel, load_model
+from promptcache.model.loading import LoadedModel, load_model
+from promptcache.model.runtime import LlamaRuntime
 
 PARAGRAPH = (
     "Prompt caching keeps the key and value tensors of a shared prefix so that "

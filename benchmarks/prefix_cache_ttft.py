@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from promptcache.engine.local import LocalEngine
-from promptcache.engine.model_executor import ModelExecutor
-from promptcache.engine.model_loading import load_model
+from promptcache.engine.local.executor import ModelExecutor
+from promptcache.model.loading import load_model
 from promptcache.prefix.cache import PrefixCacheConfig
 from promptcache.request import (
     ChatRequest,
@@ -273,7 +273,7 @@ def measure_warm_load() -> dict[str, float]:
     code = (
         "import time\n"
         "started = time.perf_counter()\n"
-        "from promptcache.engine.model_loading import load_model\n"
+        "from promptcache.model.loading import load_model\n"
         "loaded = load_model(progress=False)\n"
         "print(loaded.load_seconds, time.perf_counter() - started)\n"
     )
@@ -293,7 +293,7 @@ def check(name: str, value: float) -> bool:
 
 def run(repeats: int, decode_tokens: int, progress: Callable[[str], None]) -> dict[str, Any]:
     progress("loading the embedded model")
-    # One model thread for both engines, loading included (see engine/torch_threads.py).
+    # One model thread for both engines, loading included (see model/torch_threads.py).
     executor = ModelExecutor()
     loaded = executor.call(functools.partial(load_model, progress=False))
     cache_on = LocalEngine(loaded, prefix_cache=PrefixCacheConfig(), executor=executor)

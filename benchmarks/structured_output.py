@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 from promptcache.engine.local import LocalEngine
-from promptcache.engine.model_executor import ModelExecutor
-from promptcache.engine.model_loading import load_model
+from promptcache.engine.local.executor import ModelExecutor
+from promptcache.model.loading import load_model
 from promptcache.request import (
     ChatRequest,
     Message,
@@ -65,7 +65,7 @@ def main() -> None:
     if args.new_tokens < 8 or args.repeat < 1:
         parser.error("need --new-tokens >= 8 and --repeat >= 1")
 
-    executor = ModelExecutor()  # loads on the model thread too (engine/torch_threads.py)
+    executor = ModelExecutor()  # loads on the model thread too (model/torch_threads.py)
     loaded = executor.call(functools.partial(load_model, progress=not args.json))
     engine = LocalEngine(loaded, executor=executor)
     schema = {

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from promptcache.cli import app
 from promptcache.cli import serve as serve_module
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from tests.server.fakes import FakeSyncEngine
 
 

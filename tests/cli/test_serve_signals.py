@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.server.app import create_app
 from promptcache.server.config import ServerConfig
 from tests.server.conftest import openai_body

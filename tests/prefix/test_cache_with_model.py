@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from promptcache.engine.llama_runtime import LlamaRuntime
+from promptcache.model.runtime import LlamaRuntime
 from promptcache.prefix import KVLayout, PrefixCache, PrefixCacheConfig
 
 

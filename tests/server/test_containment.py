@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.request import ChatRequest, PromptUsage, StreamEvent, Usage
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
@@ -384,7 +384,7 @@ def test_health_figures_of_an_idle_engine() -> None:
 async def test_the_cjk_schema_that_killed_workers_is_a_400_every_time() -> None:
     """The reproduction from the hardening issue, on a real local engine (tiny model)."""
     from promptcache.engine.local import LocalEngine
-    from tests.engine.conftest import build_tiny_model
+    from tests.tiny_models import build_tiny_model
 
     local = LocalEngine(build_tiny_model())
     model = local.models()[0].id

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from promptcache.accounting import CostLedger, CostObserver
 from promptcache.cli import app as cli_app
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.pricing import ModelPrice, PriceTable
 from promptcache.request import ChatRequest, Choice, Result, StreamEvent, TextDelta, Usage
 from promptcache.response_cache import ResponseCache

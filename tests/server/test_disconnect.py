@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
 from promptcache.server.config import ServerConfig

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
 from promptcache.server.config import ServerConfig

@@ -22,7 +22,7 @@ from langchain_core.globals import set_llm_cache
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.integrations.langchain import PromptCacheLangChainCache
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.engine.upstream import UpstreamConfig, UpstreamEngine
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app

@@ -116,7 +116,7 @@ def _build_engine(choice: _EngineChoice) -> tuple[Engine, str]:
         shown_url = redact_url(choice.upstream_url)
         return upstream, f"upstream {choice.upstream_dialect} at {shown_url}"
     from promptcache.engine.local import LocalEngine, LocalEngineConfig
-    from promptcache.engine.scheduler import ThreadedEngine
+    from promptcache.engine.threaded import ThreadedEngine
     from promptcache.prefix.cache import PrefixCacheConfig
 
     prefix_options: dict[str, Any] = {"min_cache_tokens": choice.min_cache_tokens}

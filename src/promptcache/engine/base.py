@@ -5,7 +5,7 @@ Two shapes exist because compute and I/O differ:
 * :class:`SyncEngine` -- CPU-bound engines (the local transformers engine).
   ``generate`` runs on a worker thread and checks ``cancel`` between tokens.
 * :class:`Engine` -- what the server and the Python API call. Async, so the
-  event loop never blocks on compute. ``engine/scheduler.py`` adapts a
+  event loop never blocks on compute. ``engine/threaded.py`` adapts a
   ``SyncEngine`` to it (bounded queue, cancellation on disconnect); the
   upstream engine implements it directly over HTTP.
 

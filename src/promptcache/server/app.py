@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from promptcache.engine.base import Engine
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.errors import PromptCacheError, RequestError
 from promptcache.response_cache import ResponseCache
 from promptcache.server import health, routes_admin, routes_anthropic, routes_openai

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from promptcache.engine.base import Engine
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.response_cache import ResponseCache
 from promptcache.server.metrics import ServerMetrics
 from promptcache.server.responses import json_response

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from promptcache.engine.local import LocalEngine
-from promptcache.engine.structured_output import output_grammar_source
+from promptcache.engine.local.structured_output import output_grammar_source
 from promptcache.errors import RequestError
 from promptcache.request import (
     ChatRequest,
@@ -61,7 +61,7 @@ CLOCK = Tool(
 
 @pytest.fixture(scope="module")
 def engine() -> LocalEngine:
-    from tests.engine.conftest import build_tiny_model
+    from tests.tiny_models import build_tiny_model
 
     return LocalEngine(build_tiny_model())
 

@@ -4,7 +4,7 @@ Per request (:meth:`LocalEngine.generate`):
 
 1. validate (sampling ranges, breakpoints, context length, output schemas) and
    render the canonical request to token ids and breakpoint positions
-   (``render.py``);
+   (``prompt.py``);
 2. ``match`` the longest cached prefix for the tenant (waiting for blocks
    another request is computing), ``gather`` its KV into a private buffer;
 3. prefill only the rest -- at least the last prompt token, whose logits start
@@ -16,7 +16,7 @@ Per request (:meth:`LocalEngine.generate`):
 5. ``release`` the match in every case, including cancellation and errors.
 
 Requests run on the server's worker threads; every forward runs on one
-compute thread (``model_executor.py``), which takes prefill chunks and decode
+compute thread (``executor.py``), which takes prefill chunks and decode
 batches in turn and runs the concurrent requests' decode steps as one batched
 forward. The prefix cache is thread-safe on its own: ``match`` runs on the
 workers (it may wait for another request's prefill, which the compute thread
@@ -37,25 +37,21 @@ from typing import Any
 import torch
 
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
-from promptcache.engine.llama_runtime import LlamaRuntime
-from promptcache.engine.model_executor import BatchingStats, ModelExecutor
-from promptcache.engine.model_loading import LoadedModel, load_model
-from promptcache.engine.render import (
-    ChatRenderer,
-    RenderedPrompt,
-    ToolCallCapture,
-    tool_calls_allowed,
-)
-from promptcache.engine.sampling import (
+from promptcache.engine.local.executor import BatchingStats, ModelExecutor
+from promptcache.engine.local.prompt import ChatRenderer, RenderedPrompt
+from promptcache.engine.local.sampling import (
     DEFAULT_MAX_TOKENS,
     Detokenizer,
     TextStream,
     TokenSampler,
     validate_sampling,
 )
-from promptcache.engine.structured_output import OutputGrammar, OutputGrammars
-from promptcache.engine.torch_threads import torch_threads
+from promptcache.engine.local.structured_output import OutputGrammar, OutputGrammars
+from promptcache.engine.local.tool_calls import ToolCallCapture, tool_calls_allowed
 from promptcache.errors import RequestError
+from promptcache.model.loading import LoadedModel, load_model
+from promptcache.model.runtime import LlamaRuntime
+from promptcache.model.torch_threads import torch_threads
 from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
 from promptcache.prefix.pool import KVLayout
 from promptcache.request import (

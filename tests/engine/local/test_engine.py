@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from promptcache.engine import local
 from promptcache.engine.local import LocalEngine, LocalEngineConfig
-from promptcache.engine.model_executor import ModelExecutor
+from promptcache.engine.local import engine as local
+from promptcache.engine.local.executor import ModelExecutor
 from promptcache.errors import RequestError
 from promptcache.prefix.cache import PrefixCacheConfig
 from promptcache.request import (

@@ -2,7 +2,7 @@
 
 :class:`ModelWeights` is a decoder's config plus its tensors under Hugging Face
 parameter names (``model.layers.0.self_attn.q_proj.weight`` ...): taken from a
-loaded HF model, or read straight from a checkpoint's safetensors, which spares
+loaded HF model, or read straight from a model directory's safetensors, which spares
 a warm start importing transformers' modeling code (about two seconds of it).
 
 :func:`fused_layer` concatenates each layer's q/k/v and gate/up projections

@@ -1,4 +1,4 @@
-"""Reading Hugging Face checkpoint directories into models the engine can run.
+"""Reading Hugging Face model directories (weight files) into models the engine can run.
 
 Two ways in:
 
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from promptcache.engine.llama_weights import ModelWeights, NamedTensors
+from promptcache.model.weights import ModelWeights, NamedTensors
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -84,7 +84,7 @@ def load_hf_directory(directory: Path) -> tuple[PreTrainedModel, PreTrainedToken
 
     Tries a fast path first (build on the meta device, assign safetensors
     tensors directly: ~0.1 s instead of ~2 s for ``from_pretrained``) and falls
-    back to ``from_pretrained`` whenever the checkpoint needs anything the fast
+    back to ``from_pretrained`` whenever the directory needs anything the fast
     path does not do (key renaming, remote code, non-safetensors weights).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from promptcache.engine.llama_runtime import LlamaRuntime
-from promptcache.engine.model_loading import LoadedModel
+from promptcache.model.loading import LoadedModel
+from promptcache.model.runtime import LlamaRuntime
 
 PROMPT = [*range(3, 40), 7, 7, 7, 100, 200, 150, 3]
 
@@ -200,7 +200,7 @@ def test_rejects_bad_buffers_and_positions(tiny_model: LoadedModel) -> None:
 
 
 def _mistral_with_window() -> PreTrainedModel:
-    from tests.engine.conftest import build_tiny_model
+    from tests.tiny_models import build_tiny_model
 
     return build_tiny_model("mistral", sliding_window=16).model
 

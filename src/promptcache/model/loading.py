@@ -47,13 +47,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from promptcache.engine.hf_checkpoints import (
+from promptcache.model.weight_files import (
     build_hf_model,
     load_hf_directory,
     quiet_transformers,
     read_weights,
 )
-from promptcache.engine.llama_weights import ModelWeights
+from promptcache.model.weights import ModelWeights
 
 if TYPE_CHECKING:
     from transformers import (

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from promptcache.engine.scheduler import ThreadedEngine
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.errors import OverloadedError, RequestError
 from promptcache.request import ChatRequest, Message, Result, TextBlock, TextDelta
 from tests.server.fakes import FakeSyncEngine

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from llguidance import LLMatcher, LLTokenizer
 
-from promptcache.engine.render import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from promptcache.engine.local.tool_calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from promptcache.errors import RequestError, is_interpreter_exit
 from promptcache.request import ChatRequest, Tool
 

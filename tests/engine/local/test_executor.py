@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from promptcache.engine.model_executor import DecodeStep, ModelExecutor
+from promptcache.engine.local.executor import DecodeStep, ModelExecutor
 
 VOCAB = 5
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from promptcache.engine.thread_tuning import ThreadCountTuner
+from promptcache.model.thread_tuning import ThreadCountTuner
 
 StepCost = Callable[[int, int], float]
 """Seconds a step takes, given (step index, thread count)."""

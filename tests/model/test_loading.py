@@ -17,16 +17,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from promptcache.engine import hf_checkpoints, model_loading
-from promptcache.engine.hf_checkpoints import load_hf_directory
-from promptcache.engine.llama_runtime import LlamaRuntime
-from promptcache.engine.model_loading import (
+from promptcache.model import loading, weight_files
+from promptcache.model.loading import (
     LoadedModel,
     cache_root,
     embedded_gguf_path,
     file_sha256,
     load_model,
 )
+from promptcache.model.runtime import LlamaRuntime
+from promptcache.model.weight_files import load_hf_directory
 
 IDS = [[5, 17, 42, 99, 3, 250, 7]]
 
@@ -140,7 +140,7 @@ def test_warm_load_reads_weights_without_transformers_modeling_code(
     # torch.distributed, sympy) is most of a warm start and the engine needs none of it.
     code = (
         "import sys\n"
-        "from promptcache.engine.model_loading import load_model\n"
+        "from promptcache.model.loading import load_model\n"
         f"loaded = load_model({str(source)!r}, cache_dir={str(cache)!r}, progress=False)\n"
         "assert loaded.from_cache\n"
         "print(' '.join(m for m in sys.modules if 'modeling' in m or m == 'sympy'))\n"
@@ -187,11 +187,11 @@ def test_cache_of_an_older_format_is_converted_again(
     load_model(source, cache_dir=tmp_path / "cache", progress=False)
     converted = tmp_path / "cache" / "models" / hashlib.sha256(source.read_bytes()).hexdigest()
     marker = converted / "promptcache.json"
-    old = {**json.loads(marker.read_text()), "format": model_loading.CACHE_FORMAT - 1}
+    old = {**json.loads(marker.read_text()), "format": loading.CACHE_FORMAT - 1}
     marker.write_text(json.dumps(old))
     again = load_model(source, cache_dir=tmp_path / "cache", progress=False)
     assert not again.from_cache
-    assert json.loads(marker.read_text())["format"] == model_loading.CACHE_FORMAT
+    assert json.loads(marker.read_text())["format"] == loading.CACHE_FORMAT
     torch.testing.assert_close(logits(again.model), logits(tiny_model.model), rtol=0, atol=1e-6)
 
 
@@ -289,7 +289,7 @@ def test_load_hf_directory(tiny_model: LoadedModel, tmp_path: Path) -> None:
 
 def test_fast_load_equals_from_pretrained(tiny_model: LoadedModel, tmp_path: Path) -> None:
     directory = save_tiny(tiny_model, tmp_path / "m")
-    fast = hf_checkpoints._fast_load(directory)
+    fast = weight_files._fast_load(directory)
     assert fast is not None, "a plain safetensors checkpoint takes the fast path"
     assert not any(t.is_meta for t in (*fast.parameters(), *fast.buffers()))
     torch.testing.assert_close(logits(fast), logits(tiny_model.model), rtol=0, atol=0)
@@ -302,7 +302,7 @@ def test_unusual_checkpoint_falls_back_to_from_pretrained(
     state = load_file(directory / "model.safetensors")
     state["model.some_unknown_extra.weight"] = torch.zeros(2)
     save_file(state, directory / "model.safetensors", {"format": "pt"})
-    assert hf_checkpoints._fast_load(directory) is None
+    assert weight_files._fast_load(directory) is None
     model, _ = load_hf_directory(directory)
     torch.testing.assert_close(logits(model), logits(tiny_model.model), rtol=0, atol=0)
 
@@ -337,5 +337,5 @@ def test_embedded_model_loads_as_float32_llama(embedded_model: LoadedModel) -> N
     assert all(p.dtype == torch.float32 for p in embedded_model.model.parameters())
     assert embedded_model.tokenizer.chat_template
     digest = embedded_model.model_id.split(":")[1]
-    target = model_loading.cache_root() / "models"
+    target = loading.cache_root() / "models"
     assert any(d.name.startswith(digest) for d in target.iterdir()) or not embedded_model.from_cache

@@ -10,7 +10,7 @@ model pays a futex wake-up -- a few hundred regions per decode step. Measured
 on 2 cores (SmolLM2-135M, one float16 decode step on a worker thread): 14 ms
 when that thread owns the only team, 23 ms once the main thread has run a
 single two-thread op, even idle since. Hence the local engine runs its model
-work on one thread (``model_executor``) and every other thread's torch work
+work on one thread (``engine/local/executor.py``) and every other thread's torch work
 under :func:`torch_threads` (1).
 """
 

@@ -9,13 +9,13 @@ keys/values into it.
 
 It reads the weights of a Llama-family decoder (``llama``, ``mistral``,
 ``qwen2``: RMSNorm, RoPE, grouped-query attention, SiLU-gated MLP) -- a loaded
-Hugging Face model, or :class:`~promptcache.engine.llama_weights.ModelWeights`
-read straight from a checkpoint, with no transformers modeling code -- and is
+Hugging Face model, or :class:`~promptcache.model.weights.ModelWeights`
+read straight from the weight files, with no transformers modeling code -- and is
 faster than ``model.forward`` for single-stream decoding because decoding is
 overhead- and bandwidth-bound on a CPU:
 
 * q/k/v and gate/up projections are fused into one matmul each (the fused
-  weights are built once by :mod:`promptcache.engine.llama_weights`; the HF
+  weights are built once by :mod:`promptcache.model.weights`; the HF
   modules are re-pointed at views of them, so no weight is held twice);
 * matmuls go through oneDNN when available: MKL's float32 matrix-vector path
   is about twice as slow on AMD CPUs for the ``[1, hidden]`` decode shape;
@@ -43,15 +43,15 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from promptcache.engine.llama_weights import (
+from promptcache.model.thread_tuning import ThreadCountTuner
+from promptcache.model.torch_threads import torch_threads
+from promptcache.model.weights import (
     LayerWeights,
     ModelWeights,
     cast_layer,
     fused_layer,
     required_tensor,
 )
-from promptcache.engine.thread_tuning import ThreadCountTuner
-from promptcache.engine.torch_threads import torch_threads
 
 if TYPE_CHECKING:
     from transformers import PreTrainedConfig
@@ -86,7 +86,7 @@ class LlamaRuntime:
         ``decode_threads``: torch threads for forwards of at most
         ``SHORT_FORWARD_TOKENS`` tokens (decode steps, a suffix after a cache hit).
         Default: chosen by measurement between torch's current setting and 1
-        thread (:class:`~promptcache.engine.thread_tuning.ThreadCountTuner`,
+        thread (:class:`~promptcache.model.thread_tuning.ThreadCountTuner`,
         timing decode steps). Such a forward is a few hundred small bandwidth-bound
         matmuls: on a 2-core machine two threads decode ~1.4x faster than one while
         both cores are free, and ~3x slower while another process holds a core,

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptcache.engine.sampling import TextStream, TokenSampler, is_greedy, validate_sampling
+from promptcache.engine.local.sampling import TextStream, TokenSampler, is_greedy, validate_sampling
 from promptcache.errors import RequestError
 from promptcache.request import SamplingParams
 
