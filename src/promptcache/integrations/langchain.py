@@ -31,21 +31,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
-from langchain_core.load import dumps, loads
-from langchain_core.load.serializable import Serializable
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    ChatMessage,
-    FunctionMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from promptcache._extras import needs_extra
+
+with needs_extra("langchain"):  # names pip install 'promptcache[langchain]' when missing
+    from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+    from langchain_core.load import dumps, loads
+    from langchain_core.load.serializable import Serializable
+    from langchain_core.messages import (
+        AIMessage,
+        AIMessageChunk,
+        ChatMessage,
+        FunctionMessage,
+        HumanMessage,
+        SystemMessage,
+        ToolMessage,
+    )
+    from langchain_core.outputs import (
+        ChatGeneration,
+        ChatGenerationChunk,
+        Generation,
+        GenerationChunk,
+    )
+    from pydantic.fields import FieldInfo
+    from pydantic_core import PydanticUndefined
 
 from promptcache.keys import langchain_key
 from promptcache.store import ResponseStore, StoredEntry, open_store

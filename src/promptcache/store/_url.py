@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
+from promptcache._extras import require
 from promptcache.store.base import ResponseStore
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss")
@@ -94,6 +95,7 @@ def open_store(url: str, *, create: bool = True) -> ResponseStore:
         )
         return SqliteStore(config_sqlite, url=url)
     if scheme in ("redis", "rediss"):
+        require("redis", "redis")  # redis-py is the redis extra: say so, not "No module named"
         from promptcache.store.redis import RedisStore, RedisStoreConfig
 
         ours = {"prefix", "ttl", "socket_timeout"}
