@@ -53,6 +53,22 @@ def printable(text: str) -> str:
     return text
 
 
+def is_text(value: str) -> bool:
+    """Whether ``value`` is Unicode text: no lone surrogate, so it encodes as UTF-8.
+
+    JSON's ``"\\ud800"`` escape (and UTF-8 bytes of a surrogate, which Python's
+    ``json`` decodes with ``surrogatepass``) gives a string that no cache key,
+    tokenizer or response can be written from.
+    """
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def shown(value: Any) -> str:
     """A client's value as an error message quotes it: short, and always encodable.
 
@@ -117,6 +133,10 @@ class ErrorStyle(ABC):
     ) -> RequestError: ...
 
     @abstractmethod
+    def not_text(self, path: Path, value: str) -> RequestError:
+        """A string with a lone surrogate: not Unicode text."""
+
+    @abstractmethod
     def not_finite(self, path: Path, value: Any) -> RequestError:
         """NaN, an infinity, or an integer too long to write: not a JSON number."""
 
@@ -173,6 +193,8 @@ class Fields:
             return None
         if not is_kind(value, kind):
             raise self.style.wrong_type(self.at(key), kind, value)
+        if kind == "string":
+            check_text(self.style, self.at(key), value)
         return value
 
     def string(self, key: str, *, required: bool = False) -> str | None:
@@ -261,8 +283,16 @@ def check_range(
         raise style.out_of_range(path, value, minimum=minimum, maximum=maximum)
 
 
+def check_text(style: ErrorStyle, path: Path, value: str) -> str:
+    """``value``, or the dialect's 400 when it holds a lone surrogate."""
+    if not is_text(value):
+        raise style.not_text(path, value)
+    return value
+
+
 def check_json(style: ErrorStyle, path: Path, value: Any) -> None:
-    """Refuse what a free-form JSON value must not hold: NaN, infinities, endless integers.
+    """Refuse what a free-form JSON value must not hold: NaN, infinities, endless
+    integers, strings (values or keys) with a lone surrogate.
 
     Python's ``json`` reads ``NaN``, ``Infinity`` and ``1e999`` (as infinity),
     none of which is JSON, so no cache key or response could be written for
@@ -271,14 +301,18 @@ def check_json(style: ErrorStyle, path: Path, value: Any) -> None:
     stack: list[tuple[Path, Any]] = [(path, value)]
     while stack:
         where, item = stack.pop()
-        if isinstance(item, float):
+        if isinstance(item, str):
+            check_text(style, where, item)
+        elif isinstance(item, float):
             if not math.isfinite(item):
                 raise style.not_finite(where, item)
         elif isinstance(item, int) and not isinstance(item, bool):
             if item.bit_length() > _MAX_INT_BITS:
                 raise style.not_finite(where, item)
         elif isinstance(item, dict):
-            stack.extend(((*where, str(k)), v) for k, v in item.items())
+            for key, child in item.items():
+                check_text(style, where, str(key))
+                stack.append(((*where, str(key)), child))
         elif isinstance(item, list):
             stack.extend(((*where, i), v) for i, v in enumerate(item))
 

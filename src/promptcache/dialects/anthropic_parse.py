@@ -20,6 +20,7 @@ from promptcache.dialects._common import (
     ErrorStyle,
     Fields,
     Path,
+    check_text,
     parse_cache_control,
     shown,
     shown_bound,
@@ -106,6 +107,11 @@ class AnthropicErrorStyle(ErrorStyle):
         bound = shown_bound(math.inf if maximum is None else maximum)
         return self._error(path, f"Input should be less than or equal to {bound}")
 
+    def not_text(self, path: Path, value: str) -> RequestError:
+        return self._error(
+            path, "Input should be a valid string, unable to parse raw data as a unicode string"
+        )
+
     def not_finite(self, path: Path, value: Any) -> RequestError:
         return self._error(path, "Input should be a finite number")
 
@@ -159,6 +165,7 @@ def _parse_stop_sequences(top: Fields) -> tuple[str, ...]:
     for i, stop in enumerate(stops):
         if not isinstance(stop, str):
             raise STYLE.wrong_type(("stop_sequences", i), "string", stop)
+        check_text(STYLE, ("stop_sequences", i), stop)
     return tuple(stops)
 
 
@@ -181,7 +188,7 @@ def _parse_system(top: Fields) -> tuple[TextBlock, ...]:
     if system is None:
         return ()
     if isinstance(system, str):
-        return (TextBlock(text=system),) if system else ()
+        return (TextBlock(text=check_text(STYLE, ("system",), system)),) if system else ()
     if not isinstance(system, list):
         raise STYLE.wrong_type(("system",), "array", system)
     blocks = []
@@ -297,7 +304,7 @@ def _content(entry: Fields, role: str, tool_use_ids: set[str]) -> tuple[ContentB
     if content is None:
         raise STYLE.missing(entry.at("content"))
     if isinstance(content, str):
-        return (TextBlock(text=content),)
+        return (TextBlock(text=check_text(STYLE, entry.at("content"), content)),)
     if not isinstance(content, list):
         raise STYLE.wrong_type(entry.at("content"), "array", content)
     blocks: list[ContentBlock] = []
@@ -364,7 +371,7 @@ def _tool_result_block(block: Fields, tool_use_ids: set[str]) -> ToolResultBlock
     content = block.data.get("content")
     parts: list[TextBlock | ImageBlock] = []
     if isinstance(content, str):
-        parts.append(TextBlock(text=content))
+        parts.append(TextBlock(text=check_text(STYLE, block.at("content"), content)))
     elif isinstance(content, list):
         for k, raw in enumerate(content):
             part = Fields(STYLE, raw, (*block.at("content"), k))

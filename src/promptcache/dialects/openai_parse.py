@@ -23,6 +23,7 @@ from promptcache.dialects._common import (
     Fields,
     Path,
     check_json,
+    check_text,
     image_source_from_url,
     is_kind,
     loads_json_object,
@@ -152,6 +153,15 @@ class OpenAIErrorStyle(ErrorStyle):
             code=f"{word}_above_max_value",
         )
 
+    def not_text(self, path: Path, value: str) -> RequestError:
+        p = self.path(path)
+        return DialectRequestError(
+            f"Invalid '{p}': string with a lone UTF-16 surrogate ('{shown(value)}'); "
+            "strings must be valid Unicode.",
+            param=p,
+            code="invalid_value",
+        )
+
     def not_finite(self, path: Path, value: Any) -> RequestError:
         p = self.path(path)
         return DialectRequestError(
@@ -252,7 +262,7 @@ def _parse_stop(top: Fields) -> tuple[str, ...]:
     if stop is None:
         return ()
     if isinstance(stop, str):
-        return (stop,)
+        return (check_text(STYLE, ("stop",), stop),)
     if not isinstance(stop, list):
         raise STYLE.wrong_type(("stop",), "array", stop)
     if len(stop) > 4:
@@ -264,6 +274,7 @@ def _parse_stop(top: Fields) -> tuple[str, ...]:
     for i, item in enumerate(stop):
         if not isinstance(item, str):
             raise STYLE.wrong_type(("stop", i), "string", item)
+        check_text(STYLE, ("stop", i), item)
     return tuple(stop)
 
 
@@ -282,6 +293,7 @@ def _parse_transport(top: Fields, request_id: str | None) -> Transport:
         options.boolean("include_obfuscation")
     metadata = top.obj("metadata")
     if metadata is not None:
+        check_json(STYLE, ("metadata",), metadata.data)
         for key in metadata.data:
             metadata.string(key)
     return Transport(
@@ -441,7 +453,7 @@ def _content(entry: Fields, *, required: bool = True) -> str | list[Any] | None:
             raise STYLE.missing(entry.at("content"))
         return None
     if isinstance(content, str):
-        return content
+        return check_text(STYLE, entry.at("content"), content)
     if not isinstance(content, list):
         raise STYLE.wrong_type(entry.at("content"), "string", content)
     if not content:
