@@ -1,9 +1,19 @@
-"""Shared fixtures: a private ``redis-server`` per test.
+"""Shared fixtures: a private ``redis-server`` per test; the Hypothesis profiles.
 
 ``redis_server`` yields the URL of a fresh server on a free 127.0.0.1 port
 (no persistence, its own temporary directory) and stops it afterwards;
 ``redis_process`` yields the handle, for tests that kill and restart it.
 Both skip, saying why, when the ``redis-server`` binary is missing.
+
+Hypothesis profiles (``pytest --hypothesis-profile=NAME``):
+
+* ``ci`` (the default): bounded examples, derandomized (the same examples on
+  every run, no example database), no deadline -- deterministic, and quick
+  enough on a 2-core runner.
+* ``dev``: random examples, more of them, failures remembered in
+  ``.hypothesis/`` (git-ignored) and replayed first.
+* ``soak``: many random examples, for long hunting runs
+  (``pytest tests/fuzz --hypothesis-profile=soak``).
 """
 
 from __future__ import annotations
@@ -16,8 +26,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 _START_TIMEOUT = 10.0
+
+# Fuzz examples are large (long strings, deep nesting) and some go over HTTP.
+_FUZZ_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=_FUZZ_HEALTH,
+)
+settings.register_profile(
+    "dev", max_examples=300, deadline=None, suppress_health_check=_FUZZ_HEALTH
+)
+settings.register_profile(
+    "soak", max_examples=20_000, deadline=None, suppress_health_check=_FUZZ_HEALTH
+)
+# The plugin's --hypothesis-profile flag, read after this file is imported, overrides this.
+settings.load_profile("ci")
 
 
 def _free_port() -> int:
