@@ -38,7 +38,7 @@ def test_put_get_round_trips_the_result_with_its_age(cache: ResponseCache) -> No
 def test_max_age_rejects_older_entries(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
     monkeypatch.setattr("promptcache.store.memory.time.time", lambda: now[0])
-    monkeypatch.setattr("promptcache.response_cache.time.time", lambda: now[0])
+    monkeypatch.setattr("promptcache.response_cache.cache.time.time", lambda: now[0])
     cache = ResponseCache(MemoryStore())
     cache.put("k", _result())
     now[0] += 30
@@ -74,7 +74,7 @@ async def test_50_concurrent_identical_calls_compute_once(cache: ResponseCache) 
     outcomes = await asyncio.gather(*(cache.get_or_compute("k", compute) for _ in range(50)))
     assert calls == 1
     assert {o[0] for o in outcomes} == {_result("computed 1")}
-    statuses = [o[1] for o in outcomes]
+    statuses: list[str] = [o[1] for o in outcomes]
     assert statuses.count("MISS") == 1 and statuses.count("HIT") == 49
     assert cache.get("k") is not None
 

@@ -27,7 +27,7 @@ from promptcache.bench import (
 from promptcache.bench.report import SCHEMA
 from promptcache.cli import app
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
-from promptcache.pricing import ModelPrice, cost, cost_without_cache
+from promptcache.cost.pricing import ModelPrice, cost, cost_without_cache
 from promptcache.request import ChatRequest, Choice, Result, StreamEvent, TextDelta, Usage
 
 BLOCK = 16

@@ -14,16 +14,17 @@ import httpx
 import uvicorn
 from typer.testing import CliRunner
 
-from promptcache.accounting import CostLedger, CostObserver
 from promptcache.cli import app as cli_app
+from promptcache.cost.ledger import CostLedger
+from promptcache.cost.pricing import ModelPrice, PriceTable
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
 from promptcache.engine.threaded import ThreadedEngine
-from promptcache.pricing import ModelPrice, PriceTable
 from promptcache.request import ChatRequest, Choice, Result, StreamEvent, TextDelta, Usage
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
 from promptcache.server.auth import tenant_id
 from promptcache.server.config import ServerConfig
+from promptcache.server.cost_observer import CostObserver, register_ledger_metrics
 from promptcache.store import open_store
 
 MODEL = "glm-fake"
@@ -108,7 +109,7 @@ async def test_costs_headers_and_totals_after_a_scripted_session() -> None:
         observers=[CostObserver(ledger)],
         stats_sections={"costs": ledger.snapshot},
     )
-    ledger.register_metrics(app.state.metrics.registry)
+    register_ledger_metrics(ledger, app.state.metrics.registry)
     alice = {"authorization": f"Bearer {KEYS[0]}"}
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     bob = {"x-api-key": KEYS[1], "anthropic-version": "2023-06-01"}

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from promptcache import response_cache
+from promptcache.response_cache import cache as response_cache
 from tests.server.conftest import ServerFactory, anthropic_body, openai_body
 from tests.server.fakes import FakeSyncEngine
 

@@ -29,13 +29,14 @@ import redis
 from rich.console import Console
 from typer.testing import CliRunner
 
-from promptcache.accounting import CostLedger, CostObserver
 from promptcache.cli import app as cli_app
 from promptcache.cli import serve as serve_module
+from promptcache.cost.ledger import CostLedger
 from promptcache.engine.upstream import UpstreamConfig, UpstreamEngine
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
 from promptcache.server.config import ServerConfig
+from promptcache.server.cost_observer import CostObserver, register_ledger_metrics
 from promptcache.store import open_store
 
 REDIS_PASSWORD = "redis-pw-Zq81vT"
@@ -272,7 +273,7 @@ def test_no_endpoint_or_log_line_shows_a_secret(
         observers=[CostObserver(ledger)],
         stats_sections={"costs": ledger.snapshot},
     )
-    ledger.register_metrics(server.state.metrics.registry)
+    register_ledger_metrics(ledger, server.state.metrics.registry)
 
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=server)

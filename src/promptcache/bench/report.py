@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from promptcache.pricing import ModelPrice, cost, cost_without_cache, format_amount
+from promptcache.cost.pricing import ModelPrice, cost, cost_without_cache, format_amount
 from promptcache.request import Usage
 
 SCHEMA = "promptcache.bench/1"

@@ -39,7 +39,7 @@ from promptcache.bench.workload import (
     system_prompt,
 )
 from promptcache.engine.base import SyncEngine
-from promptcache.pricing import BUILTIN_PROFILES, ModelPrice, PriceTable, profile_named
+from promptcache.cost.pricing import BUILTIN_PROFILES, ModelPrice, PriceTable, profile_named
 from promptcache.request import ChatRequest, Message, Result, TextBlock, TextDelta, Usage
 
 DEFAULT_SIZES = (256, 512, 1024, 2048)

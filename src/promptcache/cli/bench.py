@@ -28,7 +28,7 @@ from promptcache.bench.plot import plot_report
 from promptcache.bench.report import BenchReport
 from promptcache.bench.runner import BenchConfig, BenchRunner, load_local_engine
 from promptcache.cli._app import app
-from promptcache.pricing import BUILTIN_PROFILES, PriceTable
+from promptcache.cost.pricing import BUILTIN_PROFILES, PriceTable
 
 DEFAULT_OUT = Path(".promptcache/bench")
 

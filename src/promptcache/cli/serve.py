@@ -27,11 +27,11 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from promptcache.accounting import CostLedger, CostObserver
 from promptcache.checkpoints import AutoCacheConfig
 from promptcache.cli._app import app
+from promptcache.cost.ledger import CostLedger
+from promptcache.cost.pricing import PriceTable
 from promptcache.engine.base import Engine
-from promptcache.pricing import PriceTable
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
 from promptcache.server.config import (
@@ -39,6 +39,7 @@ from promptcache.server.config import (
     DEFAULT_REQUEST_TIMEOUT,
     ServerConfig,
 )
+from promptcache.server.cost_observer import CostObserver, register_ledger_metrics
 from promptcache.store import redact_url
 
 DEFAULT_STORE = "sqlite:///.promptcache/responses.db"
@@ -386,7 +387,7 @@ def serve(
         observers=[CostObserver(ledger)],
         stats_sections={"costs": ledger.snapshot},
     )
-    ledger.register_metrics(server_app.state.metrics.registry)
+    register_ledger_metrics(ledger, server_app.state.metrics.registry)
     models = engine.models()
     first_model = models[0].id if models else "your-model"
     server = _Server(

@@ -13,10 +13,6 @@ from dataclasses import dataclass
 
 from promptcache.errors import RequestError
 
-HIT = "HIT"
-MISS = "MISS"
-BYPASS = "BYPASS"
-
 _NAMESPACE = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
 
 

@@ -3,7 +3,7 @@
     HTTP body -> key check (401) -> size check (413) -> content type (415)
       -> JSON checks (400: syntax, depth, lone surrogates) -> dialect.parse_request (400)
       -> model resolution (404)
-      -> response cache: HIT (render / replay as SSE) | coalesce on a flight | BYPASS
+      -> response cache (lookup_or_lead): HIT (render / replay as SSE) | lead | BYPASS
       -> checkpoint planner (--auto-cache)
       -> engine (queue, 429) -> Result -> store -> observers -> render
 
@@ -58,12 +58,9 @@ from promptcache.errors import (
 )
 from promptcache.keys import response_key
 from promptcache.request import ChatRequest, Result, StreamEvent, TextDelta, Usage
-from promptcache.response_cache import CacheHit, ResponseCache
+from promptcache.response_cache import CacheHit, CacheStatus, ResponseCache
 from promptcache.server.auth import KeyRing
 from promptcache.server.cache_policy import (
-    BYPASS,
-    HIT,
-    MISS,
     CacheDirectives,
     namespace_of,
     parse_cache_control,
@@ -99,8 +96,7 @@ class CompletedRequest:
     namespace: str
     usage: Usage
     """The usage served to the client (on a HIT: the original request's usage)."""
-    cache: str
-    """``"HIT"``, ``"MISS"`` or ``"BYPASS"``."""
+    cache: CacheStatus
     stream: bool
     key: str | None
     result: Result
@@ -221,42 +217,40 @@ class ChatFlow:
         key = self._cache_key(parsed, directives)
         cache = self.cache
         if key is None or cache is None:
-            self.metrics.count_cache(BYPASS)
+            self.metrics.count_cache(CacheStatus.BYPASS)
             return await self._generate(
-                request, dialect, route, started, deadline, key=None, status=BYPASS
+                request, dialect, route, started, deadline, key=None, status=CacheStatus.BYPASS
             )
         if not directives.read:
             # no-cache: not looked up (BYPASS), but the fresh result is stored.
-            self.metrics.count_cache(BYPASS)
+            self.metrics.count_cache(CacheStatus.BYPASS)
 
             async def store(result: Result) -> None:
                 await cache.aput(key, result)
 
             return await self._generate(
-                request, dialect, route, started, deadline, key=key, status=BYPASS, publish=store
+                request,
+                dialect,
+                route,
+                started,
+                deadline,
+                key=key,
+                status=CacheStatus.BYPASS,
+                publish=store,
             )
-        seen = cache.flights_finished
-        hit = await cache.aget(key, max_age=directives.max_age)
-        if hit is not None:
-            self.metrics.count_cache(HIT)
-            return self._replay(request, hit.result, hit.age, dialect, route, key)
+        outcome = await cache.lookup_or_lead(
+            key, max_age=directives.max_age, write=directives.write
+        )
+        if isinstance(outcome, CacheHit):
+            self.metrics.count_cache(CacheStatus.HIT)
+            return self._replay(request, outcome.result, outcome.age, dialect, route, key)
+        self.metrics.count_cache(CacheStatus.MISS)
+        lead = outcome
         stack = AsyncExitStack()
-        flight = await stack.enter_async_context(cache.flight(key, write=directives.write))
-        if flight.result is not None:
-            hit = CacheHit(result=flight.result, age=0.0)
-        elif seen != cache.flights_finished:
-            # A leader may have stored its result between our miss and our election.
-            hit = await cache.aget(key, max_age=directives.max_age)
-            if hit is not None:
-                flight.publish(hit.result, write=False)
-        if hit is not None:
-            await stack.aclose()
-            self.metrics.count_cache(HIT)
-            return self._replay(request, hit.result, hit.age, dialect, route, key)
-        self.metrics.count_cache(MISS)
+        stack.push_async_callback(lead.finish)  # stored (if published) and released
 
         async def publish(result: Result) -> None:
-            flight.publish(result)  # stored when the flight exits, waiters served now
+            lead.publish(result)  # stored when the lead finishes, waiters served now
 
         return await self._generate(
             request,
@@ -265,7 +259,7 @@ class ChatFlow:
             started,
             deadline,
             key=key,
-            status=MISS,
+            status=CacheStatus.MISS,
             publish=publish,
             stack=stack,
         )
@@ -279,8 +273,12 @@ class ChatFlow:
         route: str,
         key: str,
     ) -> Response:
-        headers = {"x-promptcache": HIT, "x-promptcache-key": key, "age": str(int(age))}
-        headers.update(self._observe(request, result, route, HIT, key))
+        headers: dict[str, str] = {
+            "x-promptcache": CacheStatus.HIT,
+            "x-promptcache-key": key,
+            "age": str(int(age)),
+        }
+        headers.update(self._observe(request, result, route, CacheStatus.HIT, key))
         if request.transport.stream:
             frames = dialect.render_stream(replay_events(result), request)
             return ClosingStreamingResponse(frames, headers=headers)
@@ -302,12 +300,12 @@ class ChatFlow:
         deadline: float | None,
         *,
         key: str | None,
-        status: str,
+        status: CacheStatus,
         publish: Publish | None = None,
         stack: AsyncExitStack | None = None,
     ) -> Response:
         stack = stack or AsyncExitStack()
-        headers = {"x-promptcache": status}
+        headers: dict[str, str] = {"x-promptcache": status}
         if key is not None:
             headers["x-promptcache-key"] = key
         try:
@@ -394,7 +392,12 @@ class ChatFlow:
             await stack.__aexit__(*exc_info)
 
     def _observe(
-        self, request: ChatRequest, result: Result, route: str, status: str, key: str | None
+        self,
+        request: ChatRequest,
+        result: Result,
+        route: str,
+        status: CacheStatus,
+        key: str | None,
     ) -> dict[str, str]:
         if not self.observers:
             return {}

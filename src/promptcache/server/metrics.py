@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from promptcache.engine.base import PrefixCacheSnapshot
+from promptcache.response_cache import CacheStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -86,18 +87,17 @@ class ServerMetrics:
         if queue_depth is not None:
             self.queue_depth.set_function(lambda: float(queue_depth()))
         self.registry.register(_PrefixCacheCollector(prefix_snapshot))
-        self.cache_outcomes = {"HIT": 0, "MISS": 0, "BYPASS": 0}
+        self.cache_outcomes = dict.fromkeys(CacheStatus, 0)
         """Plain running counts of response-cache outcomes, for ``/v1/cache/stats``."""
         # Pre-bound children: label lookup is the costly part of an increment.
         self._cache_children = {
-            result: self.response_cache.labels(result=result.lower())
-            for result in ("HIT", "MISS", "BYPASS")
+            status: self.response_cache.labels(result=status.lower()) for status in CacheStatus
         }
 
     def count_request(self, route: str, status: int) -> None:
         self.requests.labels(route=route, status=str(status)).inc()
 
-    def count_cache(self, outcome: str) -> None:
+    def count_cache(self, outcome: CacheStatus) -> None:
         self._cache_children[outcome].inc()
         self.cache_outcomes[outcome] += 1
 

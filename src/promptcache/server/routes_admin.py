@@ -26,7 +26,7 @@ from starlette.responses import Response
 from promptcache.dialects import anthropic, openai
 from promptcache.engine.base import Engine
 from promptcache.errors import PromptCacheError
-from promptcache.response_cache import ResponseCache
+from promptcache.response_cache import CacheStatus, ResponseCache
 from promptcache.server.auth import KeyRing, MetricsGuard, PermissionDeniedError
 from promptcache.server.config import ServerConfig
 from promptcache.server.dialect import Dialect
@@ -72,14 +72,14 @@ def cache_stats(ctx: AdminContext, tenant: str | None = None) -> dict[str, Any]:
     counts that name no tenant.
     """
     outcomes = ctx.metrics.cache_outcomes
-    lookups = outcomes["HIT"] + outcomes["MISS"]
+    lookups = outcomes[CacheStatus.HIT] + outcomes[CacheStatus.MISS]
     body: dict[str, Any] = {
         "response_cache": None,
         "requests": {
-            "hit": outcomes["HIT"],
-            "miss": outcomes["MISS"],
-            "bypass": outcomes["BYPASS"],
-            "hit_ratio": round(outcomes["HIT"] / lookups, 6) if lookups else 0.0,
+            "hit": outcomes[CacheStatus.HIT],
+            "miss": outcomes[CacheStatus.MISS],
+            "bypass": outcomes[CacheStatus.BYPASS],
+            "hit_ratio": round(outcomes[CacheStatus.HIT] / lookups, 6) if lookups else 0.0,
         },
         "prefix_cache": None,
         "engine": _engine_figures(ctx.engine),

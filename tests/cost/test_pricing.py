@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from promptcache.pricing import (
+from promptcache.cost.pricing import (
     ANTHROPIC,
     BUILTIN_PROFILES,
     LOCAL_MODEL_PRICE,

@@ -1,12 +1,12 @@
 """What each request cost, what it would have cost without caching, and the running totals.
 
-The server calls :meth:`CostLedger.record` once per completed request (a
-response-cache hit included) and puts the returned :class:`RequestCost` in the
-response headers (``x-promptcache-cost``, ``x-promptcache-cost-without-cache``).
+Pure arithmetic and bookkeeping: no HTTP, no metrics library. The server
+(``promptcache.server.cost_observer``) calls :meth:`CostLedger.record` once per
+completed request (a response-cache hit included), turns the returned
+:class:`RequestCost` into response headers, and exposes the totals to
+Prometheus at scrape time, so recording stays a few additions under a lock.
 The ledger keeps totals per (model, tenant) pair and aggregates them overall,
-per model and per tenant for ``GET /v1/cache/stats`` (:meth:`CostLedger.snapshot`)
-and for Prometheus (:meth:`CostLedger.register_metrics`, read at scrape time so
-recording stays a few additions under a lock).
+per model and per tenant for ``GET /v1/cache/stats`` (:meth:`CostLedger.snapshot`).
 
 Rules:
 
@@ -29,20 +29,13 @@ percent. An empty tenant is reported as ``"default"``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from promptcache.cost.pricing import ModelPrice, PriceTable, cost, cost_without_cache, format_amount
+from promptcache.request import Usage
 
-from promptcache.pricing import ModelPrice, PriceTable, cost, cost_without_cache, format_amount
-from promptcache.request import Result, Usage
-
-COST_HEADER = "x-promptcache-cost"
-COST_WITHOUT_CACHE_HEADER = "x-promptcache-cost-without-cache"
 DEFAULT_TENANT = "default"
 
 
@@ -56,13 +49,6 @@ class RequestCost:
     @property
     def saved(self) -> Decimal:
         return self.cost_without_cache - self.cost
-
-    def headers(self) -> dict[str, str]:
-        """Response headers: ``x-promptcache-cost`` and ``x-promptcache-cost-without-cache``."""
-        return {
-            COST_HEADER: format_amount(self.cost),
-            COST_WITHOUT_CACHE_HEADER: format_amount(self.cost_without_cache),
-        }
 
 
 def request_cost(usage: Usage, price: ModelPrice, *, response_cache_hit: bool) -> RequestCost:
@@ -254,126 +240,5 @@ class CostLedger:
                 copies[key] = copy
             return copies
 
-    def register_metrics(self, registry: CollectorRegistry) -> None:
-        """Expose the totals on ``registry`` (read at scrape time)."""
-        registry.register(_LedgerCollector(self))
 
-
-class CompletedRequestLike(Protocol):
-    """What the server's request observer hook passes (``server.flow.CompletedRequest``)."""
-
-    @property
-    def model(self) -> str: ...
-    @property
-    def tenant(self) -> str: ...
-    @property
-    def usage(self) -> Usage: ...
-    @property
-    def cache(self) -> str: ...
-    @property
-    def result(self) -> Result: ...
-
-
-class CostObserver:
-    """The server's request observer: records each completed request, returns its cost headers.
-
-    The price is looked up under the model that produced the answer
-    (``result.model``), which for an alias or an upstream snapshot name is
-    more precise than the name the client asked for; the totals are grouped
-    under that name too.
-    """
-
-    def __init__(self, ledger: CostLedger) -> None:
-        self.ledger = ledger
-
-    def on_complete(self, record: CompletedRequestLike) -> dict[str, str]:
-        charge = self.ledger.record(
-            model=record.result.model or record.model,
-            tenant=record.tenant,
-            usage=record.usage,
-            response_cache_hit=record.cache == "HIT",
-        )
-        return charge.headers()
-
-
-class _LedgerCollector(Collector):
-    def __init__(self, ledger: CostLedger) -> None:
-        self._ledger = ledger
-
-    def collect(self) -> Iterator[Metric]:
-        pairs = self._ledger.pairs()
-        labels = ["model", "tenant"]
-        money = {
-            "cost": ("promptcache_cost", "Cost of requests, in the price table's currency"),
-            "cost_without_cache": (
-                "promptcache_cost_without_cache",
-                "What the requests would have cost without any caching",
-            ),
-        }
-        for attr, (name, doc) in money.items():
-            family = CounterMetricFamily(name, doc, labels=labels)
-            for (model, tenant), totals in pairs.items():
-                family.add_metric([model, tenant], float(getattr(totals, attr)))
-            yield family
-        # A gauge, not a counter: savings shrink when cache writes at a premium go unused.
-        saved = GaugeMetricFamily(
-            "promptcache_cost_saved", "cost_without_cache minus cost", labels=labels
-        )
-        for (model, tenant), totals in pairs.items():
-            saved.add_metric([model, tenant], float(totals.saved))
-        yield saved
-        requests = CounterMetricFamily(
-            "promptcache_accounted_requests",
-            "Requests priced, by response-cache outcome",
-            labels=[*labels, "response_cache"],
-        )
-        tokens = CounterMetricFamily(
-            "promptcache_accounted_prompt_tokens",
-            "Prompt tokens priced, by how they were billed",
-            labels=[*labels, "kind"],
-        )
-        output = CounterMetricFamily(
-            "promptcache_accounted_output_tokens", "Output tokens priced", labels=labels
-        )
-        for (model, tenant), t in pairs.items():
-            requests.add_metric([model, tenant, "hit"], t.response_cache_hits)
-            requests.add_metric([model, tenant, "miss"], t.requests - t.response_cache_hits)
-            for kind, value in (
-                ("input", t.input_tokens),
-                ("cache_read", t.cache_read_tokens),
-                ("cache_write_5m", t.cache_write_5m_tokens),
-                ("cache_write_1h", t.cache_write_1h_tokens),
-                ("response_cache", t.response_cache_prompt_tokens),
-            ):
-                tokens.add_metric([model, tenant, kind], value)
-            output.add_metric([model, tenant], t.output_tokens)
-        yield from (requests, tokens, output)
-        overall = CostTotals()
-        for totals in pairs.values():
-            overall.merge(totals)
-        yield GaugeMetricFamily(
-            "promptcache_saved_ratio",
-            "Share of the no-cache cost saved by caching (0..1), all requests",
-            value=overall.saved_percent / 100,
-        )
-        yield GaugeMetricFamily(
-            "promptcache_hit_ratio_requests",
-            "Share of requests answered by the response cache (0..1)",
-            value=overall.hit_ratio_requests,
-        )
-        yield GaugeMetricFamily(
-            "promptcache_hit_ratio_prompt_tokens",
-            "Share of prompt tokens not computed thanks to either cache (0..1)",
-            value=overall.hit_ratio_prompt_tokens,
-        )
-
-
-__all__ = [
-    "COST_HEADER",
-    "COST_WITHOUT_CACHE_HEADER",
-    "CostLedger",
-    "CostObserver",
-    "CostTotals",
-    "RequestCost",
-    "request_cost",
-]
+__all__ = ["DEFAULT_TENANT", "CostLedger", "CostTotals", "RequestCost", "request_cost"]

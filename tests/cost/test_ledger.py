@@ -6,14 +6,15 @@ from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from promptcache.accounting import (
+from promptcache.cost.ledger import CostLedger, request_cost
+from promptcache.cost.pricing import ModelPrice, PriceTable
+from promptcache.request import Usage
+from promptcache.server.cost_observer import (
     COST_HEADER,
     COST_WITHOUT_CACHE_HEADER,
-    CostLedger,
-    request_cost,
+    cost_headers,
+    register_ledger_metrics,
 )
-from promptcache.pricing import ModelPrice, PriceTable
-from promptcache.request import Usage
 
 GLM_PRICE = ModelPrice.of("10", "10", "glm")  # 0.01 per 1K tokens both ways
 GLM_USAGE = Usage(input_tokens=800, cache_read_input_tokens=1200, output_tokens=500)
@@ -27,14 +28,14 @@ def test_request_cost_miss_and_headers() -> None:
     assert charge.cost == Decimal("0.019")
     assert charge.cost_without_cache == Decimal("0.025")
     assert charge.saved == Decimal("0.006")
-    assert charge.headers() == {COST_HEADER: "0.019", COST_WITHOUT_CACHE_HEADER: "0.025"}
+    assert cost_headers(charge) == {COST_HEADER: "0.019", COST_WITHOUT_CACHE_HEADER: "0.025"}
 
 
 def test_response_cache_hit_costs_zero_and_counts_as_saved() -> None:
     charge = request_cost(GLM_USAGE, GLM_PRICE, response_cache_hit=True)
     assert charge.cost == 0
     assert charge.saved == Decimal("0.025")
-    assert charge.headers()[COST_HEADER] == "0"
+    assert cost_headers(charge)[COST_HEADER] == "0"
 
 
 def test_ledger_totals_glm_example() -> None:
@@ -170,7 +171,7 @@ def test_reset() -> None:
 def test_prometheus_metrics() -> None:
     registry = CollectorRegistry()
     ledger = CostLedger(prices=TABLE)
-    ledger.register_metrics(registry)
+    register_ledger_metrics(ledger, registry)
     ledger.record(model="glm-4", tenant="alice", usage=GLM_USAGE, response_cache_hit=False)
     ledger.record(model="glm-4", tenant="alice", usage=GLM_USAGE, response_cache_hit=True)
 
