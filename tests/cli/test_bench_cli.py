@@ -26,8 +26,8 @@ from promptcache.bench import (
 )
 from promptcache.bench.report import SCHEMA
 from promptcache.cli import app
-from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
 from promptcache.cost.pricing import ModelPrice, cost, cost_without_cache
+from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
 from promptcache.request import ChatRequest, Choice, Result, StreamEvent, TextDelta, Usage
 
 BLOCK = 16

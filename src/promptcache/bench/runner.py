@@ -38,8 +38,8 @@ from promptcache.bench.workload import (
     strip_cache_control,
     system_prompt,
 )
-from promptcache.engine.base import SyncEngine
 from promptcache.cost.pricing import BUILTIN_PROFILES, ModelPrice, PriceTable, profile_named
+from promptcache.engine.base import SyncEngine
 from promptcache.request import ChatRequest, Message, Result, TextBlock, TextDelta, Usage
 
 DEFAULT_SIZES = (256, 512, 1024, 2048)
