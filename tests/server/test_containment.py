@@ -386,7 +386,7 @@ async def test_the_cjk_schema_that_killed_workers_is_a_400_every_time() -> None:
     from promptcache.engine.local import LocalEngine
     from tests.tiny_models import build_tiny_model
 
-    local = LocalEngine(build_tiny_model())
+    local = LocalEngine(loaded=build_tiny_model())
     model = local.models()[0].id
     schema = {"type": "object", "required": {"s": "中" * 60}}
     messages = [{"role": "user", "content": "j"}]
@@ -433,3 +433,23 @@ async def test_the_cjk_schema_that_killed_workers_is_a_400_every_time() -> None:
         assert "Invalid schema" in response.text
     assert fine.status_code == 200
     assert health.ok
+
+
+async def test_surrogate_bytes_in_utf8_and_non_object_tool_schemas_are_400(
+    serve: ServerFactory,
+) -> None:
+    raw_surrogate = (
+        b'{"model": "fake-model", "max_tokens": 8, "temperature": 0.7,'
+        b' "messages": [{"role": "user", "content": "he\xed\xa0\x80llo"}]}'
+    )
+    string_tool = openai_body(
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}],
+        tool_choice="auto",
+    )
+    async with serve() as (client, _):
+        surrogate = await client.post(CHAT, content=raw_surrogate)
+        tool = await client.post(CHAT, json=string_tool)
+    assert surrogate.status_code == 400
+    assert "UTF-8" in surrogate.json()["error"]["message"]
+    assert tool.status_code == 400
+    assert "must be a JSON Schema of 'type: \"object\"'" in tool.json()["error"]["message"]

@@ -11,6 +11,7 @@ extensions on a tool and on a whole message (marking its last block).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -343,6 +344,14 @@ def _parse_tools(top: Fields) -> tuple[Tool, ...]:
             raise STYLE.invalid(function.at("name"), f"Tool names must be unique: '{name}'.")
         parameters = function.obj("parameters")
         function.json_value("parameters")
+        kind = parameters.data.get("type") if parameters is not None else None
+        if parameters is not None and kind is not None and kind != "object":
+            # As OpenAI answers (and as the Anthropic dialect requires of input_schema).
+            raise STYLE.invalid(
+                function.at("parameters"),
+                f"Invalid schema for function '{name}': schema must be a JSON Schema of "
+                f"'type: \"object\"', got 'type: {json.dumps(kind)[:40]}'.",
+            )
         function.boolean("strict")
         tools.append(
             Tool(

@@ -48,7 +48,9 @@ def check_content_type(content_type: str | None) -> None:
 def decode_json_body(body: bytes) -> Any:
     """The parsed body, or :class:`RequestError` naming what is wrong with it."""
     try:
-        data = json.loads(body)
+        # Decoded strictly first: json.loads(bytes) would let the UTF-8 bytes of
+        # a surrogate (ED A0 80) through as a lone surrogate.
+        data = json.loads(body.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise RequestError(f"The request body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:
