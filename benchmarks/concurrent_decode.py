@@ -23,7 +23,7 @@ import json
 import threading
 import time
 
-from promptcache.engine.local import LocalEngine
+from promptcache.engine.local import LocalEngine, LocalEngineConfig
 from promptcache.engine.local.executor import ModelExecutor
 from promptcache.model.loading import load_model
 from promptcache.prefix.cache import PrefixCacheConfig
@@ -96,8 +96,12 @@ def main() -> None:
     executor = ModelExecutor()
     loaded = executor.call(functools.partial(load_model, progress=not args.json))
     no_cache = PrefixCacheConfig(enabled=False)  # every repeat does the same work
-    batched = LocalEngine(loaded, prefix_cache=no_cache, executor=executor)
-    serial = LocalEngine(loaded, prefix_cache=no_cache, decode_batch=1, executor=executor)
+    batched = LocalEngine(
+        LocalEngineConfig(prefix_cache=no_cache), loaded=loaded, executor=executor
+    )
+    serial = LocalEngine(
+        LocalEngineConfig(prefix_cache=no_cache, decode_batch=1), loaded=loaded, executor=executor
+    )
     for engine in (batched, serial):  # warm-up
         run_streams(engine, 2, 8)
     before = batched.batching_stats()

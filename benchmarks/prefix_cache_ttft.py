@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from promptcache.engine.local import LocalEngine
+from promptcache.engine.local import LocalEngine, LocalEngineConfig
 from promptcache.engine.local.executor import ModelExecutor
 from promptcache.model.loading import load_model
 from promptcache.prefix.cache import PrefixCacheConfig
@@ -296,9 +296,13 @@ def run(repeats: int, decode_tokens: int, progress: Callable[[str], None]) -> di
     # One model thread for both engines, loading included (see model/torch_threads.py).
     executor = ModelExecutor()
     loaded = executor.call(functools.partial(load_model, progress=False))
-    cache_on = LocalEngine(loaded, prefix_cache=PrefixCacheConfig(), executor=executor)
+    cache_on = LocalEngine(
+        LocalEngineConfig(prefix_cache=PrefixCacheConfig()), loaded=loaded, executor=executor
+    )
     cache_off = LocalEngine(
-        loaded, prefix_cache=PrefixCacheConfig(enabled=False), executor=executor
+        LocalEngineConfig(prefix_cache=PrefixCacheConfig(enabled=False)),
+        loaded=loaded,
+        executor=executor,
     )
     progress("TTFT miss / hit / limit")
     figures: dict[str, Any] = measure_ttft(cache_on, repeats)

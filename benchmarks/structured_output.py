@@ -67,7 +67,7 @@ def main() -> None:
 
     executor = ModelExecutor()  # loads on the model thread too (model/torch_threads.py)
     loaded = executor.call(functools.partial(load_model, progress=not args.json))
-    engine = LocalEngine(loaded, executor=executor)
+    engine = LocalEngine(loaded=loaded, executor=executor)
     schema = {
         "type": "object",
         "properties": {"story": {"type": "string", "minLength": 20 * args.new_tokens}},

@@ -36,8 +36,9 @@ summation order) as one pass over everything.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -61,6 +62,9 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 # length, which a KV cache requires ("dynamic" and "longrope" rescale with it).
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 _ROPE_TABLE_MIN = 1024
+PREFILL_CHUNK_TOKENS = 512
+"""Prefill granularity: bounds activation memory, and lets other requests'
+decode steps and cancellation in between chunks of a long prompt."""
 SHORT_FORWARD_TOKENS = 64
 """Forwards of at most this many tokens run on ``decode_threads`` threads."""
 REDUCED_PRECISION_BATCH_ROWS = 4
@@ -256,21 +260,37 @@ class LlamaRuntime:
         kv: torch.Tensor,
         start: int,
         *,
-        chunk_size: int = 512,
+        chunk_size: int = PREFILL_CHUNK_TOKENS,
     ) -> torch.Tensor:
         """:meth:`forward` in chunks of ``chunk_size`` tokens (bounds memory).
 
         Returns the last token's logits."""
+        logits = torch.empty(0)
+        for chunk in self.prefill_chunks(input_ids, kv, start, chunk_size=chunk_size):
+            logits = chunk()
+        return logits
+
+    def prefill_chunks(
+        self,
+        input_ids: Sequence[int] | torch.Tensor,
+        kv: torch.Tensor,
+        start: int,
+        *,
+        chunk_size: int = PREFILL_CHUNK_TOKENS,
+    ) -> list[Callable[[], torch.Tensor]]:
+        """:meth:`prefill` as one call per chunk, to run in order; each returns its chunk's
+        last logits. A caller can run them on another thread, with other work or a
+        cancellation check in between (the local engine does)."""
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
         ids = _as_ids(input_ids)
         if ids.shape[0] == 0:
             raise ValueError("prefill needs at least one token.")
         self._check(kv, start, start + int(ids.shape[0]))
-        logits = torch.empty(0)
-        for offset in range(0, int(ids.shape[0]), chunk_size):
-            logits = self.forward(ids[offset : offset + chunk_size], kv, start + offset)
-        return logits
+        return [
+            functools.partial(self.forward, ids[offset : offset + chunk_size], kv, start + offset)
+            for offset in range(0, int(ids.shape[0]), chunk_size)
+        ]
 
     def greedy(
         self,

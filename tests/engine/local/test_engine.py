@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from promptcache.engine.local import LocalEngine, LocalEngineConfig
-from promptcache.engine.local import engine as local
+from promptcache.engine.local import generation as local
 from promptcache.engine.local.executor import ModelExecutor
 from promptcache.errors import RequestError
 from promptcache.prefix.cache import PrefixCacheConfig
@@ -33,7 +33,7 @@ SHARED = " ".join(f"fact {i} is about topic {i % 7}." for i in range(12))
 
 @pytest.fixture
 def engine(tiny_model: Any) -> LocalEngine:
-    return LocalEngine(tiny_model, prefix_cache=SMALL_CACHE)
+    return LocalEngine(LocalEngineConfig(prefix_cache=SMALL_CACHE), loaded=tiny_model)
 
 
 def ask(
@@ -113,7 +113,8 @@ def test_prompt_usage_comes_first_and_matches_the_result(engine: LocalEngine) ->
 def test_full_prompt_hit_recomputes_only_the_last_token(tiny_model: Any) -> None:
     # block size 1: a repeated prompt is cached to its very last token
     engine = LocalEngine(
-        tiny_model, prefix_cache=PrefixCacheConfig(block_size=1, min_cache_tokens=4)
+        LocalEngineConfig(prefix_cache=PrefixCacheConfig(block_size=1, min_cache_tokens=4)),
+        loaded=tiny_model,
     )
     request = ask("repeat me", max_tokens=6)
     first_events, first = run(engine, request)
@@ -126,8 +127,10 @@ def test_full_prompt_hit_recomputes_only_the_last_token(tiny_model: Any) -> None
 
 
 def test_greedy_output_is_the_same_with_and_without_the_cache(tiny_model: Any) -> None:
-    cached = LocalEngine(tiny_model, prefix_cache=SMALL_CACHE)
-    uncached = LocalEngine(tiny_model, prefix_cache=PrefixCacheConfig(enabled=False))
+    cached = LocalEngine(LocalEngineConfig(prefix_cache=SMALL_CACHE), loaded=tiny_model)
+    uncached = LocalEngine(
+        LocalEngineConfig(prefix_cache=PrefixCacheConfig(enabled=False)), loaded=tiny_model
+    )
     run(cached, ask("warm the cache", max_tokens=4))
     for question in ("first question", "second question, longer than the first"):
         hit = run(cached, ask(question, max_tokens=12))[1]
@@ -146,7 +149,10 @@ def test_other_tenant_gets_no_hit(engine: LocalEngine) -> None:
 
 def test_short_prompts_are_not_cached(tiny_model: Any) -> None:
     engine = LocalEngine(
-        tiny_model, prefix_cache=PrefixCacheConfig(block_size=BLOCK, min_cache_tokens=100_000)
+        LocalEngineConfig(
+            prefix_cache=PrefixCacheConfig(block_size=BLOCK, min_cache_tokens=100_000)
+        ),
+        loaded=tiny_model,
     )
     usage_of(engine, ask("q"))
     again = usage_of(engine, ask("q"))
@@ -198,7 +204,9 @@ def test_n_choices(engine: LocalEngine) -> None:
 def test_concurrent_requests_decode_together_and_say_the_same(tiny_model: Any) -> None:
     # A long gather window: while several requests decode, every batch holds them all.
     engine = LocalEngine(
-        tiny_model, prefix_cache=SMALL_CACHE, executor=ModelExecutor(gather_window=5.0)
+        LocalEngineConfig(prefix_cache=SMALL_CACHE),
+        loaded=tiny_model,
+        executor=ModelExecutor(gather_window=5.0),
     )
     questions = [f"question number {i}" for i in range(4)]
     results = [run(engine, ask(q, max_tokens=40))[1] for q in questions]
@@ -251,7 +259,9 @@ def test_invalid_requests_raise_before_anything_is_yielded(
 
 
 def test_prompt_longer_than_the_context_is_rejected(tiny_model: Any) -> None:
-    engine = LocalEngine(tiny_model, prefix_cache=SMALL_CACHE, max_context_tokens=64)
+    engine = LocalEngine(
+        LocalEngineConfig(prefix_cache=SMALL_CACHE, max_context_tokens=64), loaded=tiny_model
+    )
     with pytest.raises(RequestError, match="maximum context length") as info:
         next(engine.generate(ask("q")))
     assert info.value.param == "messages"
@@ -328,7 +338,9 @@ def test_concurrent_identical_prefixes_are_computed_once(engine: LocalEngine) ->
 
 
 def test_models_and_config(tiny_model: Any) -> None:
-    engine = LocalEngine(tiny_model, prefix_cache=SMALL_CACHE, served_name="my-model")
+    engine = LocalEngine(
+        LocalEngineConfig(prefix_cache=SMALL_CACHE, served_name="my-model"), loaded=tiny_model
+    )
     (info,) = engine.models()
     assert info.id == "my-model"
     with pytest.raises(ValueError):

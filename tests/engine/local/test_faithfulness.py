@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from promptcache.engine.local import LocalEngine
+from promptcache.engine.local import LocalEngine, LocalEngineConfig
 from promptcache.prefix.cache import PrefixCacheConfig
 from promptcache.request import (
     CacheControl,
@@ -38,13 +38,16 @@ SYSTEM = (
 @pytest.fixture(scope="module")
 def cached(embedded_model: Any) -> LocalEngine:
     return LocalEngine(
-        embedded_model, prefix_cache=PrefixCacheConfig(block_size=16, min_cache_tokens=32)
+        LocalEngineConfig(prefix_cache=PrefixCacheConfig(block_size=16, min_cache_tokens=32)),
+        loaded=embedded_model,
     )
 
 
 @pytest.fixture(scope="module")
 def uncached(embedded_model: Any) -> LocalEngine:
-    return LocalEngine(embedded_model, prefix_cache=PrefixCacheConfig(enabled=False))
+    return LocalEngine(
+        LocalEngineConfig(prefix_cache=PrefixCacheConfig(enabled=False)), loaded=embedded_model
+    )
 
 
 def say(role: str, text: str, cache: CacheControl | None = None) -> Message:
@@ -119,7 +122,7 @@ def test_breakpoint_mid_conversation(cached: LocalEngine, uncached: LocalEngine)
 
 
 def test_long_system_prompt_with_cache_control(embedded_model: Any) -> None:
-    engine = LocalEngine(embedded_model)  # default config: min_cache_tokens = 1024
+    engine = LocalEngine(loaded=embedded_model)  # default config: min_cache_tokens = 1024
     long_system = " ".join(
         f"Rule {i}: orders placed before {i % 12 + 1}pm ship the same day from warehouse {i % 5}."
         for i in range(70)

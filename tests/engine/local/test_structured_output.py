@@ -63,7 +63,7 @@ CLOCK = Tool(
 def engine() -> LocalEngine:
     from tests.tiny_models import build_tiny_model
 
-    return LocalEngine(build_tiny_model())
+    return LocalEngine(loaded=build_tiny_model())
 
 
 def request(seed: int = 0, **fields: Any) -> ChatRequest:
