@@ -23,6 +23,7 @@ import json
 import threading
 import time
 
+from promptcache.cli._progress import loading_progress
 from promptcache.engine.local import LocalEngine, LocalEngineConfig
 from promptcache.engine.local.executor import ModelExecutor
 from promptcache.model.loading import load_model
@@ -94,7 +95,8 @@ def main() -> None:
     # One model thread for both engines, which loads the model too: two would each claim
     # every core, and so would the main thread if it ran the loading (model/torch_threads.py).
     executor = ModelExecutor()
-    loaded = executor.call(functools.partial(load_model, progress=not args.json))
+    with loading_progress(enabled=not args.json) as progress:
+        loaded = executor.call(functools.partial(load_model, progress=progress))
     no_cache = PrefixCacheConfig(enabled=False)  # every repeat does the same work
     batched = LocalEngine(
         LocalEngineConfig(prefix_cache=no_cache), loaded=loaded, executor=executor

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from promptcache.cli._progress import loading_progress
 from promptcache.model.loading import LoadedModel, load_model
 from promptcache.model.runtime import LlamaRuntime
 
@@ -50,7 +51,8 @@ def main() -> None:
     if args.new_tokens < 2 or args.prompt_tokens < 16 or args.repeat < 1:
         parser.error("need --new-tokens >= 2, --prompt-tokens >= 16, --repeat >= 1")
 
-    loaded = load_model(args.model, progress=not args.json)
+    with loading_progress(enabled=not args.json) as progress:
+        loaded = load_model(args.model, progress=progress)
     runtime = LlamaRuntime(loaded.model)
     half = LlamaRuntime(loaded.model, decode_weight_dtype=torch.float16)
     short = chat_ids(loaded, "Tell me a story about a lighthouse keeper.")

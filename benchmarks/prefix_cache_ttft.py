@@ -274,7 +274,7 @@ def measure_warm_load() -> dict[str, float]:
         "import time\n"
         "started = time.perf_counter()\n"
         "from promptcache.model.loading import load_model\n"
-        "loaded = load_model(progress=False)\n"
+        "loaded = load_model()\n"
         "print(loaded.load_seconds, time.perf_counter() - started)\n"
     )
     begun = time.perf_counter()
@@ -295,7 +295,7 @@ def run(repeats: int, decode_tokens: int, progress: Callable[[str], None]) -> di
     progress("loading the embedded model")
     # One model thread for both engines, loading included (see model/torch_threads.py).
     executor = ModelExecutor()
-    loaded = executor.call(functools.partial(load_model, progress=False))
+    loaded = executor.call(functools.partial(load_model))
     cache_on = LocalEngine(
         LocalEngineConfig(prefix_cache=PrefixCacheConfig()), loaded=loaded, executor=executor
     )

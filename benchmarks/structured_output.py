@@ -20,6 +20,7 @@ import json
 import time
 from typing import Any
 
+from promptcache.cli._progress import loading_progress
 from promptcache.engine.local import LocalEngine
 from promptcache.engine.local.executor import ModelExecutor
 from promptcache.model.loading import load_model
@@ -66,7 +67,8 @@ def main() -> None:
         parser.error("need --new-tokens >= 8 and --repeat >= 1")
 
     executor = ModelExecutor()  # loads on the model thread too (model/torch_threads.py)
-    loaded = executor.call(functools.partial(load_model, progress=not args.json))
+    with loading_progress(enabled=not args.json) as progress:
+        loaded = executor.call(functools.partial(load_model, progress=progress))
     engine = LocalEngine(loaded=loaded, executor=executor)
     schema = {
         "type": "object",

@@ -109,7 +109,7 @@ def tiny_model_factory() -> Callable[..., LoadedModel]:
 
 @pytest.fixture(scope="session")
 def embedded_model() -> LoadedModel:
-    return load_model(progress=False)
+    return load_model()
 
 
 def mark_model_tests(items: list[pytest.Item]) -> None:

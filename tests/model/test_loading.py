@@ -109,7 +109,7 @@ def test_gguf_is_converted_once_then_loaded_from_the_cache(
 ) -> None:
     source = write_gguf(tiny_model, tmp_path / "Tiny-Llama.Q8_0.gguf")
     cache = tmp_path / "cache"
-    cold = load_model(source, cache_dir=cache, progress=False)
+    cold = load_model(source, cache_dir=cache)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     assert not cold.from_cache
     assert cold.name == "Tiny-Llama"
@@ -125,9 +125,31 @@ def test_gguf_is_converted_once_then_loaded_from_the_cache(
     assert "quantization_config" not in json.loads((converted / "config.json").read_text())
     assert [p.name for p in (cache / "models").iterdir()] == [digest], "no temp dirs left"
 
-    warm = load_model(source, cache_dir=cache, progress=False)
+    warm = load_model(source, cache_dir=cache)
     assert warm.from_cache and warm.model_id == cold.model_id
     torch.testing.assert_close(logits(warm.model), logits(cold.model), rtol=0, atol=0)
+
+
+def test_loading_reports_progress_through_the_callback(
+    tiny_model: LoadedModel, tmp_path: Path
+) -> None:
+    source = write_gguf(tiny_model, tmp_path / "tiny.gguf")
+    events: list[tuple[str, float | None]] = []
+    load_model(source, cache_dir=tmp_path / "cache", progress=lambda s, f: events.append((s, f)))
+    steps = [step for step, _ in events]
+    assert ("Hashing tiny.gguf", 1.0) in events
+    assert any(step.startswith("Converting tiny.gguf") for step in steps)
+    assert events[-1] == ("Converted tiny.gguf", 1.0)
+    assert all(f is None or 0.0 <= f <= 1.0 for _, f in events)
+    events.clear()
+    load_model(source, cache_dir=tmp_path / "cache", progress=lambda s, f: events.append((s, f)))
+    assert not any(step.startswith("Converting") for step, _ in events), "warm: no conversion"
+
+
+def test_loading_imports_no_progress_bar_library() -> None:
+    code = "import sys, promptcache.model.loading; print('rich' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_warm_load_reads_weights_without_transformers_modeling_code(
@@ -135,13 +157,13 @@ def test_warm_load_reads_weights_without_transformers_modeling_code(
 ) -> None:
     source = write_gguf(tiny_model, tmp_path / "tiny.gguf")
     cache = tmp_path / "cache"
-    load_model(source, cache_dir=cache, progress=False)  # converts
+    load_model(source, cache_dir=cache)  # converts
     # A fresh interpreter, as a server start: modeling_utils (and what it drags in:
     # torch.distributed, sympy) is most of a warm start and the engine needs none of it.
     code = (
         "import sys\n"
         "from promptcache.model.loading import load_model\n"
-        f"loaded = load_model({str(source)!r}, cache_dir={str(cache)!r}, progress=False)\n"
+        f"loaded = load_model({str(source)!r}, cache_dir={str(cache)!r})\n"
         "assert loaded.from_cache\n"
         "print(' '.join(m for m in sys.modules if 'modeling' in m or m == 'sympy'))\n"
     )
@@ -151,7 +173,7 @@ def test_warm_load_reads_weights_without_transformers_modeling_code(
     assert not [m for m in imported if m.startswith("transformers.models.")]
     assert "sympy" not in imported
 
-    warm = load_model(source, cache_dir=cache, progress=False)
+    warm = load_model(source, cache_dir=cache)
     runtime = LlamaRuntime(warm.weights)
     got = runtime.forward(IDS[0], runtime.new_kv(16), 0, all_logits=True)
     torch.testing.assert_close(got, logits(tiny_model.model)[0], rtol=0, atol=1e-4)
@@ -161,8 +183,8 @@ def test_transformers_model_is_built_on_demand_over_the_same_memory(
     tiny_model: LoadedModel, tmp_path: Path
 ) -> None:
     source = write_gguf(tiny_model, tmp_path / "tiny.gguf")
-    load_model(source, cache_dir=tmp_path / "cache", progress=False)
-    warm = load_model(source, cache_dir=tmp_path / "cache", progress=False)
+    load_model(source, cache_dir=tmp_path / "cache")
+    warm = load_model(source, cache_dir=tmp_path / "cache")
     LlamaRuntime(warm.weights)  # fuses: the named tensors now point into fused matrices
     model = warm.model
     assert model is warm.model, "built once"
@@ -184,12 +206,12 @@ def test_cache_of_an_older_format_is_converted_again(
     tiny_model: LoadedModel, tmp_path: Path
 ) -> None:
     source = write_gguf(tiny_model, tmp_path / "tiny.gguf")
-    load_model(source, cache_dir=tmp_path / "cache", progress=False)
+    load_model(source, cache_dir=tmp_path / "cache")
     converted = tmp_path / "cache" / "models" / hashlib.sha256(source.read_bytes()).hexdigest()
     marker = converted / "promptcache.json"
     old = {**json.loads(marker.read_text()), "format": loading.CACHE_FORMAT - 1}
     marker.write_text(json.dumps(old))
-    again = load_model(source, cache_dir=tmp_path / "cache", progress=False)
+    again = load_model(source, cache_dir=tmp_path / "cache")
     assert not again.from_cache
     assert json.loads(marker.read_text())["format"] == loading.CACHE_FORMAT
     torch.testing.assert_close(logits(again.model), logits(tiny_model.model), rtol=0, atol=1e-6)
@@ -201,7 +223,7 @@ def test_cache_without_marker_is_not_trusted(tiny_model: LoadedModel, tmp_path: 
     half_written = tmp_path / "cache" / "models" / digest
     half_written.mkdir(parents=True)
     (half_written / "config.json").write_text("{")
-    loaded = load_model(source, cache_dir=tmp_path / "cache", progress=False)
+    loaded = load_model(source, cache_dir=tmp_path / "cache")
     assert not loaded.from_cache
     torch.testing.assert_close(logits(loaded.model), logits(tiny_model.model), rtol=0, atol=1e-6)
 
@@ -261,7 +283,7 @@ def test_corrupt_memo_is_ignored(tmp_path: Path) -> None:
 
 def test_load_hf_directory(tiny_model: LoadedModel, tmp_path: Path) -> None:
     directory = save_tiny(tiny_model, tmp_path / "tiny-dir")
-    loaded = load_model(directory, cache_dir=tmp_path / "cache", progress=False)
+    loaded = load_model(directory, cache_dir=tmp_path / "cache")
     assert loaded.name == "tiny-dir"
     assert re.fullmatch(r"tiny-dir@sha256:[0-9a-f]{16}", loaded.model_id)
     assert loaded.from_cache and loaded.source == str(directory)
@@ -275,7 +297,7 @@ def test_load_hf_directory(tiny_model: LoadedModel, tmp_path: Path) -> None:
         tiny_model.tokenizer.apply_chat_template(chat, tokenize=False)
     )
     # The identity is stable across loads and changes with the weights.
-    again = load_model(directory, cache_dir=tmp_path / "cache", progress=False)
+    again = load_model(directory, cache_dir=tmp_path / "cache")
     assert again.model_id == loaded.model_id
     changed = save_tiny(tiny_model, tmp_path / "other")
     state = load_file(changed / "model.safetensors")
@@ -283,7 +305,7 @@ def test_load_hf_directory(tiny_model: LoadedModel, tmp_path: Path) -> None:
     state[first] = state[first] + 1
     save_file(state, changed / "model.safetensors", {"format": "pt"})
     renamed = changed.rename(tmp_path / "tiny-dir-2")
-    other = load_model(renamed, cache_dir=tmp_path / "cache", progress=False)
+    other = load_model(renamed, cache_dir=tmp_path / "cache")
     assert other.model_id.split("@")[1] != loaded.model_id.split("@")[1]
 
 
@@ -309,13 +331,13 @@ def test_unusual_checkpoint_falls_back_to_from_pretrained(
 
 def test_bad_sources_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_model(tmp_path / "nope", cache_dir=tmp_path, progress=False)
+        load_model(tmp_path / "nope", cache_dir=tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"config\.json"):
-        load_model(tmp_path / "empty", cache_dir=tmp_path, progress=False)
+        load_model(tmp_path / "empty", cache_dir=tmp_path)
     (tmp_path / "model.txt").write_text("hello")
     with pytest.raises(ValueError, match=r"\.gguf"):
-        load_model(tmp_path / "model.txt", cache_dir=tmp_path, progress=False)
+        load_model(tmp_path / "model.txt", cache_dir=tmp_path)
 
 
 def test_failed_conversion_leaves_no_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -324,7 +346,7 @@ def test_failed_conversion_leaves_no_cache(monkeypatch: pytest.MonkeyPatch, tmp_
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", explode)
     with pytest.raises(RuntimeError, match="killed"):
-        load_model(embedded_gguf_path(), cache_dir=tmp_path, progress=False)
+        load_model(embedded_gguf_path(), cache_dir=tmp_path)
     models = tmp_path / "models"
     assert not models.exists() or not any(models.iterdir()), "no partial cache left behind"
 

@@ -29,6 +29,7 @@ from rich.console import Console
 
 from promptcache.checkpoints import AutoCacheConfig
 from promptcache.cli._app import app
+from promptcache.cli._progress import loading_progress
 from promptcache.cost.ledger import CostLedger
 from promptcache.cost.pricing import PriceTable
 from promptcache.engine.base import Engine
@@ -124,13 +125,13 @@ def _build_engine(choice: _EngineChoice) -> tuple[Engine, str]:
     if choice.kv_cache_bytes is not None:
         prefix_options["kv_cache_bytes"] = choice.kv_cache_bytes
     console.print(f"Loading model [bold]{choice.model or 'embedded SmolLM2-135M-Instruct'}[/]…")
-    local = LocalEngine.from_config(
-        LocalEngineConfig(
-            model=choice.model,
-            prefix_cache=PrefixCacheConfig(**prefix_options),
-            decode_precision=choice.decode_precision,
-        )
+    config = LocalEngineConfig(
+        model=choice.model,
+        prefix_cache=PrefixCacheConfig(**prefix_options),
+        decode_precision=choice.decode_precision,
     )
+    with loading_progress(console) as progress:
+        local = LocalEngine.from_config(config, progress=progress)
     names = ", ".join(info.id for info in local.models())
     engine = ThreadedEngine(local, max_queue=choice.max_queue, workers=choice.workers)
     return engine, f"local engine serving {names}"

@@ -17,6 +17,9 @@ hashes are memoised by (path, size, mtime) in ``<cache root>/hashes.json``.
 
 The cache root is ``$PROMPTCACHE_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/promptcache``, else ``~/.cache/promptcache``.
+
+Loading reports how it goes to an optional :data:`LoadProgress` callback (the
+CLI draws it as a progress bar); it prints nothing itself.
 """
 
 from __future__ import annotations
@@ -31,21 +34,12 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from promptcache.model.weight_files import (
     build_hf_model,
@@ -68,6 +62,12 @@ EMBEDDED_VERSION = "0.1.2"
 CACHE_FORMAT = 2
 """Bumped when the layout of a converted-model directory changes; older caches are
 converted again. 2: ``config.json`` holds the full config (read without its class)."""
+
+LoadProgress = Callable[[str, float | None], None]
+"""Told how loading goes: ``(step, fraction)`` -- what is happening now (``"Hashing
+model.gguf"``) and the fraction of it done, None while unknown. A step is over
+once its fraction reaches 1.0; a step whose description changes before that is
+the same step, renamed (converting, then writing the converted model)."""
 
 _MARKER = "promptcache.json"
 _HASH_CHUNK = 1 << 22
@@ -159,9 +159,12 @@ def load_model(
     source: str | Path | None = None,
     *,
     cache_dir: Path | None = None,
-    progress: bool = True,
+    progress: LoadProgress | None = None,
 ) -> LoadedModel:
-    """Load ``source`` (see the module docstring) as a float32 model in eval mode."""
+    """Load ``source`` (see the module docstring) as a float32 model in eval mode.
+
+    ``progress``: told how hashing and a first conversion go (see :data:`LoadProgress`).
+    """
     started = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
@@ -169,26 +172,26 @@ def load_model(
     if not path.exists():
         raise FileNotFoundError(f"Model source {str(path)!r} does not exist.")
 
-    with _progress(enabled=progress) as bar:
-        if path.is_file() and path.suffix.lower() == ".gguf":
-            digest = file_sha256(path, memo=root / "hashes.json", bar=bar)
-            name = _QUANT_SUFFIX.sub("", path.stem) or path.stem
-            target = root / "models" / digest
-            from_cache = _cache_format(target) == CACHE_FORMAT
-            if not from_cache:
-                _convert_gguf(path, target, name=name, digest=digest, bar=bar)
-            weights, tokenizer, generation = read_weights(target)
-        elif path.is_dir() and (path / "config.json").is_file():
-            digest = _directory_sha256(path, memo=root / "hashes.json", bar=bar)
-            name = path.resolve().name
-            from_cache = True
-            model, tokenizer = load_hf_directory(path)
-            weights, generation = ModelWeights.of_module(model), model.generation_config
-        else:
-            raise ValueError(
-                f"Unsupported model source {str(path)!r}: expected a .gguf file or a "
-                "Hugging Face model directory containing config.json."
-            )
+    report = progress or _silent
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        digest = file_sha256(path, memo=root / "hashes.json", progress=report)
+        name = _QUANT_SUFFIX.sub("", path.stem) or path.stem
+        target = root / "models" / digest
+        from_cache = _cache_format(target) == CACHE_FORMAT
+        if not from_cache:
+            _convert_gguf(path, target, name=name, digest=digest, progress=report)
+        weights, tokenizer, generation = read_weights(target)
+    elif path.is_dir() and (path / "config.json").is_file():
+        digest = _directory_sha256(path, memo=root / "hashes.json", progress=report)
+        name = path.resolve().name
+        from_cache = True
+        model, tokenizer = load_hf_directory(path)
+        weights, generation = ModelWeights.of_module(model), model.generation_config
+    else:
+        raise ValueError(
+            f"Unsupported model source {str(path)!r}: expected a .gguf file or a "
+            "Hugging Face model directory containing config.json."
+        )
 
     return LoadedModel(
         weights=weights,
@@ -202,7 +205,13 @@ def load_model(
     )
 
 
-def file_sha256(path: Path, *, memo: Path | None = None, bar: Progress | None = None) -> str:
+def _silent(step: str, fraction: float | None) -> None:
+    """A :data:`LoadProgress` that tells no one."""
+
+
+def file_sha256(
+    path: Path, *, memo: Path | None = None, progress: LoadProgress | None = None
+) -> str:
     """Hex SHA-256 of a file, hashed in chunks; memoised in ``memo`` by (path, size, mtime)."""
     stat = path.stat()
     key = str(path.resolve())
@@ -215,12 +224,14 @@ def file_sha256(path: Path, *, memo: Path | None = None, bar: Progress | None = 
             return digest
 
     hasher = hashlib.sha256()
-    task = bar.add_task(f"Hashing {path.name}", total=stat.st_size) if bar else None
+    report, step, done = progress or _silent, f"Hashing {path.name}", 0
+    report(step, 0.0)
     with path.open("rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):
             hasher.update(chunk)
-            if bar is not None and task is not None:
-                bar.advance(task, len(chunk))
+            done += len(chunk)
+            report(step, min(done / stat.st_size, 1.0) if stat.st_size else 1.0)
+    report(step, 1.0)
     digest = hasher.hexdigest()
     if memo is not None:
         known = _read_json_object(memo)  # re-read: another process may have added entries
@@ -229,23 +240,26 @@ def file_sha256(path: Path, *, memo: Path | None = None, bar: Progress | None = 
     return digest
 
 
-def _convert_gguf(path: Path, target: Path, *, name: str, digest: str, bar: Progress) -> None:
+def _convert_gguf(
+    path: Path, target: Path, *, name: str, digest: str, progress: LoadProgress
+) -> None:
     """De-quantise a GGUF file to a float32 Hugging Face directory at ``target``, atomically."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    task = bar.add_task(f"Converting {path.name} to float32 (one time)", total=None)
+    step = f"Converting {path.name} to float32 (one time)"
+    progress(step, None)
     with (
         quiet_transformers(),
-        _gguf_progress(bar, task),
+        _gguf_progress(progress, step),
         tempfile.TemporaryDirectory(prefix=f".{digest[:16]}-", dir=target.parent) as tmp,
     ):
         model = AutoModelForCausalLM.from_pretrained(
             path.parent, gguf_file=path.name, dtype=torch.float32
         )
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        bar.update(task, description="Writing the converted model to the cache")
+        progress("Writing the converted model to the cache", None)
         staging = Path(tmp) / "model"
         staging.mkdir()
         save_file(_untied_state_dict(model), staging / "model.safetensors", {"format": "pt"})
@@ -272,7 +286,7 @@ def _convert_gguf(path: Path, target: Path, *, name: str, digest: str, bar: Prog
                 shutil.rmtree(target, ignore_errors=True)
             with contextlib.suppress(OSError):  # lost a rename race: the winner's copy stays
                 staging.rename(target)
-        bar.update(task, total=1, completed=1, description=f"Converted {path.name}")
+        progress(f"Converted {path.name}", 1.0)
     if _cache_format(target) != CACHE_FORMAT:
         raise OSError(f"Could not write the converted model cache at {str(target)!r}.")
 
@@ -299,7 +313,7 @@ def _untied_state_dict(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     return out
 
 
-def _directory_sha256(directory: Path, *, memo: Path, bar: Progress) -> str:
+def _directory_sha256(directory: Path, *, memo: Path, progress: LoadProgress) -> str:
     """One digest over a HF directory's config, tokenizer and weight files (names + contents)."""
     patterns = ("config.json", "generation_config.json", "tokenizer*.json", "*.safetensors")
     files = sorted({f for p in patterns for f in directory.glob(p) if f.is_file()})
@@ -307,7 +321,7 @@ def _directory_sha256(directory: Path, *, memo: Path, bar: Progress) -> str:
     hasher = hashlib.sha256()
     for file in files:
         hasher.update(file.name.encode())
-        hasher.update(bytes.fromhex(file_sha256(file, memo=memo, bar=bar)))
+        hasher.update(bytes.fromhex(file_sha256(file, memo=memo, progress=progress)))
     return hasher.hexdigest()
 
 
@@ -334,28 +348,12 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 @contextlib.contextmanager
-def _progress(*, enabled: bool) -> Iterator[Progress]:
-    bar = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
-    with bar:
-        yield bar
-
-
-@contextlib.contextmanager
-def _gguf_progress(bar: Progress, task: Any) -> Iterator[None]:
-    """Route the GGUF de-quantisation loop (a bare tqdm in transformers) to our rich bar.
+def _gguf_progress(progress: LoadProgress, step: str) -> Iterator[None]:
+    """Route the GGUF de-quantisation loop (a bare tqdm in transformers) to ``progress``.
 
     The loop lives in ``transformers.modeling_gguf_pytorch_utils``, which calls
-    the module-level name ``tqdm``; if a future version moves it, the bar just
-    stays a spinner.
+    the module-level name ``tqdm``; if a future version moves it, the step's
+    fraction just stays unknown.
     """
     try:
         import transformers.modeling_gguf_pytorch_utils as gguf_utils
@@ -369,10 +367,10 @@ def _gguf_progress(bar: Progress, task: Any) -> Iterator[None]:
 
     def tracked(iterable: Iterable[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
         items = list(iterable)
-        bar.update(task, total=len(items), completed=0)
-        for item in items:
+        progress(step, 0.0)
+        for done, item in enumerate(items, start=1):
             yield item
-            bar.advance(task)
+            progress(step, done / len(items))
 
     setattr(gguf_utils, "tqdm", tracked)  # noqa: B010 - the module does not export it
     try:

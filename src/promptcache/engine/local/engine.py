@@ -27,7 +27,7 @@ from promptcache.engine.local.prompt import ChatRenderer
 from promptcache.engine.local.sampling import DEFAULT_MAX_TOKENS, validate_sampling
 from promptcache.engine.local.structured_output import OutputGrammars
 from promptcache.errors import RequestError
-from promptcache.model.loading import LoadedModel, load_model
+from promptcache.model.loading import LoadedModel, LoadProgress, load_model
 from promptcache.model.runtime import LlamaRuntime
 from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
 from promptcache.prefix.pool import KVLayout
@@ -133,10 +133,15 @@ class LocalEngine:
         )
 
     @classmethod
-    def from_config(cls, config: LocalEngineConfig) -> LocalEngine:
-        """Load ``config.model`` (on the engine's compute thread) and serve it."""
+    def from_config(
+        cls, config: LocalEngineConfig, *, progress: LoadProgress | None = None
+    ) -> LocalEngine:
+        """Load ``config.model`` (on the engine's compute thread) and serve it.
+
+        ``progress``: told how loading goes (:data:`~promptcache.model.loading.LoadProgress`).
+        """
         executor = ModelExecutor()
-        loaded = executor.call(functools.partial(load_model, config.model))
+        loaded = executor.call(functools.partial(load_model, config.model, progress=progress))
         return cls(config, loaded=loaded, executor=executor)
 
     @property
