@@ -345,3 +345,27 @@ class PromptUsage:
 StreamEvent: TypeAlias = TextDelta | PromptUsage | Result
 """What engines stream: an optional ``PromptUsage``, zero or more ``TextDelta``,
 then exactly one ``Result``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    id: str
+    owned_by: str = "promptcache"
+    created: int = 0
+    aliases: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrefixCacheSnapshot:
+    """Prefix (KV) cache figures for /metrics and /v1/cache/stats."""
+
+    tokens_queried: int = 0
+    tokens_hit: int = 0
+    kv_bytes_used: int = 0
+    kv_bytes_pinned: int = 0
+    kv_bytes_budget: int = 0
+    blocks_used: int = 0
+    blocks_pinned: int = 0
+    blocks_referenced: int = 0
+    """Cached blocks held by in-flight requests right now: 0 at rest, or a reference leaked."""
+    evictions: int = 0

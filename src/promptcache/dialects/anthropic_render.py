@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promptcache.dialects._common import dialect_id, dumps, new_id, sse_event
-from promptcache.engine.base import ModelInfo
 from promptcache.errors import PromptCacheError, UpstreamError
 from promptcache.request import (
     ChatRequest,
     Choice,
+    ModelInfo,
     PromptUsage,
     Result,
     StreamEvent,

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from promptcache.dialects._common import dialect_id, dumps, new_id, sse_data
-from promptcache.engine.base import ModelInfo
 from promptcache.errors import PromptCacheError, UpstreamError
 from promptcache.request import (
     ChatRequest,
     Choice,
+    ModelInfo,
     PromptUsage,
     Result,
     StreamEvent,

@@ -12,6 +12,9 @@ Two shapes exist because compute and I/O differ:
 Both yield zero or more :class:`~promptcache.request.TextDelta` and then
 exactly one :class:`~promptcache.request.Result`. Engines know nothing of
 HTTP; invalid requests raise :class:`~promptcache.errors.RequestError`.
+The value types engines report (:class:`~promptcache.request.ModelInfo`,
+:class:`~promptcache.request.PrefixCacheSnapshot`) live with the request types,
+so the layers above read them without importing the engine layer.
 """
 
 from __future__ import annotations
@@ -19,34 +22,9 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from promptcache.request import ChatRequest, Result, StreamEvent
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelInfo:
-    id: str
-    owned_by: str = "promptcache"
-    created: int = 0
-    aliases: tuple[str, ...] = field(default=())
-
-
-@dataclass(frozen=True, kw_only=True)
-class PrefixCacheSnapshot:
-    """Prefix (KV) cache figures for /metrics and /v1/cache/stats."""
-
-    tokens_queried: int = 0
-    tokens_hit: int = 0
-    kv_bytes_used: int = 0
-    kv_bytes_pinned: int = 0
-    kv_bytes_budget: int = 0
-    blocks_used: int = 0
-    blocks_pinned: int = 0
-    blocks_referenced: int = 0
-    """Cached blocks held by in-flight requests right now: 0 at rest, or a reference leaked."""
-    evictions: int = 0
+from promptcache.request import ChatRequest, ModelInfo, PrefixCacheSnapshot, Result, StreamEvent
 
 
 class SyncEngine(Protocol):
@@ -89,3 +67,6 @@ class Engine(ABC):
 
     async def aclose(self) -> None:
         return None
+
+
+__all__ = ["Engine", "ModelInfo", "PrefixCacheSnapshot", "SyncEngine"]

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from promptcache.engine.base import PrefixCacheSnapshot
 from promptcache.prefix import hashing
 from promptcache.prefix.block import CachedBlock
 from promptcache.prefix.config import PrefixCacheConfig
@@ -42,7 +41,7 @@ from promptcache.prefix.eviction import make_eviction_policy
 from promptcache.prefix.hashing import BlockHash
 from promptcache.prefix.pins import PinTable
 from promptcache.prefix.pool import KVBlockPool, KVLayout
-from promptcache.request import TTL_SECONDS, CacheTTL
+from promptcache.request import TTL_SECONDS, CacheTTL, PrefixCacheSnapshot
 
 __all__ = [
     "CommitReport",

@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from promptcache.dialects import anthropic, openai
-from promptcache.engine.base import ModelInfo
 from promptcache.errors import PromptCacheError
-from promptcache.request import ChatRequest, Result, StreamEvent
+from promptcache.request import ChatRequest, ModelInfo, Result, StreamEvent
 
 
 class Dialect(Protocol):

@@ -8,8 +8,8 @@ leaves it unchanged.
 
 from __future__ import annotations
 
-from promptcache.engine.base import ModelInfo
 from promptcache.errors import ModelNotFoundError
+from promptcache.request import ModelInfo
 
 
 class ModelCatalog:
