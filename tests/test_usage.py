@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from promptcache.usage import WrittenBreakpoint, account_prompt
+from promptcache.request import BreakpointPosition
+from promptcache.usage import account_prompt
 
 
 def test_no_breakpoints_no_hit_is_all_input() -> None:
@@ -20,7 +21,7 @@ def test_implicit_hit_is_read_rest_is_input() -> None:
 
 
 def test_mixed_ttl_rule_read_then_1h_then_5m() -> None:
-    bps = [WrittenBreakpoint(position=1024, ttl="1h"), WrittenBreakpoint(position=3072, ttl="5m")]
+    bps = [BreakpointPosition(position=1024, ttl="1h"), BreakpointPosition(position=3072, ttl="5m")]
     usage = account_prompt(prompt_tokens=4000, cache_hit_tokens=512, breakpoints=bps)
     assert usage.cache_read_input_tokens == 512
     assert usage.cache_creation_1h_input_tokens == 1024 - 512
@@ -30,7 +31,7 @@ def test_mixed_ttl_rule_read_then_1h_then_5m() -> None:
 
 
 def test_breakpoints_at_or_before_the_hit_write_nothing() -> None:
-    bps = [WrittenBreakpoint(position=1024, ttl="1h"), WrittenBreakpoint(position=2048, ttl="5m")]
+    bps = [BreakpointPosition(position=1024, ttl="1h"), BreakpointPosition(position=2048, ttl="5m")]
     usage = account_prompt(prompt_tokens=3000, cache_hit_tokens=2048, breakpoints=bps)
     assert usage.cache_creation_input_tokens == 0
     assert usage.cache_read_input_tokens == 2048
@@ -38,7 +39,7 @@ def test_breakpoints_at_or_before_the_hit_write_nothing() -> None:
 
 
 def test_only_5m_after_hit() -> None:
-    bps = [WrittenBreakpoint(position=1024, ttl="1h"), WrittenBreakpoint(position=2048, ttl="5m")]
+    bps = [BreakpointPosition(position=1024, ttl="1h"), BreakpointPosition(position=2048, ttl="5m")]
     usage = account_prompt(prompt_tokens=3000, cache_hit_tokens=1024, breakpoints=bps)
     assert usage.cache_creation_1h_input_tokens == 0
     assert usage.cache_creation_5m_input_tokens == 1024

@@ -35,7 +35,6 @@ from promptcache.request import (
     Message,
     TextBlock,
     Tool,
-    validate_breakpoints,
 )
 
 logger = logging.getLogger(__name__)
@@ -99,8 +98,8 @@ def plan_checkpoints(
         return request
     result = request
     for point in added:
+        # Each step is validated as it is built (a subset of a valid plan is valid).
         result = _mark(result, point)
-    validate_breakpoints(result.breakpoints())
     return result
 
 

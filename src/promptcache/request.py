@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 from promptcache.errors import RequestError
 
@@ -144,10 +144,18 @@ class ChatRequest:
     """User-chosen response-cache partition (``x-promptcache-namespace``)."""
     transport: Transport = field(default_factory=Transport)
 
-    def breakpoints(self) -> tuple[Breakpoint, ...]:
-        """The explicit ``cache_control`` breakpoints, in canonical order, validated."""
+    def __post_init__(self) -> None:
+        # Validated once, when the request is built (by a dialect, the planner or
+        # a library caller): a request that exists obeys the breakpoint rules. Kept
+        # outside the dataclass fields, so neither equality nor cache keys see it.
         points = tuple(_iter_breakpoints(self))
         validate_breakpoints(points)
+        object.__setattr__(self, "_breakpoints", points)
+
+    def breakpoints(self) -> tuple[Breakpoint, ...]:
+        """The explicit ``cache_control`` breakpoints, in canonical order (validated when
+        the request was built: at most 4, every 1h one before any 5m one)."""
+        points: tuple[Breakpoint, ...] = self.__dict__["_breakpoints"]
         return points
 
 
@@ -167,6 +175,16 @@ class Breakpoint:
     @property
     def ttl_seconds(self) -> int:
         return TTL_SECONDS[self.ttl]
+
+
+class BreakpointPosition(NamedTuple):
+    """A breakpoint located in the rendered prompt: the cached prefix is the first
+    ``position`` tokens, kept for ``ttl``. The one type every layer passes
+    breakpoints on as once they have token positions (prompt rendering, the
+    prefix cache's pins, usage accounting)."""
+
+    position: int
+    ttl: CacheTTL
 
 
 def _iter_breakpoints(request: ChatRequest) -> Iterator[Breakpoint]:

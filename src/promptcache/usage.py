@@ -10,27 +10,19 @@ start of the prompt (already block-aligned by the engine).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from promptcache.request import CacheTTL, Usage
-
-
-@dataclass(frozen=True, kw_only=True)
-class WrittenBreakpoint:
-    """A breakpoint whose prefix (``position`` tokens) was written or refreshed."""
-
-    position: int
-    ttl: CacheTTL
+from promptcache.request import BreakpointPosition, Usage
 
 
 def account_prompt(
     *,
     prompt_tokens: int,
     cache_hit_tokens: int,
-    breakpoints: Sequence[WrittenBreakpoint],
+    breakpoints: Sequence[BreakpointPosition],
     output_tokens: int = 0,
 ) -> Usage:
-    """Split ``prompt_tokens`` into read, 1h write, 5m write and plain input."""
+    """Split ``prompt_tokens`` into read, 1h write, 5m write and plain input;
+    ``breakpoints`` are those whose prefix was written or refreshed."""
     if not 0 <= cache_hit_tokens <= prompt_tokens:
         raise ValueError(
             f"cache_hit_tokens={cache_hit_tokens} must be within 0..prompt_tokens={prompt_tokens}"

@@ -17,8 +17,8 @@ from promptcache.cost.pricing import (
     format_amount,
     profile_named,
 )
-from promptcache.request import CacheTTL, Usage
-from promptcache.usage import WrittenBreakpoint, account_prompt
+from promptcache.request import BreakpointPosition, CacheTTL, Usage
+from promptcache.usage import account_prompt
 
 SONNET = ModelPrice.of("3", "15", "anthropic")
 
@@ -81,7 +81,7 @@ def test_mixed_ttl_layouts_priced_under_anthropic(
     usage = account_prompt(
         prompt_tokens=5000,
         cache_hit_tokens=hit,
-        breakpoints=[WrittenBreakpoint(position=p, ttl=t) for p, t in breakpoints],
+        breakpoints=[BreakpointPosition(position=p, ttl=t) for p, t in breakpoints],
     )
     assert usage.cache_read_input_tokens == expected_read
     assert usage.cache_creation_1h_input_tokens == expected_1h

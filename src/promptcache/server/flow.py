@@ -186,7 +186,6 @@ class ChatFlow:
         model = self.catalog.resolve(request.model)
         if model != request.model:
             request = replace(request, model=model)
-        request.breakpoints()  # 400 on too many or misordered, before any cache access
         return request
 
     def _cache_key(self, parsed: ParsedRequest, directives: CacheDirectives) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -233,27 +233,31 @@ def test_concurrent_requests_decode_together_and_say_the_same(tiny_model: Any) -
     assert_no_refs(engine)
 
 
-FIVE_BREAKPOINTS = ChatRequest(
-    model="tiny",
-    messages=(
-        Message(
-            role="user",
-            content=tuple(TextBlock(text=f"b{i}", cache_control=CacheControl()) for i in range(5)),
+def five_breakpoints() -> ChatRequest:
+    # Refused as it is built (ChatRequest validates its breakpoints once, up front).
+    return ChatRequest(
+        model="tiny",
+        messages=(
+            Message(
+                role="user",
+                content=tuple(
+                    TextBlock(text=f"b{i}", cache_control=CacheControl()) for i in range(5)
+                ),
+            ),
         ),
-    ),
-)
+    )
 
 
 @pytest.mark.parametrize(
-    "request_",
-    [FIVE_BREAKPOINTS, ask("x", temperature=3.0), ask("x", max_tokens=0)],
+    "make_request",
+    [five_breakpoints, lambda: ask("x", temperature=3.0), lambda: ask("x", max_tokens=0)],
     ids=["five-breakpoints", "temperature", "max_tokens"],
 )
 def test_invalid_requests_raise_before_anything_is_yielded(
-    engine: LocalEngine, request_: ChatRequest
+    engine: LocalEngine, make_request: Callable[[], ChatRequest]
 ) -> None:
-    stream = engine.generate(request_)
     with pytest.raises(RequestError):
+        stream = engine.generate(make_request())
         next(stream)
     assert_no_refs(engine)
 

@@ -209,14 +209,15 @@ def test_images_are_rejected(renderer: ChatRenderer) -> None:
 
 
 def test_too_many_breakpoints_and_ttl_order(renderer: ChatRenderer) -> None:
-    five = ChatRequest(model="m", messages=(user(*(text(f"block {i}", FIVE) for i in range(5))),))
+    # Refused when the request is built, so no invalid request ever reaches rendering.
     with pytest.raises(RequestError, match="maximum of 4"):
-        renderer.render(five)
-    wrong_order = ChatRequest(
-        model="m", system=(text("a", FIVE),), messages=(user(text("b", HOUR)),)
-    )
+        renderer.render(
+            ChatRequest(model="m", messages=(user(*(text(f"block {i}", FIVE) for i in range(5))),))
+        )
     with pytest.raises(RequestError, match="1h"):
-        renderer.render(wrong_order)
+        renderer.render(
+            ChatRequest(model="m", system=(text("a", FIVE),), messages=(user(text("b", HOUR)),))
+        )
 
 
 def test_empty_messages_are_rejected(renderer: ChatRenderer) -> None:

@@ -54,6 +54,7 @@ from promptcache.model.runtime import LlamaRuntime
 from promptcache.model.torch_threads import torch_threads
 from promptcache.prefix.cache import PrefixCache, PrefixMatch
 from promptcache.request import (
+    BreakpointPosition,
     ChatRequest,
     Choice,
     FinishReason,
@@ -64,7 +65,7 @@ from promptcache.request import (
     ToolUseBlock,
     Usage,
 )
-from promptcache.usage import WrittenBreakpoint, account_prompt
+from promptcache.usage import account_prompt
 
 INITIAL_DECODE_ROOM = 128
 """KV positions reserved for output up front; the buffer doubles when decoding
@@ -121,7 +122,7 @@ class Generation:
         self._kv: KVBuffer | None = None
         self._prefilled = False
         self._committed = False
-        self._written: list[WrittenBreakpoint] = []
+        self._written: list[BreakpointPosition] = []
         """The breakpoints the commit pinned (usage depends on them)."""
 
     def run(self) -> Iterator[StreamEvent]:
@@ -202,7 +203,7 @@ class Generation:
                 pins=list(self._prompt.breakpoint_positions),
             )
         )
-        self._written = [WrittenBreakpoint(position=p, ttl=ttl) for p, ttl in report.pinned]
+        self._written = [BreakpointPosition(p, ttl) for p, ttl in report.pinned]
 
     def decode(
         self, index: int, prompt_logits: torch.Tensor

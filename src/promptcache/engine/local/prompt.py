@@ -64,7 +64,7 @@ from promptcache.engine.local.tool_calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from promptcache.errors import RequestError
 from promptcache.request import (
     Breakpoint,
-    CacheTTL,
+    BreakpointPosition,
     ChatRequest,
     ContentBlock,
     ImageBlock,
@@ -104,11 +104,11 @@ class ChatTokenizer(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class RenderedPrompt:
-    """A rendered request: the text, its token ids, and (position, ttl) per breakpoint."""
+    """A rendered request: the text, its token ids, and each breakpoint's position."""
 
     text: str
     token_ids: tuple[int, ...]
-    breakpoint_positions: tuple[tuple[int, CacheTTL], ...]
+    breakpoint_positions: tuple[BreakpointPosition, ...]
 
 
 @dataclass(frozen=True)
@@ -149,14 +149,14 @@ class ChatRenderer:
             encoding = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         token_ids = tuple(int(t) for t in encoding["input_ids"])
         offsets: list[tuple[int, int]] = [(int(s), int(e)) for s, e in encoding["offset_mapping"]]
-        positions: list[tuple[int, CacheTTL]] = []
+        positions: list[BreakpointPosition] = []
         for point in breakpoints:
             index, block_end = _locate_block(point, contents, system_count, len(request.tools))
             char_end = self._char_offset(contents, index, block_end, text, continue_final)
             if char_end is None:
                 logger.warning("could not locate breakpoint %s in the rendered prompt", point)
                 continue
-            positions.append((tokens_ending_by(offsets, char_end), point.ttl))
+            positions.append(BreakpointPosition(tokens_ending_by(offsets, char_end), point.ttl))
         return RenderedPrompt(text=text, token_ids=token_ids, breakpoint_positions=tuple(positions))
 
     def _contents(self, request: ChatRequest) -> tuple[list[_Content], int]:
