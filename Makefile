@@ -9,7 +9,7 @@ SMOLLM2_VERSION := 0.1.2
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint typecheck pytest bench clean
+.PHONY: setup serve test lint typecheck pytest bench soak clean
 
 setup: $(VENV)/.deps
 
@@ -43,6 +43,13 @@ test: lint typecheck pytest
 
 bench: setup
 	$(BIN)/promptcache bench
+
+# 32 loopback clients through a Redis kill and a server SIGKILL (needs redis-server);
+# prints one table and fails when any check does. SOAK_ARGS=--json for a JSON object.
+SOAK_SECONDS ?= 300
+SOAK_ARGS ?=
+soak: setup
+	$(BIN)/python benchmarks/soak.py --duration $(SOAK_SECONDS) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .promptcache .mypy_cache .pytest_cache .ruff_cache
