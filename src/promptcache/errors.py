@@ -1,18 +1,26 @@
-"""Every exception promptcache raises on purpose, and the HTTP status each maps to.
+"""Every exception promptcache raises on purpose.
 
-    PromptCacheError
-    ├── RequestError          400  invalid request (schema, breakpoints, parameters)
-    ├── AuthenticationError   401  missing or wrong API key
-    ├── ModelNotFoundError    404  the model is not served here
-    ├── PayloadTooLargeError  413  request body over the limit
-    ├── UnsupportedMediaTypeError 415  the body is not JSON (Content-Type)
-    ├── OverloadedError       429  the engine queue is full
-    ├── InternalError         500  a fault inside promptcache, contained to one request
-    ├── UpstreamError         502  the upstream provider failed (status kept)
-    ├── RequestTimeoutError   504  the request ran past the server's deadline
+    PromptCacheError               (anything else promptcache meant to raise)
+    ├── RequestError               invalid request (schema, breakpoints, parameters)
+    ├── AuthenticationError        missing or wrong API key
+    ├── PermissionDeniedError      the caller may not do this here, whatever its key
+    ├── ModelNotFoundError         the model is not served here
+    ├── PayloadTooLargeError       request body over the limit
+    ├── UnsupportedMediaTypeError  the body is not JSON (Content-Type)
+    ├── OverloadedError            the engine queue is full
+    ├── InternalError              a fault inside promptcache, contained to one request
+    ├── UpstreamError              the upstream provider failed (its status kept)
+    ├── RequestTimeoutError        the request ran past the server's deadline
     └── StoreError                 a response-cache store is unusable (names the fix)
 
-Dialects render these in their own error body; nothing else should reach a
+    ImportError
+    └── MissingExtraError          an optional dependency is not installed; names the
+                                   ``pip install 'promptcache[...]'`` that fixes it
+                                   (:mod:`promptcache._extras`)
+
+These are the library's own: they know nothing of HTTP. The server's one
+table of HTTP statuses is :data:`promptcache.dialects.base.ERROR_STATUS`, and
+each dialect renders an error in its own body; nothing else should reach a
 client as a 500.
 """
 
@@ -20,8 +28,7 @@ from __future__ import annotations
 
 
 class PromptCacheError(Exception):
-    status_code = 500
-    error_type = "api_error"
+    """The root of promptcache's errors; ``param`` names the offending field when known."""
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -32,38 +39,33 @@ class PromptCacheError(Exception):
 class RequestError(PromptCacheError, ValueError):
     """The request is invalid; ``param`` names the offending field (dotted path) when known."""
 
-    status_code = 400
-    error_type = "invalid_request_error"
-
 
 class AuthenticationError(PromptCacheError):
-    status_code = 401
-    error_type = "authentication_error"
+    """No API key, or one this server does not know."""
+
+
+class PermissionDeniedError(PromptCacheError):
+    """The caller may not do this on this server, whatever key it sends."""
 
 
 class ModelNotFoundError(PromptCacheError):
-    status_code = 404
-    error_type = "not_found_error"
+    """The requested model (or alias) is not served here."""
 
 
 class PayloadTooLargeError(PromptCacheError):
-    status_code = 413
-    error_type = "request_too_large"
+    """The request body is over the server's limit (``--max-body-bytes``)."""
 
 
 class UnsupportedMediaTypeError(PromptCacheError):
-    status_code = 415
-    error_type = "invalid_request_error"
+    """The body is declared as something other than JSON (``Content-Type``)."""
 
 
 class OverloadedError(PromptCacheError):
-    status_code = 429
-    error_type = "rate_limit_error"
+    """The engine's queue is full (or the upstream said it is overloaded)."""
 
 
 class UpstreamError(PromptCacheError):
-    status_code = 502
-    error_type = "api_error"
+    """The upstream provider failed; ``upstream_status`` is its HTTP status, when it gave one."""
 
     def __init__(
         self, message: str, *, upstream_status: int | None = None, param: str | None = None
@@ -80,9 +82,6 @@ class InternalError(PromptCacheError):
     which may quote the request.
     """
 
-    status_code = 500
-    error_type = "api_error"
-
     def __init__(self, request_id: str) -> None:
         super().__init__(
             f"The server failed while handling this request (request id {request_id}); "
@@ -93,9 +92,6 @@ class InternalError(PromptCacheError):
 
 class RequestTimeoutError(PromptCacheError):
     """The request did not finish within the server's deadline (``--request-timeout``)."""
-
-    status_code = 504
-    error_type = "timeout_error"
 
 
 def is_interpreter_exit(exc: BaseException) -> bool:

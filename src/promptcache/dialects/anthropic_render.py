@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promptcache.dialects._common import dialect_id, dumps, new_id, sse_event
+from promptcache.dialects.base import error_status
 from promptcache.errors import PromptCacheError, UpstreamError
 from promptcache.request import (
     ChatRequest,
@@ -98,14 +99,14 @@ def render_response(result: Result, request: ChatRequest) -> dict[str, Any]:
 
 
 def error_body(error: PromptCacheError) -> dict[str, Any]:
-    status = error.status_code
+    status = error_status(error)
     error_type = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
     return {"type": "error", "error": {"type": error_type, "message": error.message}}
 
 
 def render_error(error: PromptCacheError) -> tuple[int, dict[str, Any]]:
     """The HTTP status and Anthropic's ``{"type": "error", "error": {...}}`` body."""
-    return error.status_code, error_body(error)
+    return error_status(error), error_body(error)
 
 
 class _EventWriter:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from promptcache.dialects._common import dialect_id, dumps, new_id, sse_data
+from promptcache.dialects.base import error_status
 from promptcache.errors import PromptCacheError, UpstreamError
 from promptcache.request import (
     ChatRequest,
@@ -142,7 +143,7 @@ class _ChunkWriter:
 
 
 def error_body(error: PromptCacheError) -> dict[str, Any]:
-    status = error.status_code
+    status = error_status(error)
     code = getattr(error, "code", None) or _ERROR_CODES.get(status)
     return {
         "error": {
@@ -158,7 +159,7 @@ def error_body(error: PromptCacheError) -> dict[str, Any]:
 
 def render_error(error: PromptCacheError) -> tuple[int, dict[str, Any]]:
     """The HTTP status and OpenAI's ``{"error": {...}}`` body."""
-    return error.status_code, error_body(error)
+    return error_status(error), error_body(error)
 
 
 async def render_stream(

@@ -18,14 +18,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
-from promptcache.errors import AuthenticationError, PromptCacheError
-
-
-class PermissionDeniedError(PromptCacheError):
-    """The caller may not do this on this server, whatever key it sends (403)."""
-
-    status_code = 403
-    error_type = "permission_error"
+from promptcache.errors import AuthenticationError
 
 
 def tenant_id(key: str) -> str:

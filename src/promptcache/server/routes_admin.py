@@ -25,9 +25,9 @@ from starlette.responses import Response
 
 from promptcache.dialects import anthropic, openai
 from promptcache.engine.base import Engine
-from promptcache.errors import PromptCacheError
+from promptcache.errors import PermissionDeniedError, PromptCacheError
 from promptcache.response_cache import CacheStatus, ResponseCache
-from promptcache.server.auth import KeyRing, MetricsGuard, PermissionDeniedError
+from promptcache.server.auth import KeyRing, MetricsGuard
 from promptcache.server.config import ServerConfig
 from promptcache.server.dialect import Dialect
 from promptcache.server.metrics import CONTENT_TYPE, ServerMetrics
