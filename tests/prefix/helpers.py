@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from promptcache.prefix import KVLayout, PrefixCache, PrefixCacheConfig
+from promptcache.prefix import BasePrefixCache, KVLayout, PrefixCache, PrefixCacheConfig
 
 LAYOUT = KVLayout(num_layers=2, num_kv_heads=1, head_dim=4)
 BLOCK = 4
@@ -75,7 +75,7 @@ def empty_out(capacity: int) -> torch.Tensor:
 
 
 def store(
-    cache: PrefixCache,
+    cache: BasePrefixCache,
     tokens: Sequence[int],
     *,
     salt: str = "",
@@ -92,7 +92,7 @@ def store(
         cache.release(match)
 
 
-def hit_tokens(cache: PrefixCache, tokens: Sequence[int], *, salt: str = "") -> int:
+def hit_tokens(cache: BasePrefixCache, tokens: Sequence[int], *, salt: str = "") -> int:
     """How many tokens of ``tokens`` are cached now (a match released at once)."""
     match = cache.match(tokens, salt=salt)
     cache.release(match)

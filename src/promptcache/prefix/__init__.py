@@ -1,21 +1,25 @@
 """The KV prefix (context) cache: hash chain, block pool and the cache that shares them.
 
-Read :mod:`promptcache.prefix.cache` first (match, gather, commit, release);
-:mod:`~promptcache.prefix.config` holds its settings,
+Read :mod:`promptcache.prefix.base` first (the interface: match, gather,
+commit, release, and the :class:`PrefixMatch` handle), then
+:mod:`~promptcache.prefix.cache` (the real cache) or
+:mod:`~promptcache.prefix.disabled` (the one used when caching is off).
+:mod:`~promptcache.prefix.config` holds the settings,
 :mod:`~promptcache.prefix.hashing` names blocks, :mod:`~promptcache.prefix.pool`
-stores their KV, :mod:`~promptcache.prefix.block` and
-:mod:`~promptcache.prefix.pins` keep each block's bookkeeping and pin TTLs, and
-:mod:`~promptcache.prefix.eviction` orders blocks for eviction.
+stores their KV, :mod:`~promptcache.prefix.tree` keeps the cached blocks
+(lookup, insertion, eviction) with :mod:`~promptcache.prefix.block` and
+:mod:`~promptcache.prefix.pins` (each block's bookkeeping and pin TTLs),
+:mod:`~promptcache.prefix.eviction` orders blocks for eviction,
+:mod:`~promptcache.prefix.inflight` lets concurrent requests share blocks
+being computed, and :mod:`~promptcache.prefix.stats` keeps the figures.
 """
 
 from __future__ import annotations
 
-from promptcache.prefix.cache import (
-    CommitReport,
-    PrefixCache,
-    PrefixCacheConfig,
-    PrefixMatch,
-)
+from promptcache.prefix.base import BasePrefixCache, CommitReport, PrefixMatch
+from promptcache.prefix.cache import PrefixCache
+from promptcache.prefix.config import PrefixCacheConfig
+from promptcache.prefix.disabled import DisabledPrefixCache
 from promptcache.prefix.eviction import EVICTION_POLICIES, EvictionPolicy
 from promptcache.prefix.hashing import (
     BlockHash,
@@ -27,8 +31,10 @@ from promptcache.prefix.pool import KVBlockPool, KVLayout
 
 __all__ = [
     "EVICTION_POLICIES",
+    "BasePrefixCache",
     "BlockHash",
     "CommitReport",
+    "DisabledPrefixCache",
     "EvictionPolicy",
     "KVBlockPool",
     "KVLayout",

@@ -1,5 +1,8 @@
 """Pins from explicit breakpoints: which blocks may not be evicted, and until when.
 
+:func:`check_pin_ttls` and :func:`aligned_pins` read the ``(position, ttl)``
+pins a commit is given; :class:`PinTable` keeps the pinned blocks.
+
 Expiry is lazy: a min-heap of (expiry, serial) is swept whenever the cache
 needs an up-to-date view. Refreshing a pin pushes a new entry and leaves the
 old one behind; stale entries are skipped when they surface and the heap is
@@ -9,9 +12,24 @@ rebuilt when they outnumber the live ones.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from promptcache.prefix.block import CachedBlock
+from promptcache.request import TTL_SECONDS, CacheTTL
+
+Pins = tuple[tuple[int, CacheTTL], ...]
+
+
+def check_pin_ttls(pins: Sequence[tuple[int, CacheTTL]]) -> None:
+    for _, ttl in pins:
+        if ttl not in TTL_SECONDS:
+            raise ValueError(f"unknown cache TTL {ttl!r}; valid: {', '.join(TTL_SECONDS)}")
+
+
+def aligned_pins(pins: Sequence[tuple[int, CacheTTL]], *, num_full: int, block_size: int) -> Pins:
+    """``pins`` with each position clamped to the ``num_full`` full blocks and block-aligned."""
+    limit = num_full * block_size
+    return tuple((min(max(0, pos), limit) // block_size * block_size, ttl) for pos, ttl in pins)
 
 
 class PinTable:

@@ -29,7 +29,9 @@ from promptcache.engine.local.structured_output import OutputGrammars
 from promptcache.errors import RequestError
 from promptcache.model.loading import LoadedModel, LoadProgress, load_model
 from promptcache.model.runtime import LlamaRuntime
+from promptcache.prefix.base import BasePrefixCache
 from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
+from promptcache.prefix.disabled import DisabledPrefixCache
 from promptcache.prefix.pool import KVLayout
 from promptcache.request import ChatRequest, StreamEvent
 
@@ -117,8 +119,10 @@ class LocalEngine:
             head_dim=self._runtime.head_dim,
             dtype=self._runtime.dtype,
         )
-        self._cache = PrefixCache(
-            config.prefix_cache, layout, model_id=loaded.model_id, clock=clock
+        self._cache: BasePrefixCache = (
+            PrefixCache(config.prefix_cache, layout, model_id=loaded.model_id, clock=clock)
+            if config.prefix_cache.enabled
+            else DisabledPrefixCache(config.prefix_cache, layout, model_id=loaded.model_id)
         )
         self._parts = EngineParts(
             runtime=self._runtime,
@@ -163,7 +167,7 @@ class LocalEngine:
         return self._executor
 
     @property
-    def prefix_cache(self) -> PrefixCache:
+    def prefix_cache(self) -> BasePrefixCache:
         return self._cache
 
     def models(self) -> list[ModelInfo]:

@@ -52,7 +52,7 @@ from promptcache.engine.local.structured_output import OutputGrammar, OutputGram
 from promptcache.engine.local.tool_calls import ToolCallCapture, tool_calls_allowed
 from promptcache.model.runtime import LlamaRuntime
 from promptcache.model.torch_threads import torch_threads
-from promptcache.prefix.cache import PrefixCache, PrefixMatch
+from promptcache.prefix.base import BasePrefixCache, PrefixMatch
 from promptcache.request import (
     BreakpointPosition,
     ChatRequest,
@@ -79,7 +79,7 @@ class EngineParts:
     runtime: LlamaRuntime
     executor: ModelExecutor
     decoder: DecodeLane
-    cache: PrefixCache
+    cache: BasePrefixCache
     buffers: KVBuffers
     detokenizer: Detokenizer
     grammars: OutputGrammars

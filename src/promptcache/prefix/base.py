@@ -1,0 +1,143 @@
+"""The prefix-cache interface, and the values it hands out.
+
+Every prefix cache serves one request in the same steps: :meth:`~BasePrefixCache.match`
+the prompt (a :class:`PrefixMatch` handle), :meth:`~BasePrefixCache.gather` the
+matched KV into the request's buffer, :meth:`~BasePrefixCache.commit` the new
+blocks once the prompt is computed, and :meth:`~BasePrefixCache.release` the
+handle (always, in ``finally``). :class:`~promptcache.prefix.cache.PrefixCache`
+is the real one; :class:`~promptcache.prefix.disabled.DisabledPrefixCache`
+serves the same steps when caching is off, so callers never check a flag.
+
+The handle hides the cache's bookkeeping: it carries what callers read
+(``num_tokens``, ``num_blocks``) and an opaque key under which the cache that
+issued it keeps its own record (references, claims, whether it committed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NewType
+
+import torch
+
+from promptcache.prefix.config import PrefixCacheConfig
+from promptcache.prefix.pool import KVLayout
+from promptcache.request import CacheTTL, PrefixCacheSnapshot
+
+MatchKey = NewType("MatchKey", int)
+"""Names one match to the cache that issued it; unique in the process, meaningless elsewhere."""
+
+_match_keys = itertools.count(1)
+
+
+def new_match_key() -> MatchKey:
+    return MatchKey(next(_match_keys))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class PrefixMatch:
+    """The cached prefix of one request: a handle, never shared between requests.
+
+    ``num_tokens`` cached tokens (a multiple of the block size, 0 on a miss) in
+    ``num_blocks`` blocks. Pass the handle back to ``gather``, ``commit`` and
+    ``release`` of the cache that issued it.
+    """
+
+    num_tokens: int
+    num_blocks: int
+    key: MatchKey = field(repr=False)
+    """Opaque: only the issuing cache reads it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommitReport:
+    """What ``commit`` did. Positions are block-aligned token counts from the prompt start."""
+
+    tokens_written: int = 0
+    """Tokens newly stored (blocks already cached are not counted)."""
+    tokens_not_stored: int = 0
+    """Full-block tokens that should have been stored but did not fit the budget."""
+    pinned: tuple[tuple[int, CacheTTL], ...] = ()
+    pins_refused: tuple[tuple[int, CacheTTL], ...] = ()
+    """Pins not applied because they would exceed ``max_pinned_fraction`` of the budget."""
+    pins_uncached: tuple[tuple[int, CacheTTL], ...] = ()
+    """Pins not applied because their prefix is not cached: shorter than
+    ``min_cache_tokens`` (or than one block), or not stored for lack of budget."""
+    blocks_evicted: int = 0
+
+
+class BasePrefixCache(ABC):
+    """Cached KV prefixes of one model (``model_id``), shared by every request and tenant.
+
+    Thread-safe: ``match`` runs on request threads, ``gather`` and ``commit``
+    on the model's compute thread.
+    """
+
+    def __init__(self, config: PrefixCacheConfig, layout: KVLayout, *, model_id: str) -> None:
+        self.config = config
+        self.layout = layout
+        self.model_id = model_id
+        self.block_bytes = config.block_size * layout.bytes_per_token
+
+    @property
+    def block_size(self) -> int:
+        return self.config.block_size
+
+    @property
+    def min_cache_tokens(self) -> int:
+        return self.config.min_cache_tokens
+
+    @property
+    @abstractmethod
+    def blocks_in_use(self) -> int:
+        """Cached blocks some request references right now (0 when every request released)."""
+
+    @property
+    @abstractmethod
+    def claims_in_flight(self) -> int:
+        """Blocks some request has claimed to compute and not yet committed or released."""
+
+    @property
+    @abstractmethod
+    def requests_waiting(self) -> int:
+        """Requests sleeping until blocks another request is computing are committed."""
+
+    @abstractmethod
+    def match(
+        self,
+        token_ids: Sequence[int],
+        *,
+        salt: str,
+        cancel: threading.Event | None = None,
+    ) -> PrefixMatch:
+        """Reference the longest cached prefix of ``token_ids`` for tenant ``salt``."""
+
+    @abstractmethod
+    def gather(self, match: PrefixMatch, out: torch.Tensor) -> None:
+        """Copy the matched KV into ``out[:, :, :, :match.num_tokens, :]``."""
+
+    @abstractmethod
+    def commit(
+        self,
+        match: PrefixMatch,
+        token_ids: Sequence[int],
+        kv: torch.Tensor,
+        *,
+        pins: Sequence[tuple[int, CacheTTL]] = (),
+    ) -> CommitReport:
+        """Store the full blocks of ``token_ids`` from ``kv`` (once per match), pinning ``pins``."""
+
+    @abstractmethod
+    def release(self, match: PrefixMatch) -> None:
+        """Drop what the match holds. Idempotent; call it in ``finally``."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Drop every cached block no request holds."""
+
+    @abstractmethod
+    def stats(self) -> PrefixCacheSnapshot: ...
