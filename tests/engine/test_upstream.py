@@ -589,7 +589,7 @@ async def test_models_configured_or_discovered() -> None:
 def test_anthropic_upstream_rejects_what_it_cannot_express() -> None:
     from dataclasses import replace
 
-    from promptcache.dialects.anthropic_wire import to_wire_request
+    from promptcache.dialects.anthropic.wire import to_wire_request
     from promptcache.request import SamplingParams
 
     with pytest.raises(RequestError, match="n > 1"):
@@ -601,7 +601,8 @@ def test_anthropic_upstream_rejects_what_it_cannot_express() -> None:
 def test_json_schema_crosses_dialects_to_either_upstream() -> None:
     from dataclasses import replace
 
-    from promptcache.dialects import anthropic_wire, openai_wire
+    from promptcache.dialects.anthropic import wire as anthropic_wire
+    from promptcache.dialects.openai import wire as openai_wire
 
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     from_anthropic = {"type": "json_schema", "json_schema": {"schema": schema, "strict": True}}

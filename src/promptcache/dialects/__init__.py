@@ -1,10 +1,11 @@
 """The wire dialects: OpenAI Chat Completions and Anthropic Messages.
 
-``openai`` and ``anthropic`` expose the same functions for the server:
-``parse_request`` (body -> canonical ``ChatRequest``, validated in the API's
-own wording), ``render_response``, ``render_stream`` (exact SSE bytes),
-``render_error`` and ``render_models``. ``replay`` turns a cached ``Result``
-back into stream events; ``openai_wire`` and ``anthropic_wire`` are the
-reverse direction used by the upstream engine. Dialects know nothing of
+One subpackage per dialect (``openai/``, ``anthropic/``), each with
+``parse.py`` (body -> canonical ``ChatRequest``, validated in the API's own
+wording), ``render.py`` (responses, exact SSE bytes, error bodies, model
+lists) and ``wire.py`` (the reverse direction, used by the upstream engine).
+Shared by both: ``_fields`` (validation), ``_common`` (canonical sub-forms,
+ids, SSE framing), ``base`` (the HTTP status of each error) and ``replay``
+(a cached ``Result`` back into stream events). Dialects know nothing of
 engines, caches or HTTP frameworks.
 """

@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from promptcache.dialects import anthropic_wire, openai_wire
 from promptcache.dialects._common import iter_sse
+from promptcache.dialects.anthropic import wire as anthropic_wire
+from promptcache.dialects.openai import wire as openai_wire
 from promptcache.engine.base import Engine, ModelInfo
 from promptcache.errors import (
     AuthenticationError,

@@ -1,16 +1,16 @@
 """The OpenAI Chat Completions dialect: parse requests, render responses, SSE, errors, models.
 
-Parsing lives in :mod:`promptcache.dialects.openai_parse`, rendering in
-:mod:`promptcache.dialects.openai_render`, and the reverse direction used by
+Parsing lives in :mod:`promptcache.dialects.openai.parse`, rendering in
+:mod:`promptcache.dialects.openai.render`, and the reverse direction used by
 the upstream engine (canonical -> wire request, wire response -> result) in
-:mod:`promptcache.dialects.openai_wire`; this module is the one import the
+:mod:`promptcache.dialects.openai.wire`; this module is the one import the
 server needs.
 """
 
 from __future__ import annotations
 
-from promptcache.dialects.openai_parse import parse_request
-from promptcache.dialects.openai_render import (
+from promptcache.dialects.openai.parse import parse_request
+from promptcache.dialects.openai.render import (
     render_error,
     render_models,
     render_response,

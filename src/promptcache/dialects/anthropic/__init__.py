@@ -1,15 +1,15 @@
 """The Anthropic Messages dialect: parse requests, render responses, SSE, errors, models.
 
-Parsing lives in :mod:`promptcache.dialects.anthropic_parse`, rendering in
-:mod:`promptcache.dialects.anthropic_render`, and the reverse direction used
-by the upstream engine in :mod:`promptcache.dialects.anthropic_wire`; this
+Parsing lives in :mod:`promptcache.dialects.anthropic.parse`, rendering in
+:mod:`promptcache.dialects.anthropic.render`, and the reverse direction used
+by the upstream engine in :mod:`promptcache.dialects.anthropic.wire`; this
 module is the one import the server needs.
 """
 
 from __future__ import annotations
 
-from promptcache.dialects.anthropic_parse import parse_request
-from promptcache.dialects.anthropic_render import (
+from promptcache.dialects.anthropic.parse import parse_request
+from promptcache.dialects.anthropic.render import (
     render_error,
     render_models,
     render_response,

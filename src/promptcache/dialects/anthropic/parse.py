@@ -13,8 +13,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from promptcache.dialects._common import (
-    IMAGE_MEDIA_TYPES,
+from promptcache.dialects._common import IMAGE_MEDIA_TYPES
+from promptcache.dialects._fields import (
     TOOL_NAME_PATTERN,
     DialectRequestError,
     ErrorStyle,

@@ -1,0 +1,193 @@
+"""OpenAI Chat Completions request body -> canonical :class:`ChatRequest`.
+
+Validation follows the real API's schema and wording (``Missing required
+parameter: 'model'.``, ``param`` like ``messages.[0].role``). Folding rules:
+system and developer messages are hoisted, in order, into
+``ChatRequest.system``; assistant ``tool_calls`` become ``ToolUseBlock``s;
+consecutive ``role: "tool"`` messages become one user message of
+``ToolResultBlock``s. ``cache_control`` is accepted on content parts, and as
+extensions on a tool and on a whole message (marking its last block).
+
+This module reads the top level (parameters, sampling, stop, transport);
+``messages`` are read in :mod:`.messages`, ``tools`` / ``tool_choice`` /
+``response_format`` in :mod:`.tools`, and :mod:`.style` words the errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from promptcache.dialects._fields import Fields, check_json, check_text
+from promptcache.dialects.openai.messages import parse_messages
+from promptcache.dialects.openai.style import STYLE
+from promptcache.dialects.openai.tools import (
+    parse_response_format,
+    parse_tool_choice,
+    parse_tools,
+)
+from promptcache.request import ChatRequest, SamplingParams, Transport
+
+# Accepted for compatibility, validated for type, but with no effect here.
+_IGNORED_PARAMS = frozenset(
+    {
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "reasoning_effort",
+        "verbosity",
+        "modalities",
+    }
+)
+_PARAMS = _IGNORED_PARAMS | {
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
+    "functions",
+    "function_call",
+    "audio",
+    "prediction",
+    "web_search_options",
+}
+
+
+def parse_request(
+    body: Any, *, tenant: str = "", namespace: str = "", request_id: str | None = None
+) -> ChatRequest:
+    """Validate an OpenAI ``POST /v1/chat/completions`` body and build the canonical request."""
+    top = Fields(STYLE, body)
+    top.reject_unknown(_PARAMS)
+    _reject_unsupported(top)
+    model = top.required_string("model")
+    raw_messages = top.array("messages", required=True) or []
+    if not raw_messages:
+        raise STYLE.invalid(
+            ("messages",),
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
+        )
+    system, messages = parse_messages(raw_messages)
+    tools = parse_tools(top)
+    request = ChatRequest(
+        model=model,
+        messages=tuple(messages),
+        system=tuple(system),
+        tools=tools,
+        sampling=_parse_sampling(top),
+        response_format=parse_response_format(top),
+        tool_choice=parse_tool_choice(top, tools),
+        tenant=tenant,
+        namespace=namespace,
+        transport=_parse_transport(top, request_id),
+    )
+    request.breakpoints()
+    return request
+
+
+def _reject_unsupported(top: Fields) -> None:
+    for key in ("frequency_penalty", "presence_penalty"):
+        top.number(key, minimum=-2, maximum=2)
+    top.obj("logit_bias")
+    top.boolean("store")
+    if top.boolean("logprobs"):
+        raise STYLE.invalid(("logprobs",), "logprobs are not supported by this server.")
+    top.integer("top_logprobs", minimum=0, maximum=20)
+    for legacy in ("functions", "function_call"):
+        if top.has(legacy):
+            raise STYLE.invalid(
+                (legacy,), f"'{legacy}' is deprecated and not supported here: use 'tools'."
+            )
+    for unsupported in ("audio", "prediction", "web_search_options"):
+        if top.has(unsupported):
+            raise STYLE.invalid((unsupported,), f"'{unsupported}' is not supported by this server.")
+    modalities = top.array("modalities") or []
+    for i, modality in enumerate(modalities):
+        if modality != "text":
+            raise STYLE.not_one_of(("modalities", i), modality, ("text",))
+
+
+def _parse_sampling(top: Fields) -> SamplingParams:
+    max_tokens = top.integer("max_tokens", minimum=1)
+    max_completion = top.integer("max_completion_tokens", minimum=1)
+    if max_tokens is not None and max_completion is not None and max_tokens != max_completion:
+        raise STYLE.invalid(
+            ("max_tokens",),
+            "max_tokens and max_completion_tokens cannot both be set to different values; "
+            "use max_completion_tokens.",
+        )
+    return SamplingParams(
+        temperature=top.number("temperature", minimum=0, maximum=2),
+        top_p=top.number("top_p", minimum=0, maximum=1),
+        max_tokens=max_completion if max_completion is not None else max_tokens,
+        stop=_parse_stop(top),
+        seed=top.integer("seed"),
+        n=top.integer("n", minimum=1, maximum=128) or 1,
+    )
+
+
+def _parse_stop(top: Fields) -> tuple[str, ...]:
+    stop = top.data.get("stop")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (check_text(STYLE, ("stop",), stop),)
+    if not isinstance(stop, list):
+        raise STYLE.wrong_type(("stop",), "array", stop)
+    if len(stop) > 4:
+        raise STYLE.invalid(
+            ("stop",),
+            f"Invalid 'stop': array too long. Expected an array with maximum length 4, "
+            f"but got an array with length {len(stop)} instead.",
+        )
+    for i, item in enumerate(stop):
+        if not isinstance(item, str):
+            raise STYLE.wrong_type(("stop", i), "string", item)
+        check_text(STYLE, ("stop", i), item)
+    return tuple(stop)
+
+
+def _parse_transport(top: Fields, request_id: str | None) -> Transport:
+    stream = bool(top.boolean("stream"))
+    options = top.obj("stream_options")
+    include_usage = False
+    if options is not None:
+        if not stream:
+            raise STYLE.invalid(
+                ("stream_options",),
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            )
+        options.reject_unknown({"include_usage", "include_obfuscation"})
+        include_usage = bool(options.boolean("include_usage"))
+        options.boolean("include_obfuscation")
+    metadata = top.obj("metadata")
+    if metadata is not None:
+        check_json(STYLE, ("metadata",), metadata.data)
+        for key in metadata.data:
+            metadata.string(key)
+    return Transport(
+        stream=stream,
+        include_usage=include_usage,
+        request_id=request_id,
+        user=top.string("user"),
+        metadata=None if metadata is None else dict(metadata.data),
+    )
