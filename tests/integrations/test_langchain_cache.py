@@ -316,7 +316,7 @@ def test_classes_and_values_without_a_fast_path_go_through_dumps() -> None:
 
 
 def test_chat_model_generations_do_not_need_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
-    import promptcache.integrations.langchain as module
+    import promptcache.integrations.langchain._cache as module
 
     def no_dumps(*_: Any, **__: Any) -> str:
         raise AssertionError("took the general path")
@@ -339,7 +339,7 @@ def test_chat_model_generations_do_not_need_dumps(monkeypatch: pytest.MonkeyPatc
 
 
 def test_classes_whose_to_json_does_more_are_left_to_it() -> None:
-    from promptcache.integrations.langchain import _class_plan
+    from promptcache.integrations.langchain._cache import _class_plan
 
     class WithSecret(Generation):
         @property
@@ -366,7 +366,7 @@ def test_classes_whose_to_json_does_more_are_left_to_it() -> None:
 def test_fast_writer_is_used_only_while_it_agrees_with_the_installed_dumps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import promptcache.integrations.langchain as module
+    import promptcache.integrations.langchain._cache as module
 
     assert module._agrees_with_dumps()
     # e.g. a langchain-core that predates the escaping of user dicts holding "lc"

@@ -1,9 +1,4 @@
-"""A LangChain ``BaseCache`` over any promptcache store: ``set_llm_cache(...)`` drop-in.
-
-    from langchain_core.globals import set_llm_cache
-    from promptcache.integrations.langchain import PromptCacheLangChainCache
-
-    set_llm_cache(PromptCacheLangChainCache("sqlite:///.langchain-cache.db"))
+"""``PromptCacheLangChainCache``: a LangChain ``BaseCache`` over any promptcache store.
 
 Entries are keyed on LangChain's ``(prompt, llm_string)`` pair through
 :func:`promptcache.keys.langchain_key` and hold the generations serialised
