@@ -17,14 +17,12 @@ overhead- and bandwidth-bound on a CPU:
 * q/k/v and gate/up projections are fused into one matmul each (the fused
   weights are built once by :mod:`promptcache.model.weights`; the HF
   modules are re-pointed at views of them, so no weight is held twice);
-* matmuls go through oneDNN when available: MKL's float32 matrix-vector path
-  is about twice as slow on AMD CPUs for the ``[1, hidden]`` decode shape;
+* matmuls go through oneDNN when available, and attention is one
+  ``scaled_dot_product_attention`` call per layer that stays on PyTorch's CPU
+  flash kernel (:mod:`promptcache.model.layers`);
 * the RoPE cos/sin table is precomputed, with transformers' own frequency
-  functions for the scaled variants, so each is reproduced exactly;
-* attention is one ``scaled_dot_product_attention`` call per layer over a
-  slice of the cache, with ``enable_gqa`` (no ``repeat_kv`` copy) and 4-D
-  inputs, which keeps PyTorch on its CPU flash kernel (3-D inputs or a
-  boolean mask fall back to the ~4x slower math path);
+  functions for the scaled variants, so each is reproduced exactly
+  (:mod:`promptcache.model.rope`);
 * one-token steps and short chunks (a suffix after a cache hit) run on the
   thread count measured to be faster right now (see ``__init__``).
 
@@ -38,30 +36,27 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from promptcache.model.architecture import SUPPORTED_MODEL_TYPES, Architecture, lm_head
+from promptcache.model.layers import LayerMath
+from promptcache.model.rope import SUPPORTED_ROPE_TYPES, RopeTable
 from promptcache.model.thread_tuning import ThreadCountTuner
 from promptcache.model.torch_threads import torch_threads
-from promptcache.model.weights import (
-    LayerWeights,
-    ModelWeights,
-    cast_layer,
-    fused_layer,
-    required_tensor,
-)
+from promptcache.model.weights import ModelWeights, cast_layer, fused_layer, required_tensor
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedConfig
+__all__ = [
+    "PREFILL_CHUNK_TOKENS",
+    "REDUCED_PRECISION_BATCH_ROWS",
+    "SHORT_FORWARD_TOKENS",
+    "SUPPORTED_MODEL_TYPES",
+    "SUPPORTED_ROPE_TYPES",
+    "LlamaRuntime",
+]
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
-# RoPE variants whose cos/sin for a position do not depend on the sequence
-# length, which a KV cache requires ("dynamic" and "longrope" rescale with it).
-SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
-_ROPE_TABLE_MIN = 1024
 PREFILL_CHUNK_TOKENS = 512
 """Prefill granularity: bounds activation memory, and lets other requests'
 decode steps and cancellation in between chunks of a long prompt."""
@@ -106,36 +101,14 @@ class LlamaRuntime:
             raise ValueError(f"decode_threads must be positive, got {decode_threads}.")
         weights = model if isinstance(model, ModelWeights) else ModelWeights.of_module(model)
         config, tensors = weights.config, weights.tensors
-        model_type = getattr(config, "model_type", None)
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(
-                f"LlamaRuntime does not support model_type {model_type!r}; "
-                f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}."
-            )
-        act = getattr(config, "hidden_act", "silu")
-        if act != "silu":
-            raise ValueError(f"LlamaRuntime needs hidden_act 'silu', got {act!r} ({model_type}).")
-        rope_type = _rope_type(config)
-        if rope_type not in SUPPORTED_ROPE_TYPES:
-            raise ValueError(
-                f"LlamaRuntime does not support rope_type {rope_type!r} ({model_type}); "
-                f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}."
-            )
-
-        self._num_heads = int(config.num_attention_heads)
-        self._num_kv_heads = int(getattr(config, "num_key_value_heads", None) or self._num_heads)
-        self._head_dim = int(
-            getattr(config, "head_dim", None) or config.hidden_size // self._num_heads
-        )
-        self._hidden = int(config.hidden_size)
-        self._intermediate = int(config.intermediate_size)
-        self._eps = float(config.rms_norm_eps)
-        self._max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
-        self._window = _sliding_window(config)
-        self._config = config
+        arch = Architecture.of(config)
+        self._num_kv_heads = arch.num_kv_heads
+        self._head_dim = arch.head_dim
+        self._max_positions = arch.max_positions
+        self._window = arch.window
         self._embed = required_tensor(tensors, "model.embed_tokens.weight")
         self._final_norm = required_tensor(tensors, "model.norm.weight")
-        self._lm_head = _lm_head(config, tensors)
+        self._lm_head = lm_head(config, tensors)
         self._dtype = self._embed.dtype
         self._layers = [
             fused_layer(tensors, f"model.layers.{index}.")
@@ -145,9 +118,8 @@ class LlamaRuntime:
         if decode_weight_dtype is not None and decode_weight_dtype != self._lm_head.dtype:
             self._decode_layers = [cast_layer(layer, decode_weight_dtype) for layer in self._layers]
             self._decode_lm_head = self._lm_head.to(decode_weight_dtype)
-        self._cos = torch.empty(0, self._head_dim, dtype=self._dtype)
-        self._sin = torch.empty(0, self._head_dim, dtype=self._dtype)
-        self._onednn = _onednn_works(self._dtype) if use_onednn is None else use_onednn
+        self._rope = RopeTable(config, self._head_dim, self._dtype)
+        self._math = LayerMath(arch, self._dtype, onednn=use_onednn)
         self._decode_threads = decode_threads
         all_threads = torch.get_num_threads()
         self._thread_tuner = (
@@ -238,8 +210,8 @@ class LlamaRuntime:
         count = int(ids.shape[0])
         end = start + count
         self._check(kv, start, end)
-        cos, sin = self._rope(start, end)
-        mask, causal = self._mask(start, count)
+        cos, sin = self._rope.span(start, end)
+        mask, causal = self._math.mask(start, count)
         x = F.embedding(ids, self._embed)
         layers, lm_head = (
             (self._decode_layers, self._decode_lm_head)
@@ -247,11 +219,10 @@ class LlamaRuntime:
             else (self._layers, self._lm_head)
         )
         for index, layer in enumerate(layers):
-            x = self._layer(x, layer, kv[index], start, end, cos, sin, mask, causal)
+            x = self._math.layer(x, layer, kv[index], start, end, cos, sin, mask, causal)
         if not all_logits:
             x = x[-1:]
-        x = F.rms_norm(x, (self._hidden,), self._final_norm, self._eps)
-        logits = self._linear(x, lm_head, None)
+        logits = self._math.linear(self._math.norm(x, self._final_norm), lm_head, None)
         return logits if all_logits else logits[0]
 
     def prefill(
@@ -343,9 +314,7 @@ class LlamaRuntime:
         for _, kv, position in steps:
             self._check(kv, position, position + 1)
         positions = [position for _, _, position in steps]
-        self._rope(0, max(positions) + 1)  # grows the table when needed
-        index = torch.tensor(positions)
-        cos, sin = self._cos[index][:, None], self._sin[index][:, None]
+        cos, sin = self._rope.at(positions)
         x = F.embedding(torch.tensor([token for token, _, _ in steps]), self._embed)
         with torch_threads(self.short_forward_threads):
             layers, lm_head = (
@@ -355,127 +324,8 @@ class LlamaRuntime:
             )
             for number, layer in enumerate(layers):
                 buffers = [kv[number] for _, kv, _ in steps]
-                x = self._batched_step_layer(x, layer, buffers, positions, cos, sin)
-            x = F.rms_norm(x, (self._hidden,), self._final_norm, self._eps)
-            return self._linear(x, lm_head, None)
-
-    def _batched_step_layer(
-        self,
-        x: torch.Tensor,
-        layer: LayerWeights,
-        buffers: list[torch.Tensor],
-        positions: list[int],
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-    ) -> torch.Tensor:
-        heads, kv_heads = self._num_heads, self._num_kv_heads
-        qkv, qk = self._qkv_with_rope(x, layer, cos, sin)
-        rows: list[torch.Tensor] = []
-        for row, (kv, position) in enumerate(zip(buffers, positions, strict=True)):
-            kv[0, :, position].copy_(qk[row, heads:])
-            kv[1, :, position].copy_(qkv[row, heads + kv_heads :])
-            end = position + 1
-            attn = F.scaled_dot_product_attention(
-                qk[row, :heads, None][None],
-                kv[0, :, :end][None],
-                kv[1, :, :end][None],
-                enable_gqa=True,
-            )
-            rows.append(attn.reshape(-1))
-        return self._output_and_mlp(x, torch.stack(rows), layer)
-
-    def _qkv_with_rope(
-        self, x: torch.Tensor, layer: LayerWeights, cos: torch.Tensor, sin: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q/k/v per token and head, RoPE'd queries and keys) for the rows of ``x``."""
-        h = F.rms_norm(x, (self._hidden,), layer.input_norm, self._eps)
-        qkv = self._linear(h, layer.qkv_weight, layer.qkv_bias).view(x.shape[0], -1, self._head_dim)
-        # RoPE on queries and keys together: x*cos + rotate_half(x)*sin, where
-        # rotate_half(x) = roll(x, D/2) with the first half negated (folded into sin).
-        qk = qkv[:, : self._num_heads + self._num_kv_heads]
-        return qkv, qk * cos + qk.roll(self._head_dim // 2, -1) * sin
-
-    def _output_and_mlp(
-        self, x: torch.Tensor, attn: torch.Tensor, layer: LayerWeights
-    ) -> torch.Tensor:
-        """The rest of a layer after attention: output projection, then the gated MLP."""
-        x = x + self._linear(attn, layer.o_weight, layer.o_bias)
-        h = F.rms_norm(x, (self._hidden,), layer.post_norm, self._eps)
-        gate_up = self._linear(h, layer.gate_up_weight, layer.gate_up_bias)
-        act = F.silu(gate_up[:, : self._intermediate]) * gate_up[:, self._intermediate :]
-        return x + self._linear(act, layer.down_weight, layer.down_bias)
-
-    def _layer(
-        self,
-        x: torch.Tensor,
-        layer: LayerWeights,
-        kv: torch.Tensor,
-        start: int,
-        end: int,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        causal: bool,
-    ) -> torch.Tensor:
-        count = x.shape[0]
-        heads, kv_heads, dim = self._num_heads, self._num_kv_heads, self._head_dim
-        qkv, qk = self._qkv_with_rope(x, layer, cos, sin)
-        kv[0, :, start:end].copy_(qk[:, heads:].transpose(0, 1))
-        kv[1, :, start:end].copy_(qkv[:, heads + kv_heads :].transpose(0, 1))
-        q = qk[:, :heads].transpose(0, 1).unsqueeze(0)
-        attn = F.scaled_dot_product_attention(
-            q,
-            kv[0, :, :end].unsqueeze(0),
-            kv[1, :, :end].unsqueeze(0),
-            attn_mask=mask,
-            is_causal=causal,
-            enable_gqa=True,
-        )[0].transpose(0, 1)
-        return self._output_and_mlp(x, attn.reshape(count, heads * dim), layer)
-
-    def _linear(
-        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
-        if weight.dtype != x.dtype:  # reduced-precision decode weights
-            return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
-        if self._onednn:
-            out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-            return out
-        return F.linear(x, weight, bias)
-
-    def _mask(self, start: int, count: int) -> tuple[torch.Tensor | None, bool]:
-        """The attention mask for ``count`` queries at ``start``, and whether it is plain causal.
-
-        One query sees every key (no mask); a chunk at position 0 is plain causal
-        (SDPA's ``is_causal``, which skips masked blocks); a later chunk needs an
-        explicit mask, since ``is_causal`` aligns the triangle to the top-left. The
-        mask is additive float: with 4-D inputs that keeps SDPA on its flash kernel.
-        """
-        if count == 1:
-            return None, False
-        if start == 0:
-            return None, True
-        keys = torch.arange(start + count)
-        queries = torch.arange(start, start + count)
-        mask = torch.zeros(count, start + count, dtype=self._dtype)
-        return mask.masked_fill_(keys[None, :] > queries[:, None], float("-inf")), False
-
-    def _rope(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if end > self._cos.shape[0]:
-            self._grow_rope(end)
-        return self._cos[start:end, None], self._sin[start:end, None]
-
-    def _grow_rope(self, needed: int) -> None:
-        size = max(needed, 2 * self._cos.shape[0], _ROPE_TABLE_MIN)
-        inverse_frequencies, scaling = _rope_frequencies(self._config, self._head_dim)
-        # The same float32 arithmetic as transformers' rotary embedding forward.
-        freqs = torch.arange(size).float()[:, None] * inverse_frequencies.float()[None, :]
-        angles = torch.cat((freqs, freqs), dim=-1)
-        cos = (angles.cos() * scaling).to(self._dtype)
-        sin = (angles.sin() * scaling).to(self._dtype)
-        half = self._head_dim // 2
-        sin[:, :half] = -sin[:, :half]
-        self._cos, self._sin = cos.contiguous(), sin.contiguous()
+                x = self._math.batched_step(x, layer, buffers, positions, cos, sin)
+            return self._math.linear(self._math.norm(x, self._final_norm), lm_head, None)
 
     def _check(self, kv: torch.Tensor, start: int, end: int) -> None:
         expected = (self.num_layers, 2, self._num_kv_heads, self._head_dim)
@@ -509,61 +359,3 @@ def _as_ids(input_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
             raise ValueError(f"input_ids must be one sequence, got shape {tuple(input_ids.shape)}.")
         return ids.to(torch.long)
     return torch.tensor(list(input_ids), dtype=torch.long)
-
-
-def _lm_head(config: PreTrainedConfig, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    head = tensors.get("lm_head.weight")
-    if head is not None:
-        return head
-    if not getattr(config, "tie_word_embeddings", True):
-        raise ValueError("The model has no 'lm_head.weight' and its embeddings are not tied.")
-    return required_tensor(tensors, "model.embed_tokens.weight")  # tied: the same tensor
-
-
-def _rope_frequencies(config: PreTrainedConfig, head_dim: int) -> tuple[torch.Tensor, float]:
-    """RoPE inverse frequencies and the cos/sin scaling factor, as the model computes them."""
-    rope_type = _rope_type(config)
-    if rope_type == "default":  # each model class's own formula; identical across them
-        params = getattr(config, "rope_parameters", None) or {}
-        base = float(params.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0)
-        exponents = torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim
-        return 1.0 / (base**exponents), 1.0
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
-    inverse_frequencies, scaling = ROPE_INIT_FUNCTIONS[rope_type](config)
-    return inverse_frequencies, float(scaling)
-
-
-def _rope_type(config: object) -> str:
-    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
-    if isinstance(params, dict):
-        return str(params.get("rope_type") or params.get("type") or "default")
-    return "default"
-
-
-def _sliding_window(config: object) -> int | None:
-    window = getattr(config, "sliding_window", None)
-    if not window:
-        return None
-    # Qwen2 carries a sliding_window value but only applies it with use_sliding_window.
-    if getattr(config, "model_type", None) == "qwen2" and not getattr(
-        config, "use_sliding_window", False
-    ):
-        return None
-    return int(window)
-
-
-def _onednn_works(dtype: torch.dtype) -> bool:
-    """Whether oneDNN's linear is available here and agrees with ``F.linear``."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(3, 64, generator=generator).to(dtype)
-        w = torch.randn(32, 64, generator=generator).to(dtype)
-        b = torch.randn(32, generator=generator).to(dtype)
-        with torch.inference_mode():
-            got = op(x, w, b, "none", [], "")
-            ref = F.linear(x, w, b)
-        return bool(torch.allclose(got.float(), ref.float(), rtol=1e-3, atol=1e-3))
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False

@@ -1,0 +1,153 @@
+"""One decoder layer's maths over a slice of the KV buffer: attention, then the gated MLP.
+
+Attention is one ``scaled_dot_product_attention`` call per layer over a
+slice of the cache, with ``enable_gqa`` (no ``repeat_kv`` copy) and 4-D
+inputs, which keeps PyTorch on its CPU flash kernel (3-D inputs or a boolean
+mask fall back to the ~4x slower math path). Matmuls go through oneDNN when
+it works here: MKL's float32 matrix-vector path is about twice as slow on AMD
+CPUs for the ``[1, hidden]`` decode shape.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from promptcache.model.architecture import Architecture
+from promptcache.model.weights import LayerWeights
+
+
+class LayerMath:
+    """The layer maths of one :class:`Architecture` in ``dtype`` (``onednn``: its matmuls)."""
+
+    def __init__(self, arch: Architecture, dtype: torch.dtype, *, onednn: bool | None) -> None:
+        self._num_heads = arch.num_heads
+        self._num_kv_heads = arch.num_kv_heads
+        self._head_dim = arch.head_dim
+        self._hidden = arch.hidden
+        self._intermediate = arch.intermediate
+        self._eps = arch.eps
+        self._dtype = dtype
+        self._onednn = _onednn_works(dtype) if onednn is None else onednn
+
+    def norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (self._hidden,), weight, self._eps)
+
+    def linear(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        if weight.dtype != x.dtype:  # reduced-precision decode weights
+            return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
+        if self._onednn:
+            out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+            return out
+        return F.linear(x, weight, bias)
+
+    def mask(self, start: int, count: int) -> tuple[torch.Tensor | None, bool]:
+        """The attention mask for ``count`` queries at ``start``, and whether it is plain causal.
+
+        One query sees every key (no mask); a chunk at position 0 is plain causal
+        (SDPA's ``is_causal``, which skips masked blocks); a later chunk needs an
+        explicit mask, since ``is_causal`` aligns the triangle to the top-left. The
+        mask is additive float: with 4-D inputs that keeps SDPA on its flash kernel.
+        """
+        if count == 1:
+            return None, False
+        if start == 0:
+            return None, True
+        keys = torch.arange(start + count)
+        queries = torch.arange(start, start + count)
+        mask = torch.zeros(count, start + count, dtype=self._dtype)
+        return mask.masked_fill_(keys[None, :] > queries[:, None], float("-inf")), False
+
+    def layer(
+        self,
+        x: torch.Tensor,
+        layer: LayerWeights,
+        kv: torch.Tensor,
+        start: int,
+        end: int,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        causal: bool,
+    ) -> torch.Tensor:
+        """Tokens ``x`` at positions ``[start, end)`` through one layer, writing their KV."""
+        count = x.shape[0]
+        heads, kv_heads, dim = self._num_heads, self._num_kv_heads, self._head_dim
+        qkv, qk = self._qkv_with_rope(x, layer, cos, sin)
+        kv[0, :, start:end].copy_(qk[:, heads:].transpose(0, 1))
+        kv[1, :, start:end].copy_(qkv[:, heads + kv_heads :].transpose(0, 1))
+        q = qk[:, :heads].transpose(0, 1).unsqueeze(0)
+        attn = F.scaled_dot_product_attention(
+            q,
+            kv[0, :, :end].unsqueeze(0),
+            kv[1, :, :end].unsqueeze(0),
+            attn_mask=mask,
+            is_causal=causal,
+            enable_gqa=True,
+        )[0].transpose(0, 1)
+        return self._output_and_mlp(x, attn.reshape(count, heads * dim), layer)
+
+    def batched_step(
+        self,
+        x: torch.Tensor,
+        layer: LayerWeights,
+        buffers: list[torch.Tensor],
+        positions: list[int],
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
+        """One token per row of ``x``, each at its position over its own KV buffer."""
+        heads, kv_heads = self._num_heads, self._num_kv_heads
+        qkv, qk = self._qkv_with_rope(x, layer, cos, sin)
+        rows: list[torch.Tensor] = []
+        for row, (kv, position) in enumerate(zip(buffers, positions, strict=True)):
+            kv[0, :, position].copy_(qk[row, heads:])
+            kv[1, :, position].copy_(qkv[row, heads + kv_heads :])
+            end = position + 1
+            attn = F.scaled_dot_product_attention(
+                qk[row, :heads, None][None],
+                kv[0, :, :end][None],
+                kv[1, :, :end][None],
+                enable_gqa=True,
+            )
+            rows.append(attn.reshape(-1))
+        return self._output_and_mlp(x, torch.stack(rows), layer)
+
+    def _qkv_with_rope(
+        self, x: torch.Tensor, layer: LayerWeights, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q/k/v per token and head, RoPE'd queries and keys) for the rows of ``x``."""
+        h = self.norm(x, layer.input_norm)
+        qkv = self.linear(h, layer.qkv_weight, layer.qkv_bias).view(x.shape[0], -1, self._head_dim)
+        # RoPE on queries and keys together: x*cos + rotate_half(x)*sin, where
+        # rotate_half(x) = roll(x, D/2) with the first half negated (folded into sin).
+        qk = qkv[:, : self._num_heads + self._num_kv_heads]
+        return qkv, qk * cos + qk.roll(self._head_dim // 2, -1) * sin
+
+    def _output_and_mlp(
+        self, x: torch.Tensor, attn: torch.Tensor, layer: LayerWeights
+    ) -> torch.Tensor:
+        """The rest of a layer after attention: output projection, then the gated MLP."""
+        x = x + self.linear(attn, layer.o_weight, layer.o_bias)
+        h = self.norm(x, layer.post_norm)
+        gate_up = self.linear(h, layer.gate_up_weight, layer.gate_up_bias)
+        act = F.silu(gate_up[:, : self._intermediate]) * gate_up[:, self._intermediate :]
+        return x + self.linear(act, layer.down_weight, layer.down_bias)
+
+
+def _onednn_works(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's linear is available here and agrees with ``F.linear``."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(3, 64, generator=generator).to(dtype)
+        w = torch.randn(32, 64, generator=generator).to(dtype)
+        b = torch.randn(32, generator=generator).to(dtype)
+        with torch.inference_mode():
+            got = op(x, w, b, "none", [], "")
+            ref = F.linear(x, w, b)
+        return bool(torch.allclose(got.float(), ref.float(), rtol=1e-3, atol=1e-3))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
