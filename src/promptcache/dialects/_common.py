@@ -71,6 +71,20 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def encodable_dumps(value: Any) -> str:
+    """:func:`dumps`, or with ASCII escapes when ``value`` holds a lone surrogate.
+
+    Only an error message quoting input can carry one (such input is refused);
+    the escapes keep the JSON valid and writable as UTF-8.
+    """
+    text = dumps(value)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+    return text
+
+
 def sse_data(payload: Any) -> bytes:
     """One OpenAI-style SSE frame (``data:`` only)."""
     text = payload if isinstance(payload, str) else dumps(payload)

@@ -1,4 +1,12 @@
-"""What every dialect shares with the server: the HTTP status of each error.
+"""What a dialect is to the server, and the HTTP status of each error.
+
+A :class:`Dialect` is one wire API (OpenAI Chat Completions, Anthropic
+Messages): an object with a ``name``, the chat path it serves, and the
+functions that turn a body into a canonical request and a result, a stream or
+an error back into that API's bytes. Each lives in its own subpackage
+(``dialects/openai/``, ``dialects/anthropic/``) exporting one such object; the
+server registers them (``server/routes.py``) and its flow takes whichever the
+route belongs to, so a new dialect is a new subpackage and one registration.
 
 :data:`ERROR_STATUS` is the one table from promptcache's exceptions
 (:mod:`promptcache.errors`, which know nothing of HTTP) to HTTP statuses.
@@ -8,7 +16,8 @@ error ``type`` strings; the server answers with the status the dialect gives.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
 from promptcache.errors import (
     AuthenticationError,
@@ -23,6 +32,54 @@ from promptcache.errors import (
     UnsupportedMediaTypeError,
     UpstreamError,
 )
+from promptcache.request import ChatRequest, ModelInfo, Result, StreamEvent
+
+
+class Dialect(Protocol):
+    """One wire API, as the server uses it."""
+
+    @property
+    def name(self) -> str:
+        """``"openai"``, ``"anthropic"``: also the route label in metrics and logs."""
+        ...
+
+    @property
+    def chat_path(self) -> str:
+        """The chat route (``POST``); errors on any path under it use this dialect's body."""
+        ...
+
+    @property
+    def client_header(self) -> str | None:
+        """A header this API's SDKs always send (``anthropic-version``), by which
+        ``GET /v1/models`` knows to answer in this dialect; None: none."""
+        ...
+
+    def parse_request(self, body: Any, *, tenant: str = "", namespace: str = "") -> ChatRequest:
+        """A JSON body as a canonical request; raises ``RequestError`` in the API's wording."""
+        ...
+
+    def render_response(self, result: Result, request: ChatRequest) -> dict[str, Any]:
+        """The JSON body for a complete (non-streamed) result."""
+        ...
+
+    def render_stream(
+        self, events: AsyncIterator[StreamEvent], request: ChatRequest
+    ) -> AsyncIterator[bytes]:
+        """SSE frames for ``events``; an error before the first frame propagates."""
+        ...
+
+    def stream_error_frame(self, error: PromptCacheError) -> bytes:
+        """The in-band SSE frame for an error once the stream's 200 is sent."""
+        ...
+
+    def render_error(self, error: PromptCacheError) -> tuple[int, dict[str, Any]]:
+        """The HTTP status (:func:`error_status`) and this API's error body."""
+        ...
+
+    def render_models(self, models: list[ModelInfo]) -> dict[str, Any]:
+        """The body of ``GET /v1/models``."""
+        ...
+
 
 ERROR_STATUS: Mapping[type[PromptCacheError], int] = {
     RequestError: 400,

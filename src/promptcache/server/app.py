@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from promptcache.engine.base import Engine
 from promptcache.engine.threaded import ThreadedEngine
 from promptcache.response_cache import ResponseCache
-from promptcache.server import health, routes_admin, routes_anthropic, routes_openai
+from promptcache.server import health, routes, routes_admin
 from promptcache.server.auth import KeyRing
 from promptcache.server.config import ServerConfig
 from promptcache.server.errors import install_error_handlers
@@ -71,8 +71,7 @@ def create_app(
         metrics=metrics,
         observers=observers,
     )
-    routes_openai.register(app, flow)
-    routes_anthropic.register(app, flow)
+    routes.register(app, flow)
     routes_admin.register(
         app,
         AdminContext(

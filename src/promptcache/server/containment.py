@@ -17,8 +17,8 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from promptcache.errors import InternalError
-from promptcache.server.dialect import dialect_for_path
 from promptcache.server.responses import error_response
+from promptcache.server.routes import dialect_for_path
 
 logger = logging.getLogger(__name__)
 

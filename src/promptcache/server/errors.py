@@ -18,8 +18,8 @@ from starlette.responses import Response
 from promptcache.dialects.base import HTTPStatusError
 from promptcache.errors import PromptCacheError, RequestError
 from promptcache.server.containment import ContainErrors
-from promptcache.server.dialect import dialect_for_path
 from promptcache.server.responses import error_response
+from promptcache.server.routes import dialect_for_path
 
 
 def install_error_handlers(app: FastAPI) -> None:

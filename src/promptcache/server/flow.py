@@ -7,7 +7,8 @@
       -> checkpoint planner (--auto-cache)
       -> engine (queue, 429) -> Result -> store -> observers -> render
 
-Both dialects share this flow; the routes only choose the dialect. The
+Every dialect shares this flow; the routes (``routes.py``) only choose the
+:class:`~promptcache.dialects.base.Dialect`, whose ``name`` is the route label. The
 response-cache rules (SPEC §3):
 
 * Only deterministic requests are cached: greedy (temperature 0 or unset) or
@@ -48,6 +49,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from promptcache.checkpoints import plan_checkpoints
+from promptcache.dialects.base import Dialect
 from promptcache.dialects.replay import replay_events
 from promptcache.engine.base import Engine
 from promptcache.errors import (
@@ -66,7 +68,6 @@ from promptcache.server.cache_policy import (
     parse_cache_control,
 )
 from promptcache.server.config import ServerConfig
-from promptcache.server.dialect import Dialect
 from promptcache.server.json_body import check_content_type, decode_json_body
 from promptcache.server.limits import read_body
 from promptcache.server.metrics import ServerMetrics
@@ -77,7 +78,6 @@ from promptcache.server.responses import (
     error_response,
     json_bytes,
     json_response,
-    sse_error_frame,
 )
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class CompletedRequest:
     """A chat request that finished successfully, as observers see it."""
 
     route: str
-    """``"openai"`` or ``"anthropic"``."""
+    """The dialect's name: ``"openai"`` or ``"anthropic"``."""
     model: str
     tenant: str
     namespace: str
@@ -114,7 +114,7 @@ class RequestObserver(Protocol):
 
 
 class ChatFlow:
-    """Serves ``POST /v1/chat/completions`` and ``POST /v1/messages``."""
+    """Serves every dialect's chat route: ``POST /v1/chat/completions``, ``/v1/messages``."""
 
     def __init__(
         self,
@@ -137,14 +137,15 @@ class ChatFlow:
         self._memo = ParseMemo()
         self._rendered: LRU[tuple[str, str, str, int], bytes] = LRU()
 
-    async def handle(self, http: Request, dialect: Dialect, route: str) -> Response:
+    async def handle(self, http: Request, dialect: Dialect) -> Response:
+        route = dialect.name
         started = time.perf_counter()
         deadline = self._deadline()
         try:
             async with asyncio.timeout_at(deadline):
-                parsed = await self._parse(http, dialect, route)
+                parsed = await self._parse(http, dialect)
                 directives = parse_cache_control(http.headers.get("cache-control"))
-                response = await self._serve(parsed, directives, dialect, route, started, deadline)
+                response = await self._serve(parsed, directives, dialect, started, deadline)
         except PromptCacheError as error:
             response = error_response(dialect, error)
         except TimeoutError:
@@ -166,12 +167,12 @@ class ChatFlow:
 
     # -- request --------------------------------------------------------------
 
-    async def _parse(self, http: Request, dialect: Dialect, route: str) -> ParsedRequest:
+    async def _parse(self, http: Request, dialect: Dialect) -> ParsedRequest:
         tenant = self.keyring.tenant(http.headers)
         namespace = namespace_of(http.headers)
         body = await read_body(http, limit=self.config.max_body_bytes)
         check_content_type(http.headers.get("content-type"))
-        memo_key = (route, tenant, namespace, body)
+        memo_key = (dialect.name, tenant, namespace, body)
         parsed = self._memo.get(memo_key)
         if parsed is None:
             parsed = ParsedRequest(request=self._parse_body(body, dialect, tenant, namespace))
@@ -208,7 +209,6 @@ class ChatFlow:
         parsed: ParsedRequest,
         directives: CacheDirectives,
         dialect: Dialect,
-        route: str,
         started: float,
         deadline: float | None,
     ) -> Response:
@@ -218,7 +218,7 @@ class ChatFlow:
         if key is None or cache is None:
             self.metrics.count_cache(CacheStatus.BYPASS)
             return await self._generate(
-                request, dialect, route, started, deadline, key=None, status=CacheStatus.BYPASS
+                request, dialect, started, deadline, key=None, status=CacheStatus.BYPASS
             )
         if not directives.read:
             # no-cache: not looked up (BYPASS), but the fresh result is stored.
@@ -230,7 +230,6 @@ class ChatFlow:
             return await self._generate(
                 request,
                 dialect,
-                route,
                 started,
                 deadline,
                 key=key,
@@ -242,7 +241,7 @@ class ChatFlow:
         )
         if isinstance(outcome, CacheHit):
             self.metrics.count_cache(CacheStatus.HIT)
-            return self._replay(request, outcome.result, outcome.age, dialect, route, key)
+            return self._replay(request, outcome.result, outcome.age, dialect, key)
         self.metrics.count_cache(CacheStatus.MISS)
         lead = outcome
         stack = AsyncExitStack()
@@ -254,7 +253,6 @@ class ChatFlow:
         return await self._generate(
             request,
             dialect,
-            route,
             started,
             deadline,
             key=key,
@@ -269,9 +267,9 @@ class ChatFlow:
         result: Result,
         age: float,
         dialect: Dialect,
-        route: str,
         key: str,
     ) -> Response:
+        route = dialect.name
         headers: dict[str, str] = {
             "x-promptcache": CacheStatus.HIT,
             "x-promptcache-key": key,
@@ -294,7 +292,6 @@ class ChatFlow:
         self,
         request: ChatRequest,
         dialect: Dialect,
-        route: str,
         started: float,
         deadline: float | None,
         *,
@@ -303,6 +300,7 @@ class ChatFlow:
         publish: Publish | None = None,
         stack: AsyncExitStack | None = None,
     ) -> Response:
+        route = dialect.name
         stack = stack or AsyncExitStack()
         headers: dict[str, str] = {"x-promptcache": status}
         if key is not None:
@@ -335,7 +333,7 @@ class ChatFlow:
             on_result=lambda result: self._observe(request, result, route, status, key),
             publish=publish,
         )
-        frames = self._stream_frames(observed, request, dialect, route, stack)
+        frames = self._stream_frames(observed, request, dialect, stack)
         return ClosingStreamingResponse(frames, headers=headers)
 
     def _plan(self, request: ChatRequest) -> ChatRequest:
@@ -367,7 +365,6 @@ class ChatFlow:
         tap: _Tap,
         request: ChatRequest,
         dialect: Dialect,
-        route: str,
         stack: AsyncExitStack,
     ) -> AsyncIterator[bytes]:
         exc_info: tuple[Any, Any, Any] = (None, None, None)
@@ -378,10 +375,10 @@ class ChatFlow:
         except PromptCacheError as error:
             # Headers (200) are gone: report in-band, as both APIs do mid-stream.
             exc_info = (type(error), error, error.__traceback__)
-            yield sse_error_frame(route, dialect, error)
+            yield dialect.stream_error_frame(error)
         except Exception as exc:
             exc_info = (type(exc), exc, exc.__traceback__)
-            yield sse_error_frame(route, dialect, _logged_internal_error(route))
+            yield dialect.stream_error_frame(_logged_internal_error(dialect.name))
         except BaseException as exc:
             exc_info = (type(exc), exc, exc.__traceback__)
             raise

@@ -9,8 +9,8 @@ from typing import Any
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from promptcache.dialects.base import Dialect
 from promptcache.errors import PromptCacheError
-from promptcache.server.dialect import Dialect
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -37,15 +37,6 @@ def error_response(dialect: Dialect, error: PromptCacheError) -> Response:
     status, body = dialect.render_error(error)
     headers = {"retry-after": "1"} if status == 429 else None
     return json_response(body, status=status, headers=headers)
-
-
-def sse_error_frame(dialect_name: str, dialect: Dialect, error: PromptCacheError) -> bytes:
-    """An error reported inside an SSE stream whose 200 status is already sent."""
-    _, body = dialect.render_error(error)
-    data = json_bytes(body).decode()
-    if dialect_name == "anthropic":
-        return f"event: error\ndata: {data}\n\n".encode()
-    return f"data: {data}\n\n".encode()
 
 
 class ClosingStreamingResponse(StreamingResponse):

@@ -23,16 +23,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from promptcache.dialects import anthropic, openai
+from promptcache.dialects.openai import OPENAI
 from promptcache.engine.base import Engine
 from promptcache.errors import PermissionDeniedError, PromptCacheError
 from promptcache.response_cache import CacheStatus, ResponseCache
 from promptcache.server.auth import KeyRing, MetricsGuard
 from promptcache.server.config import ServerConfig
-from promptcache.server.dialect import Dialect
 from promptcache.server.metrics import CONTENT_TYPE, ServerMetrics
 from promptcache.server.models import ModelCatalog
 from promptcache.server.responses import error_response, json_response
+from promptcache.server.routes import dialect_for_headers
 from promptcache.store import redact_url
 
 StatsSection = Callable[[str | None], Any]
@@ -49,10 +49,6 @@ class AdminContext:
     stats_sections: Mapping[str, StatsSection]
     config: ServerConfig
     """For the admin switches: ``admin_endpoints`` and ``metrics_key``."""
-
-
-def _models_dialect(request: Request) -> Dialect:
-    return anthropic if "anthropic-version" in request.headers else openai
 
 
 def _engine_figures(engine: Engine) -> dict[str, Any]:
@@ -108,7 +104,7 @@ def register(app: Starlette, ctx: AdminContext) -> None:
     metrics_guard = MetricsGuard(ctx.config.metrics_key)
 
     async def models(request: Request) -> Response:
-        dialect = _models_dialect(request)
+        dialect = dialect_for_headers(request.headers)
         try:
             ctx.keyring.tenant(request.headers)
         except PromptCacheError as error:
@@ -119,7 +115,7 @@ def register(app: Starlette, ctx: AdminContext) -> None:
         try:
             tenant = ctx.keyring.tenant(request.headers)
         except PromptCacheError as error:
-            return error_response(openai, error)
+            return error_response(OPENAI, error)
         # A tenant's key shows its own spend; another tenant's is not its business.
         scope = None if ctx.keyring.sees_all_tenants(request.headers) else tenant
         # Store stats may touch SQLite or Redis: keep that off the event loop.
@@ -134,7 +130,7 @@ def register(app: Starlette, ctx: AdminContext) -> None:
                 )
             ctx.keyring.require_admin(request.headers)
         except PromptCacheError as error:
-            return error_response(openai, error)
+            return error_response(OPENAI, error)
         responses = 0
         if ctx.cache is not None:
             responses = await ctx.cache.store.aclear()
@@ -145,7 +141,7 @@ def register(app: Starlette, ctx: AdminContext) -> None:
         try:
             metrics_guard.check(request.headers)
         except PromptCacheError as error:
-            refused = error_response(openai, error)
+            refused = error_response(OPENAI, error)
             refused.headers["www-authenticate"] = "Bearer"
             return refused
         body = await asyncio.to_thread(ctx.metrics.render)

@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from promptcache.dialects._common import dialect_id, dumps, new_id, sse_event
+from promptcache.dialects._common import dialect_id, dumps, encodable_dumps, new_id, sse_event
 from promptcache.dialects.base import error_status
 from promptcache.errors import PromptCacheError, UpstreamError
 from promptcache.request import (
@@ -107,6 +107,11 @@ def error_body(error: PromptCacheError) -> dict[str, Any]:
 def render_error(error: PromptCacheError) -> tuple[int, dict[str, Any]]:
     """The HTTP status and Anthropic's ``{"type": "error", "error": {...}}`` body."""
     return error_status(error), error_body(error)
+
+
+def stream_error_frame(error: PromptCacheError) -> bytes:
+    """The error as Anthropic reports it mid-stream: an ``event: error`` frame."""
+    return f"event: error\ndata: {encodable_dumps(error_body(error))}\n\n".encode()
 
 
 class _EventWriter:

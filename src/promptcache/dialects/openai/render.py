@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from promptcache.dialects._common import dialect_id, dumps, new_id, sse_data
+from promptcache.dialects._common import dialect_id, dumps, encodable_dumps, new_id, sse_data
 from promptcache.dialects.base import error_status
 from promptcache.errors import PromptCacheError, UpstreamError
 from promptcache.request import (
@@ -160,6 +160,11 @@ def error_body(error: PromptCacheError) -> dict[str, Any]:
 def render_error(error: PromptCacheError) -> tuple[int, dict[str, Any]]:
     """The HTTP status and OpenAI's ``{"error": {...}}`` body."""
     return error_status(error), error_body(error)
+
+
+def stream_error_frame(error: PromptCacheError) -> bytes:
+    """The error as OpenAI reports it mid-stream: a ``data:`` frame of its error body."""
+    return sse_data(encodable_dumps(error_body(error)))
 
 
 async def render_stream(
