@@ -139,7 +139,8 @@ def parse_request(
     top.integer("top_k", minimum=0)
     top.choice("service_tier", ("auto", "standard_only"))
     tools = _parse_tools(top)
-    request = ChatRequest(
+    # Building the request validates its breakpoints (a 400 on too many or misordered).
+    return ChatRequest(
         model=model,
         messages=_parse_messages(top.array("messages", required=True) or []),
         system=_parse_system(top),
@@ -156,8 +157,6 @@ def parse_request(
         namespace=namespace,
         transport=_parse_transport(top, request_id),
     )
-    request.breakpoints()
-    return request
 
 
 def _parse_stop_sequences(top: Fields) -> tuple[str, ...]:

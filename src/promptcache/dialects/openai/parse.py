@@ -88,7 +88,8 @@ def parse_request(
         )
     system, messages = parse_messages(raw_messages)
     tools = parse_tools(top)
-    request = ChatRequest(
+    # Building the request validates its breakpoints (a 400 on too many or misordered).
+    return ChatRequest(
         model=model,
         messages=tuple(messages),
         system=tuple(system),
@@ -100,8 +101,6 @@ def parse_request(
         namespace=namespace,
         transport=_parse_transport(top, request_id),
     )
-    request.breakpoints()
-    return request
 
 
 def _reject_unsupported(top: Fields) -> None:
