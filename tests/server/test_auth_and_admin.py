@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from promptcache.server.auth import tenant_id
 from promptcache.server.config import ServerConfig
-from promptcache.server.flow import CompletedRequest
+from promptcache.server.observers import CompletedRequest
 from tests.server.conftest import ServerFactory, anthropic_body, openai_body
 from tests.server.fakes import FakeSyncEngine
 

@@ -27,9 +27,10 @@ from promptcache.server import health, routes, routes_admin
 from promptcache.server.auth import KeyRing
 from promptcache.server.config import ServerConfig
 from promptcache.server.errors import install_error_handlers
-from promptcache.server.flow import ChatFlow, RequestObserver
+from promptcache.server.flow import ChatFlow
 from promptcache.server.metrics import ServerMetrics
 from promptcache.server.models import ModelCatalog
+from promptcache.server.observers import RequestObserver
 from promptcache.server.routes_admin import AdminContext, StatsSection
 
 logger = logging.getLogger(__name__)

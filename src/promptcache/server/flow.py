@@ -39,11 +39,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,13 +51,12 @@ from promptcache.dialects.base import Dialect
 from promptcache.dialects.replay import replay_events
 from promptcache.engine.base import Engine
 from promptcache.errors import (
-    InternalError,
     PromptCacheError,
     RequestError,
     RequestTimeoutError,
 )
 from promptcache.keys import response_key
-from promptcache.request import ChatRequest, Result, StreamEvent, TextDelta, Usage
+from promptcache.request import ChatRequest, Result, StreamEvent, TextDelta
 from promptcache.response_cache import CacheHit, CacheStatus, ResponseCache
 from promptcache.server.auth import KeyRing
 from promptcache.server.cache_policy import (
@@ -72,6 +69,7 @@ from promptcache.server.json_body import check_content_type, decode_json_body
 from promptcache.server.limits import read_body
 from promptcache.server.metrics import ServerMetrics
 from promptcache.server.models import ModelCatalog
+from promptcache.server.observers import CompletedRequest, RequestObserver, notify
 from promptcache.server.parse_memo import LRU, ParsedRequest, ParseMemo
 from promptcache.server.responses import (
     ClosingStreamingResponse,
@@ -79,38 +77,15 @@ from promptcache.server.responses import (
     json_bytes,
     json_response,
 )
+from promptcache.server.streaming import (
+    Publish,
+    Tap,
+    aclose_quietly,
+    logged_internal_error,
+    stream_frames,
+)
 
 logger = logging.getLogger(__name__)
-
-Publish = Callable[[Result], Awaitable[None]]
-
-
-@dataclass(frozen=True, kw_only=True)
-class CompletedRequest:
-    """A chat request that finished successfully, as observers see it."""
-
-    route: str
-    """The dialect's name: ``"openai"`` or ``"anthropic"``."""
-    model: str
-    tenant: str
-    namespace: str
-    usage: Usage
-    """The usage served to the client (on a HIT: the original request's usage)."""
-    cache: CacheStatus
-    stream: bool
-    key: str | None
-    result: Result
-
-
-class RequestObserver(Protocol):
-    def on_complete(self, record: CompletedRequest) -> Mapping[str, str]:
-        """Called once per successful chat request, on the event loop: keep it cheap.
-
-        Returns extra response headers (e.g. ``x-promptcache-cost``); they are
-        sent when the headers have not gone out yet, that is for everything
-        but a stream the engine is still generating.
-        """
-        ...
 
 
 class ChatFlow:
@@ -151,7 +126,7 @@ class ChatFlow:
         except TimeoutError:
             response = error_response(dialect, self._timed_out())
         except Exception:
-            response = error_response(dialect, _logged_internal_error(route))
+            response = error_response(dialect, logged_internal_error(route))
         self.metrics.count_request(route, response.status_code)
         return response
 
@@ -324,7 +299,7 @@ class ChatFlow:
         if not request.transport.stream:
             await stack.aclose()
             return json_response(body, headers=headers)
-        observed = _Tap(
+        observed = Tap(
             first=first,
             events=events,
             deadline=deadline,
@@ -333,7 +308,7 @@ class ChatFlow:
             on_result=lambda result: self._observe(request, result, route, status, key),
             publish=publish,
         )
-        frames = self._stream_frames(observed, request, dialect, stack)
+        frames = stream_frames(observed, request, dialect, stack)
         return ClosingStreamingResponse(frames, headers=headers)
 
     def _plan(self, request: ChatRequest) -> ChatRequest:
@@ -357,35 +332,8 @@ class ChatFlow:
                 if isinstance(event, Result):
                     return event
         finally:
-            await _aclose(events)
+            await aclose_quietly(events)
         raise PromptCacheError("The engine ended without a result.")
-
-    async def _stream_frames(
-        self,
-        tap: _Tap,
-        request: ChatRequest,
-        dialect: Dialect,
-        stack: AsyncExitStack,
-    ) -> AsyncIterator[bytes]:
-        exc_info: tuple[Any, Any, Any] = (None, None, None)
-        frames = dialect.render_stream(tap.stream, request)
-        try:
-            async for frame in frames:
-                yield frame
-        except PromptCacheError as error:
-            # Headers (200) are gone: report in-band, as both APIs do mid-stream.
-            exc_info = (type(error), error, error.__traceback__)
-            yield dialect.stream_error_frame(error)
-        except Exception as exc:
-            exc_info = (type(exc), exc, exc.__traceback__)
-            yield dialect.stream_error_frame(_logged_internal_error(dialect.name))
-        except BaseException as exc:
-            exc_info = (type(exc), exc, exc.__traceback__)
-            raise
-        finally:
-            await _aclose(frames)
-            await tap.aclose()
-            await stack.__aexit__(*exc_info)
 
     def _observe(
         self,
@@ -408,82 +356,4 @@ class ChatFlow:
             key=key,
             result=result,
         )
-        headers: dict[str, str] = {}
-        for observer in self.observers:
-            try:
-                headers.update(observer.on_complete(record))
-            except Exception:  # an accounting bug must not fail a served request
-                logger.exception("request observer %r failed", observer)
-        return headers
-
-
-class _Tap:
-    """Passes a primed engine stream through, acting on the first token and the Result.
-
-    The Result is stored (``publish``) as soon as it arrives, before its frames
-    are rendered, so a client leaving right after the last token does not
-    lose a complete answer; a stream that never reaches its Result stores
-    nothing.
-    """
-
-    def __init__(
-        self,
-        *,
-        first: StreamEvent,
-        events: AsyncIterator[StreamEvent],
-        deadline: float | None,
-        timed_out: Callable[[], PromptCacheError],
-        on_first_token: Callable[[], None],
-        on_result: Callable[[Result], object],
-        publish: Publish | None,
-    ) -> None:
-        self._first = first
-        self._events = events
-        self._deadline = deadline
-        self._timed_out = timed_out
-        self._on_first_token = on_first_token
-        self._on_result = on_result
-        self._publish = publish
-        self._seen_token = False
-        self.stream = self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[StreamEvent]:
-        yield await self._see(self._first)
-        while True:
-            # The deadline covers the wait for each event, never a yield: a
-            # timeout scope left open across a yield would fire in the consumer.
-            try:
-                async with asyncio.timeout_at(self._deadline):
-                    event = await anext(self._events, None)
-            except TimeoutError:
-                raise self._timed_out() from None
-            if event is None:
-                return
-            yield await self._see(event)
-
-    async def _see(self, event: StreamEvent) -> StreamEvent:
-        if not self._seen_token and isinstance(event, TextDelta | Result):
-            self._seen_token = True
-            self._on_first_token()
-        if isinstance(event, Result):
-            if self._publish is not None:
-                await self._publish(event)
-            self._on_result(event)
-        return event
-
-    async def aclose(self) -> None:
-        await _aclose(self.stream)
-        await _aclose(self._events)
-
-
-def _logged_internal_error(route: str) -> InternalError:
-    """A 500 for a failure outside the engine, logged (call from an except block)."""
-    request_id = f"req_{uuid.uuid4().hex[:24]}"
-    logger.exception("request %s on the %s route failed", request_id, route)
-    return InternalError(request_id)
-
-
-async def _aclose(iterator: AsyncIterator[Any]) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
+        return notify(self.observers, record)
