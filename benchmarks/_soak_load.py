@@ -28,6 +28,7 @@ from _soak_requests import OPENAI_PATH, Planned, Planner
 MAX_REQUESTS_PER_CLIENT = 50_000
 HARD_LIMIT_SLACK = 600.0
 FAILURE_EXAMPLES = 3
+HOSTILE_FALLBACK_PAUSE = 0.5
 
 # Outcomes that fail the soak besides 5xx: the server never answered in time, a
 # connection broke outside a deliberate kill, a stream ended without its
@@ -160,12 +161,22 @@ class Context:
     """Bound the requests that may run the model, by ``Planned.slot``: beyond a few
     they only queue in the engine, and a queue as deep as the clients are many
     makes a slow machine's misses look hung."""
+    store_epoch: int = 0
+    """Bumped whenever stored entries may be gone (Redis killed or restarted, a new
+    server): a pool request is only known to hit within one epoch."""
+    pool_stored: set[tuple[int, bytes]] = field(default_factory=set)
+    """(store epoch, body) of pool requests answered 200 then: they hit, need no slot."""
     tally: Tally = field(default_factory=Tally)
     entries: dict[str, Entry] = field(default_factory=dict)
     record_entries: bool = False
     outage: bool = False
     events: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    def slot_for(self, planned: Planned) -> asyncio.Semaphore | None:
+        if planned.slot == "pool" and (self.store_epoch, planned.body) in self.pool_stored:
+            return None  # a known hit: it will not reach the model
+        return self.slots.get(planned.slot)
 
     def event(self, message: str) -> None:
         stamped = f"t+{time.monotonic() - self.gate.started:5.1f}s {message}"
@@ -245,13 +256,17 @@ async def client_loop(index: int, ctx: Context, seed: int, max_body: int) -> int
         while sent < MAX_REQUESTS_PER_CLIENT:
             planned = planner.next()
             # The model as busy as the soak lets it be: rather than wait idle, load
-            # the response-cache path (pool hits), or else request parsing (hostile).
-            for fallback in (("hit", "hostile"), ("hostile",)):
-                if not (planned.slot and ctx.slots[planned.slot].locked()):
+            # the response-cache path (pool hits), or else request parsing (hostile),
+            # paced: a flood of cheap 4xx would starve the model of CPU.
+            for fallback in (("hit", "hostile"), ("hostile",), ("hostile",), ("hostile",)):
+                slot = ctx.slot_for(planned)
+                if slot is None or not slot.locked():
                     break
+                if fallback == ("hostile",):
+                    await asyncio.sleep(rng.uniform(0, HOSTILE_FALLBACK_PAUSE))
                 planned = planner.next(fallback)
-            slot = ctx.slots.get(planned.slot) or contextlib.nullcontext()
-            async with slot:
+            slot = ctx.slot_for(planned)
+            async with slot or contextlib.nullcontext():
                 if not await ctx.gate.wait_open():
                     break
                 server = ctx.server
@@ -263,7 +278,7 @@ async def client_loop(index: int, ctx: Context, seed: int, max_body: int) -> int
                     bound = (id(server), server.generation)
                 assert http is not None
                 sent += 1
-                epoch, outage = server.epoch, ctx.outage
+                epoch, outage, store_epoch = server.epoch, ctx.outage, ctx.store_epoch
                 ctx.gate.in_flight += 1
                 try:
                     status, cache, detail = await send(http, planned, ctx.request_timeout)
@@ -275,6 +290,8 @@ async def client_loop(index: int, ctx: Context, seed: int, max_body: int) -> int
             ctx.tally.add(planned.kind, status, where + detail, outage=outage or ctx.outage)
             if status == "200" and cache:
                 ctx.tally.cache[cache] += 1
+                if planned.slot == "pool" and store_epoch == ctx.store_epoch and not outage:
+                    ctx.pool_stored.add((store_epoch, planned.body))
             if (
                 planned.records
                 and ctx.record_entries

@@ -45,8 +45,9 @@ class Planned:
     records: bool = False
     """A greedy non-stream request: a 200 MISS with a key is a stored entry to check later."""
     slot: str = ""
-    """"miss": meant to run the model; "pool": runs it when its entry is gone (first
-    use, a restart, the Redis outage); "": never should. The soak bounds each in flight."""
+    """"miss": meant to run the model (or to wait in its queue); "pool": runs it when
+    its entry is not stored (first use, a restart, the Redis outage); "": should never
+    reach the model. The soak bounds how many of each are in flight."""
     chunked: bool = False
     """Send the body without a content-length (chunked), so a size limit must count bytes."""
     expect: tuple[int, ...] = (200,)
@@ -154,6 +155,7 @@ def _hostile(
     *,
     headers: dict[str, str] | None = None,
     chunked: bool = False,
+    slot: str = "",
 ) -> Planned:
     path, default = (
         (OPENAI_PATH, JSON_HEADERS) if dialect == "openai" else (ANTHROPIC_PATH, ANTHROPIC_HEADERS)
@@ -165,6 +167,7 @@ def _hostile(
         headers=headers if headers is not None else default,
         chunked=chunked,
         expect=expect,
+        slot=slot,
     )
 
 
@@ -221,7 +224,8 @@ def hostile_cjk_schema(dialect: str, nonce: str, max_body: int) -> Planned:
     # issue 10: llguidance panics cutting its error message mid-character.
     schema = {"type": "object", "required": {"s": CJK_REQUIRED}}
     body = _dumps(_body_for(dialect, f"j {nonce}", **_schema_extra(dialect, schema)))
-    return _hostile("cjk-required", dialect, body, (400,))
+    # The schema is compiled by an engine worker, after the queue: bounded like a miss.
+    return _hostile("cjk-required", dialect, body, (400,), slot="miss")
 
 
 def hostile_huge_int(dialect: str, nonce: str, max_body: int) -> Planned:
@@ -231,7 +235,7 @@ def hostile_huge_int(dialect: str, nonce: str, max_body: int) -> Planned:
         "required": ["n"],
     }
     body = _dumps(_body_for(dialect, f"n {nonce}", **_schema_extra(dialect, schema)))
-    return _hostile("huge-int", dialect, body, (200, 400))
+    return _hostile("huge-int", dialect, body, (200, 400), slot="miss")
 
 
 def hostile_oversized(dialect: str, nonce: str, max_body: int) -> Planned:

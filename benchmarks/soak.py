@@ -22,11 +22,12 @@ Each client loops over a seeded mix (see ``_soak_requests.py``): response-cache
 hits, unique misses, streams in both dialects, streams closed after their
 first chunk, and a hostile corpus taken in turn. Every loop is bounded by
 count and time; each request by a total timeout (``--request-timeout``), after
-which it counts as *hung*. At most ``--miss-slots`` misses and
-``--pool-slots`` hit-pool requests (which run the model when their entry is
-gone) are in flight, so a miss's wait in the engine queue stays well under
-that timeout on a slow machine; a client that finds its slots taken sends a
-pool hit or a hostile input instead of waiting idle. A "stored entry" is a
+which it counts as *hung*. At most ``--miss-slots`` requests meant to reach
+the model (misses, streams, schemas the engine compiles) and ``--pool-slots``
+hit-pool requests not known to be stored are in flight, so a wait in the
+engine queue stays well under that timeout on a slow machine; a client that
+finds its slots taken sends a pool hit or a hostile input instead of waiting
+idle. A "stored entry" is a
 greedy non-stream MISS answered 200 with an ``x-promptcache-key``: the server
 writes it before it answers.
 
@@ -324,11 +325,13 @@ async def _timeline(
         await gate.at_load(REDIS_KILL_AT * duration)
         redis.kill()
         ctx.outage = True
+        ctx.store_epoch += 1
         outage_started = time.monotonic()
         ctx.event("Redis SIGKILL (the server must answer misses, never 5xx)")
         await gate.at_load(REDIS_BACK_AT * duration)
         await redis.start()
         ctx.outage = False
+        ctx.store_epoch += 1
         results.redis_outage_seconds = time.monotonic() - outage_started
         ctx.event("Redis restarted (empty)")
         # Under load: the probe queues behind the clients' misses (bounded).
@@ -346,6 +349,7 @@ async def _timeline(
             ctx.problems.append(f"SIGTERM did not stop the {first.label} within {STOP_TIMEOUT} s")
         took = await sqlite_server.start("sqlite-store server", timeout=RESTART_TIMEOUT)
         ctx.server = sqlite_server
+        ctx.store_epoch += 1
         ctx.record_entries = True
         ctx.event(f"sqlite-store server ready in {took:.1f} s")
         sqlite_starts = gate.load_elapsed()
@@ -402,14 +406,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--request-timeout", type=float, default=60.0, help="then it is hung")
     parser.add_argument("--think-ms", type=float, default=20.0, help="max pause between requests")
     parser.add_argument(
-        "--miss-slots", type=int, default=12, help="most misses and streams in flight"
+        "--miss-slots",
+        type=int,
+        default=12,
+        help="most misses, streams and engine-compiled schemas in flight",
     )
     parser.add_argument(
         "--pool-slots",
         type=int,
-        default=16,
-        help="most hit-pool requests in flight (they run the model after a restart or "
-        "during the Redis outage); when both are full, clients send hostile inputs",
+        default=8,
+        help="most hit-pool requests not known to hit in flight (they run the model "
+        "after a restart or during the Redis outage); when both are full, clients send "
+        "hostile inputs",
     )
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument("--keep-logs", type=Path, help="copy the server and Redis logs here")
