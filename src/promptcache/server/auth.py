@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from promptcache.errors import AuthenticationError
 
@@ -48,10 +48,13 @@ class KeyRing:
     """Resolves a request's key to its tenant, and checks admin rights.
 
     Keys are compared by their SHA-256 digest so lookups cost the same whatever
-    the key, and the plain keys are not kept.
+    the key; the plain keys are kept only as SigV4 secrets (Bedrock clients sign with one).
     """
 
     def __init__(self, *, api_keys: Iterable[str] = (), admin_keys: Iterable[str] = ()) -> None:
+        api_keys, admin_keys = tuple(api_keys), tuple(admin_keys)
+        # Kept for signature schemes (SigV4) where the key is an HMAC secret.
+        self._keys = tuple(dict.fromkeys((*api_keys, *admin_keys)))
         self._tenants: dict[bytes, str] = {}
         self._admins: set[bytes] = set()
         for key in api_keys:
@@ -80,6 +83,14 @@ class KeyRing:
             if tenant is not None:
                 return tenant
         raise AuthenticationError("Invalid API key.")
+
+    def signed_tenant(self, verify: Callable[[Iterable[str]], str]) -> str:
+        """The tenant of the key that signed a request: ``verify`` gets the keys and
+        returns the one whose signature matches (raising otherwise). Without keys
+        configured any signature is accepted, as any key is by :meth:`tenant`."""
+        if not self._has_api_keys:
+            return ""
+        return tenant_id(verify(self._keys))
 
     def sees_all_tenants(self, headers: Mapping[str, str]) -> bool:
         """Whether the caller may read every tenant's figures: an admin key, or a server

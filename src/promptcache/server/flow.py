@@ -127,6 +127,9 @@ class ChatFlow:
             response = error_response(dialect, self._timed_out())
         except Exception:
             response = error_response(dialect, logged_internal_error(route))
+        media_type = getattr(dialect, "stream_media_type", None)
+        if media_type is not None and isinstance(response, ClosingStreamingResponse):
+            response.headers["content-type"] = media_type  # Bedrock's event stream
         self.metrics.count_request(route, response.status_code)
         return response
 
@@ -143,11 +146,28 @@ class ChatFlow:
     # -- request --------------------------------------------------------------
 
     async def _parse(self, http: Request, dialect: Dialect) -> ParsedRequest:
-        tenant = self.keyring.tenant(http.headers)
+        # A dialect that signs its requests (Bedrock's SigV4) checks the signature
+        # itself, over the body; the others carry a key the key ring looks up.
+        signed = getattr(dialect, "authenticate", None)
+        tenant = "" if signed is not None else self.keyring.tenant(http.headers)
         namespace = namespace_of(http.headers)
         body = await read_body(http, limit=self.config.max_body_bytes)
+        if signed is not None:
+            raw_path = http.scope.get("raw_path", b"").decode("latin-1") or http.url.path
+            tenant = self.keyring.signed_tenant(
+                lambda keys: signed(
+                    keys,
+                    method=http.method,
+                    raw_path=raw_path,
+                    query=http.url.query,
+                    headers=http.headers,
+                    body=body,
+                )
+            )
         check_content_type(http.headers.get("content-type"))
-        memo_key = (dialect.name, tenant, namespace, body)
+        # A dialect whose path carries part of the request (a model id) scopes the memo.
+        scope = getattr(dialect, "parse_scope", "")
+        memo_key = (dialect.name + scope, tenant, namespace, body)
         parsed = self._memo.get(memo_key)
         if parsed is None:
             parsed = ParsedRequest(request=self._parse_body(body, dialect, tenant, namespace))

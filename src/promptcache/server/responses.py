@@ -35,7 +35,10 @@ def json_response(
 
 def error_response(dialect: Dialect, error: PromptCacheError) -> Response:
     status, body = dialect.render_error(error)
-    headers = {"retry-after": "1"} if status == 429 else None
+    headers = {"retry-after": "1"} if status == 429 else {}
+    extra = getattr(dialect, "error_headers", None)  # Bedrock's x-amzn-ErrorType
+    if extra is not None:
+        headers.update(extra(error))
     return json_response(body, status=status, headers=headers)
 
 

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from promptcache.dialects.anthropic import ANTHROPIC
 from promptcache.dialects.base import Dialect
+from promptcache.dialects.bedrock import BEDROCK_ERRORS, OPERATIONS, PATH_PREFIX, BedrockOperation
 from promptcache.dialects.openai import OPENAI
 from promptcache.server.flow import ChatFlow
 
@@ -30,6 +31,19 @@ def register(app: Starlette, flow: ChatFlow) -> None:
     """``POST <chat_path>`` for every dialect, each served by ``flow``."""
     for dialect in DIALECTS:
         app.add_route(dialect.chat_path, _chat_endpoint(flow, dialect), methods=["POST"])
+    # Bedrock's model id is in the path: each request gets the operation bound to it.
+    for operation in OPERATIONS:
+        app.add_route(operation.path, _bedrock_endpoint(flow, operation), methods=["POST"])
+
+
+def _bedrock_endpoint(
+    flow: ChatFlow, operation: BedrockOperation
+) -> Callable[[Request], Awaitable[Response]]:
+    async def chat(request: Request) -> Response:
+        return await flow.handle(request, operation.bind(request.path_params["modelId"]))
+
+    chat.__name__ = f"bedrock_{operation.suffix.replace('-', '_')}"
+    return chat
 
 
 def _chat_endpoint(flow: ChatFlow, dialect: Dialect) -> Callable[[Request], Awaitable[Response]]:
@@ -42,6 +56,8 @@ def _chat_endpoint(flow: ChatFlow, dialect: Dialect) -> Callable[[Request], Awai
 
 def dialect_for_path(path: str) -> Dialect:
     """The dialect whose chat path ``path`` is (or lies under); else the default."""
+    if path.startswith(PATH_PREFIX):
+        return BEDROCK_ERRORS
     for dialect in DIALECTS:
         if path.startswith(dialect.chat_path):
             return dialect

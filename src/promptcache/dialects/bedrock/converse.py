@@ -1,0 +1,517 @@
+"""Converse and ConverseStream: the Converse body as a canonical request, and back.
+
+A ``cachePoint`` block (``{"cachePoint": {"type": "default", "ttl": "5m"|"1h"}}``)
+in ``toolConfig.tools``, ``system`` or a message's ``content`` is a cache
+breakpoint at the end of the block before it: canonically that block's
+``cache_control``, so the request's breakpoint rules (at most 4, TTLs
+non-increasing in the order tools -> system -> messages) apply as in the other
+dialects. Every field accepted has its effect; any other is a
+``ValidationException`` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from promptcache.dialects._fields import (
+    TOOL_NAME_PATTERN,
+    DialectRequestError,
+    ErrorStyle,
+    Fields,
+    Path,
+    check_json,
+    check_text,
+    shown,
+    shown_bound,
+)
+from promptcache.dialects.bedrock import eventstream
+from promptcache.dialects.bedrock.errors import stream_member
+from promptcache.errors import PromptCacheError, RequestError, UpstreamError
+from promptcache.request import (
+    CacheControl,
+    ChatRequest,
+    Choice,
+    ContentBlock,
+    ImageBlock,
+    Message,
+    PromptUsage,
+    Result,
+    SamplingParams,
+    StreamEvent,
+    TextBlock,
+    TextDelta,
+    Tool,
+    ToolResultBlock,
+    ToolUseBlock,
+    Transport,
+    Usage,
+)
+
+_KINDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "array": "a list",
+    "object": "a structure",
+}
+
+
+class BedrockErrorStyle(ErrorStyle):
+    """Bedrock's wording: ``Value at 'messages.1.member.content' failed to satisfy ...``."""
+
+    def path(self, path: Path) -> str:
+        return ".".join(str(p) for p in path)
+
+    def _error(self, path: Path, message: str) -> RequestError:
+        where = self.path(path)
+        text = f"1 validation error detected: Value at '{where}' {message}" if where else message
+        return DialectRequestError(text, param=where or None)
+
+    def missing(self, path: Path) -> RequestError:
+        return self._error(path, "failed to satisfy constraint: Member must not be null")
+
+    def wrong_type(self, path: Path, kind: str, value: Any) -> RequestError:
+        return self._error(path, f"failed to satisfy constraint: Member must be {_KINDS[kind]}")
+
+    def not_one_of(self, path: Path, value: Any, allowed: Sequence[str]) -> RequestError:
+        return self._error(
+            path,
+            f"'{shown(value)}' failed to satisfy constraint: Member must satisfy enum value "
+            f"set: [{', '.join(allowed)}]",
+        )
+
+    def out_of_range(
+        self, path: Path, value: float, *, minimum: float | None, maximum: float | None
+    ) -> RequestError:
+        if minimum is not None and value < minimum:
+            bound = f"greater than or equal to {shown_bound(minimum)}"
+        else:
+            bound = f"less than or equal to {shown_bound(math.inf if maximum is None else maximum)}"
+        return self._error(path, f"failed to satisfy constraint: Member must be {bound}")
+
+    def not_text(self, path: Path, value: str) -> RequestError:
+        return self._error(path, "failed to satisfy constraint: Member must be valid Unicode")
+
+    def not_finite(self, path: Path, value: Any) -> RequestError:
+        return self._error(path, "failed to satisfy constraint: Member must be a finite number")
+
+    def unknown_field(self, path: Path) -> RequestError:
+        return self._error(path, "is not a field this server accepts (extraneous key)")
+
+    def invalid(self, path: Path, message: str) -> RequestError:
+        return self._error(path, message)
+
+
+STYLE = BedrockErrorStyle()
+
+_TOP = frozenset(
+    {"modelId", "messages", "system", "inferenceConfig", "toolConfig", "requestMetadata"}
+)
+_NOT_SUPPORTED = frozenset(
+    {
+        "guardrailConfig",
+        "additionalModelRequestFields",
+        "additionalModelResponseFieldPaths",
+        "promptVariables",
+        "performanceConfig",
+        "serviceTier",
+        "outputConfig",
+        "projectIdentifier",
+    }
+)
+_MESSAGE_BLOCKS = ("text", "image", "toolUse", "toolResult", "cachePoint")
+_IMAGE_FORMATS = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+}
+
+B = TypeVar("B", TextBlock, Tool, TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock)
+
+
+def _one_key(entry: Fields, allowed: Sequence[str]) -> str:
+    keys = [k for k, v in entry.data.items() if v is not None]
+    if len(keys) != 1:
+        raise STYLE.invalid(
+            entry.path, "failed to satisfy constraint: Member must have exactly one member set"
+        )
+    key = keys[0]
+    if key not in allowed:
+        raise STYLE.invalid(
+            entry.at(key), f"is not supported by this server (supported: {', '.join(allowed)})"
+        )
+    return key
+
+
+def _cache_point(entry: Fields) -> CacheControl:
+    point = entry.required_obj("cachePoint")
+    point.reject_unknown({"type", "ttl"})
+    point.choice("type", ("default",), required=True)
+    ttl = point.choice("ttl", ("5m", "1h"))
+    return CacheControl(ttl="1h" if ttl == "1h" else "5m")
+
+
+def _mark_last(blocks: list[B], marker: CacheControl, path: Path) -> None:
+    if not blocks:
+        raise STYLE.invalid(path, "a cachePoint must follow a block it applies to")
+    last = blocks[-1]
+    if last.cache_control is not None:
+        raise STYLE.invalid(path, "two cachePoint blocks in a row")
+    blocks[-1] = replace(last, cache_control=marker)
+
+
+def _text(entry: Fields, key: str = "text") -> TextBlock:
+    text = entry.required_string(key)
+    if not text:
+        raise STYLE.invalid(entry.at(key), "failed to satisfy constraint: Member must not be blank")
+    return TextBlock(text=text)
+
+
+def _parse_system(top: Fields) -> tuple[TextBlock, ...]:
+    blocks: list[TextBlock] = []
+    for i, raw in enumerate(top.array("system") or []):
+        entry = Fields(STYLE, raw, ("system", i))
+        if _one_key(entry, ("text", "cachePoint")) == "cachePoint":
+            _mark_last(blocks, _cache_point(entry), entry.path)
+        else:
+            blocks.append(_text(entry))
+    return tuple(blocks)
+
+
+def _parse_tools(top: Fields) -> tuple[tuple[Tool, ...], dict[str, Any] | None]:
+    config = top.obj("toolConfig")
+    if config is None:
+        return (), None
+    config.reject_unknown({"tools", "toolChoice"})
+    tools: list[Tool] = []
+    for i, raw in enumerate(config.array("tools", required=True) or []):
+        entry = Fields(STYLE, raw, (*config.path, "tools", i))
+        if _one_key(entry, ("toolSpec", "cachePoint")) == "cachePoint":
+            _mark_last(tools, _cache_point(entry), entry.path)
+            continue
+        spec = entry.required_obj("toolSpec")
+        spec.reject_unknown({"name", "description", "inputSchema", "strict"})
+        if spec.boolean("strict"):
+            raise STYLE.invalid(spec.at("strict"), "strict tool schemas are not supported here")
+        name = spec.required_string("name")
+        if not TOOL_NAME_PATTERN.match(name):
+            raise STYLE.invalid(
+                spec.at("name"),
+                "failed to satisfy constraint: Member must satisfy regular expression pattern: "
+                "[a-zA-Z0-9_-]{1,64}",
+            )
+        if any(t.name == name for t in tools):
+            raise STYLE.invalid(spec.at("name"), f"The tool name {name} is not unique")
+        schema = spec.required_obj("inputSchema")
+        schema.reject_unknown({"json"})
+        document = schema.required_obj("json")
+        schema.json_value("json")
+        tools.append(
+            Tool(
+                name=name,
+                description=spec.string("description") or "",
+                input_schema=dict(document.data),
+            )
+        )
+    return tuple(tools), _parse_tool_choice(config, tools)
+
+
+def _parse_tool_choice(config: Fields, tools: list[Tool]) -> dict[str, Any] | None:
+    choice = config.obj("toolChoice")
+    if choice is None:
+        return None
+    kind = _one_key(choice, ("auto", "any", "tool"))
+    if kind != "tool":
+        choice.required_obj(kind).reject_unknown(set())
+        return {"type": kind}
+    spec = choice.required_obj("tool")
+    spec.reject_unknown({"name"})
+    name = spec.required_string("name")
+    if all(t.name != name for t in tools):
+        raise STYLE.invalid(spec.at("name"), f"the tool {shown(name)} is not in toolConfig.tools")
+    return {"type": "tool", "name": name}
+
+
+def _image(entry: Fields) -> ImageBlock:
+    image = entry.required_obj("image")
+    image.reject_unknown({"format", "source"})
+    fmt = image.choice("format", tuple(_IMAGE_FORMATS), required=True)
+    source = image.required_obj("source")
+    source.reject_unknown({"bytes"})
+    data = source.required_string("bytes")
+    return ImageBlock(
+        source={"type": "base64", "media_type": _IMAGE_FORMATS[fmt or "png"], "data": data}
+    )
+
+
+def _tool_use(entry: Fields) -> ToolUseBlock:
+    use = entry.required_obj("toolUse")
+    use.reject_unknown({"toolUseId", "name", "input", "type"})
+    tool_input = use.get("input", "object", required=True)
+    use.json_value("input")
+    return ToolUseBlock(
+        id=use.required_string("toolUseId"), name=use.required_string("name"), input=tool_input
+    )
+
+
+def _tool_result(entry: Fields, known_ids: set[str]) -> ToolResultBlock:
+    result = entry.required_obj("toolResult")
+    result.reject_unknown({"toolUseId", "content", "status", "type"})
+    tool_use_id = result.required_string("toolUseId")
+    if tool_use_id not in known_ids:
+        raise STYLE.invalid(
+            result.at("toolUseId"),
+            f"the toolResult's toolUseId {shown(tool_use_id)} matches no earlier toolUse",
+        )
+    status = result.choice("status", ("success", "error"))
+    parts: list[TextBlock | ImageBlock] = []
+    for i, raw in enumerate(result.array("content", required=True) or []):
+        part = Fields(STYLE, raw, (*result.path, "content", i))
+        kind = _one_key(part, ("text", "json", "image"))
+        if kind == "text":
+            parts.append(TextBlock(text=part.required_string("text")))
+        elif kind == "json":
+            check_json(STYLE, part.at("json"), part.data["json"])
+            parts.append(TextBlock(text=json.dumps(part.data["json"], ensure_ascii=False)))
+        else:
+            parts.append(_image(part))
+    return ToolResultBlock(
+        tool_use_id=tool_use_id, content=tuple(parts), is_error=status == "error"
+    )
+
+
+def _parse_messages(top: Fields) -> tuple[Message, ...]:
+    messages: list[Message] = []
+    known_ids: set[str] = set()
+    raw_messages = top.array("messages", required=True) or []
+    if not raw_messages:
+        raise STYLE.invalid(("messages",), "failed to satisfy constraint: Member must not be empty")
+    for m, raw in enumerate(raw_messages):
+        entry = Fields(STYLE, raw, ("messages", m))
+        entry.reject_unknown({"role", "content"})
+        role = entry.choice("role", ("user", "assistant"), required=True)
+        blocks: list[ContentBlock] = []
+        for i, raw_block in enumerate(entry.array("content", required=True) or []):
+            block = Fields(STYLE, raw_block, (*entry.path, "content", i))
+            kind = _one_key(block, _MESSAGE_BLOCKS)
+            if kind == "cachePoint":
+                _mark_last(blocks, _cache_point(block), block.path)
+            elif kind == "text":
+                blocks.append(_text(block))
+            elif kind == "image":
+                blocks.append(_image(block))
+            elif kind == "toolUse":
+                if role != "assistant":
+                    raise STYLE.invalid(block.path, "toolUse blocks belong to assistant messages")
+                blocks.append(_tool_use(block))
+            else:
+                if role != "user":
+                    raise STYLE.invalid(block.path, "toolResult blocks belong to user messages")
+                blocks.append(_tool_result(block, known_ids))
+        if not blocks:
+            raise STYLE.invalid(entry.at("content"), "a message needs at least one content block")
+        known_ids.update(b.id for b in blocks if isinstance(b, ToolUseBlock))
+        messages.append(
+            Message(role="user" if role == "user" else "assistant", content=tuple(blocks))
+        )
+    return tuple(messages)
+
+
+def _parse_sampling(top: Fields) -> SamplingParams:
+    config = top.obj("inferenceConfig")
+    if config is None:
+        return SamplingParams()
+    config.reject_unknown({"maxTokens", "temperature", "topP", "stopSequences"})
+    stops = config.array("stopSequences") or []
+    for i, stop in enumerate(stops):
+        if not isinstance(stop, str):
+            raise STYLE.wrong_type((*config.at("stopSequences"), i), "string", stop)
+        check_text(STYLE, (*config.at("stopSequences"), i), stop)
+        if not stop:
+            raise STYLE.invalid((*config.at("stopSequences"), i), "must not be empty")
+    return SamplingParams(
+        max_tokens=config.integer("maxTokens", minimum=1),
+        temperature=config.number("temperature", minimum=0, maximum=1),
+        top_p=config.number("topP", minimum=0, maximum=1),
+        stop=tuple(stops),
+    )
+
+
+def parse_converse(
+    body: Any, *, model: str, stream: bool, tenant: str = "", namespace: str = ""
+) -> ChatRequest:
+    """Validate a Converse body (the model id comes from the path) into the canonical request."""
+    top = Fields(STYLE, body)
+    for key in top.data:
+        if key in _NOT_SUPPORTED:
+            raise STYLE.invalid((key,), "is not supported by this server")
+    top.reject_unknown(_TOP)
+    if top.has("modelId") and top.data["modelId"] != model:
+        raise STYLE.invalid(("modelId",), "must match the model id in the path")
+    metadata = top.obj("requestMetadata")
+    if metadata is not None:
+        for key in metadata.data:
+            metadata.string(key)
+    tools, tool_choice = _parse_tools(top)
+    return ChatRequest(
+        model=model,
+        tools=tools,
+        system=_parse_system(top),
+        messages=_parse_messages(top),
+        sampling=_parse_sampling(top),
+        tool_choice=tool_choice,
+        tenant=tenant,
+        namespace=namespace,
+        transport=Transport(
+            stream=stream, metadata=None if metadata is None else dict(metadata.data)
+        ),
+    )
+
+
+# -- rendering -----------------------------------------------------------------
+
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "content_filtered",
+}
+
+
+def stop_reason(choice: Choice) -> str:
+    if choice.finish_reason == "stop" and choice.stop_sequence is not None:
+        return "stop_sequence"
+    return _STOP_REASONS[choice.finish_reason]
+
+
+def render_usage(usage: Usage) -> dict[str, Any]:
+    """Bedrock's ``TokenUsage``: ``inputTokens`` excludes the cache reads and writes."""
+    rendered: dict[str, Any] = {
+        "inputTokens": usage.input_tokens,
+        "outputTokens": usage.output_tokens,
+        "totalTokens": usage.total_tokens,
+        "cacheReadInputTokens": usage.cache_read_input_tokens,
+        "cacheWriteInputTokens": usage.cache_creation_input_tokens,
+    }
+    details = [
+        {"ttl": ttl, "inputTokens": tokens}
+        for ttl, tokens in (
+            ("5m", usage.cache_creation_5m_input_tokens),
+            ("1h", usage.cache_creation_1h_input_tokens),
+        )
+        if tokens
+    ]
+    if details:
+        rendered["cacheDetails"] = details
+    return rendered
+
+
+def _first_choice(result: Result) -> Choice:
+    return next((c for c in result.choices if c.index == 0), Choice())
+
+
+def _content(choice: Choice) -> list[dict[str, Any]]:
+    content: list[dict[str, Any]] = []
+    if choice.text or not choice.tool_calls:
+        content.append({"text": choice.text})
+    content += [
+        {"toolUse": {"toolUseId": c.id, "name": c.name, "input": dict(c.input)}}
+        for c in choice.tool_calls
+    ]
+    return content
+
+
+def latency_ms(started: float) -> int:
+    return max(0, round((time.perf_counter() - started) * 1000))
+
+
+def render_converse(result: Result, *, started: float) -> dict[str, Any]:
+    choice = _first_choice(result)
+    return {
+        "output": {"message": {"role": "assistant", "content": _content(choice)}},
+        "stopReason": stop_reason(choice),
+        "usage": render_usage(result.usage),
+        "metrics": {"latencyMs": latency_ms(started)},
+    }
+
+
+def error_frame(error: PromptCacheError) -> bytes:
+    return eventstream.exception(stream_member(error), error.message)
+
+
+async def render_converse_stream(
+    events: AsyncIterator[StreamEvent], *, started: float
+) -> AsyncIterator[bytes]:
+    """ConverseStream's event-stream frames; an error before the first frame propagates."""
+    emitted = False
+    try:
+        first = await anext(events, None)
+        if first is None:
+            raise UpstreamError("The model stream ended without a final result.")
+        emitted = True
+        yield eventstream.event("messageStart", {"role": "assistant"})
+        index = 0
+        text_open = False
+        event: StreamEvent | None = first
+        while event is not None:
+            if isinstance(event, TextDelta):
+                if event.choice_index == 0 and event.text:
+                    text_open = True
+                    yield eventstream.event(
+                        "contentBlockDelta",
+                        {"delta": {"text": event.text}, "contentBlockIndex": index},
+                    )
+            elif isinstance(event, Result):
+                choice = _first_choice(event)
+                if text_open or not choice.tool_calls:
+                    if not text_open:
+                        yield eventstream.event(
+                            "contentBlockDelta", {"delta": {"text": ""}, "contentBlockIndex": 0}
+                        )
+                    yield eventstream.event("contentBlockStop", {"contentBlockIndex": index})
+                    index += 1
+                for call in choice.tool_calls:
+                    yield eventstream.event(
+                        "contentBlockStart",
+                        {
+                            "start": {"toolUse": {"toolUseId": call.id, "name": call.name}},
+                            "contentBlockIndex": index,
+                        },
+                    )
+                    yield eventstream.event(
+                        "contentBlockDelta",
+                        {
+                            "delta": {"toolUse": {"input": json.dumps(dict(call.input))}},
+                            "contentBlockIndex": index,
+                        },
+                    )
+                    yield eventstream.event("contentBlockStop", {"contentBlockIndex": index})
+                    index += 1
+                yield eventstream.event("messageStop", {"stopReason": stop_reason(choice)})
+                yield eventstream.event(
+                    "metadata",
+                    {
+                        "usage": render_usage(event.usage),
+                        "metrics": {"latencyMs": latency_ms(started)},
+                    },
+                )
+                return
+            elif isinstance(event, PromptUsage):
+                pass
+            event = await anext(events, None)
+        raise UpstreamError("The model stream ended without a final result.")
+    except PromptCacheError as error:
+        if not emitted:
+            raise
+        yield error_frame(error)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,244 @@
+"""The Bedrock Runtime API on the embedded model, driven by boto3 and langchain-aws.
+
+boto3's ``bedrock-runtime`` client and LangChain's Bedrock chat models are
+pointed at the server (``endpoint_url``, any credentials); the model id they
+send (``us.anthropic.claude-sonnet-4-5-20250929-v1:0``, percent-encoded in
+the path) is an alias of the served model, as ``--model-alias
+'*=SmolLM2-135M-Instruct'`` makes it. Every scenario has its own long prefix
+so the shared KV cache never makes one test depend on another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from promptcache.engine.threaded import ThreadedEngine
+from promptcache.request import ModelInfo
+from promptcache.response_cache import ResponseCache
+from promptcache.server.app import create_app
+from promptcache.server.config import ServerConfig
+from promptcache.store import open_store
+from tests.server.live import live_server
+from tests.server.test_model_clients import long_prefix
+
+pytestmark = pytest.mark.model
+
+MODEL = "SmolLM2-135M-Instruct"
+BEDROCK_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+KEY = "pc-bedrock-test-key"
+
+
+def _aliased(engine: ThreadedEngine) -> ThreadedEngine:
+    """The engine listing the Bedrock id as an alias of its model (``*=`` in production)."""
+    models = [replace(m, aliases=(*m.aliases, BEDROCK_ID)) for m in engine.models()]
+
+    def listed() -> list[ModelInfo]:
+        return models
+
+    engine.models = listed  # type: ignore[method-assign]
+    return engine
+
+
+def _serve(local_engine: Any, config: ServerConfig) -> Iterator[str]:
+    engine = _aliased(ThreadedEngine(local_engine, max_queue=16, workers=2))
+    cache = ResponseCache(open_store("memory://"))
+    app = create_app(config, engine=engine, cache=cache)
+    try:
+        with live_server(app) as url:
+            yield url
+    finally:
+        asyncio.run(engine.aclose())
+
+
+@pytest.fixture(scope="module")
+def base_url(local_engine: Any) -> Iterator[str]:
+    yield from _serve(local_engine, ServerConfig())
+
+
+def client(url: str, secret: str = "y") -> Any:
+    return boto3.client(
+        "bedrock-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key=secret,
+        config=Config(retries={"max_attempts": 1}, read_timeout=300),
+    )
+
+
+def test_converse_caches_at_the_cache_point_then_reads(base_url: str) -> None:
+    bedrock = client(base_url)
+    system = [{"text": long_prefix("bedrock-converse")}, {"cachePoint": {"type": "default"}}]
+
+    def ask(question: str) -> dict[str, Any]:
+        answer: dict[str, Any] = bedrock.converse(
+            modelId=BEDROCK_ID,
+            system=system,
+            messages=[{"role": "user", "content": [{"text": question}]}],
+            inferenceConfig={"maxTokens": 8, "temperature": 0},
+        )
+        return answer
+
+    first = ask("Which rule mentions the river?")
+    second = ask("Summarise rule 3.")
+    assert first["stopReason"] in ("end_turn", "max_tokens")
+    assert first["output"]["message"]["role"] == "assistant"
+    assert first["output"]["message"]["content"][0]["text"]
+    usage = first["usage"]
+    assert usage["cacheWriteInputTokens"] > 1024 and usage["cacheReadInputTokens"] == 0
+    assert usage["cacheDetails"] == [{"ttl": "5m", "inputTokens": usage["cacheWriteInputTokens"]}]
+    assert usage["totalTokens"] == (
+        usage["inputTokens"] + usage["outputTokens"] + usage["cacheWriteInputTokens"]
+    )
+    assert second["usage"]["cacheReadInputTokens"] > 1024
+    assert second["usage"]["cacheWriteInputTokens"] == 0
+    assert first["metrics"]["latencyMs"] >= 0
+    headers = first["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-promptcache"] == "MISS"
+    again = ask("Which rule mentions the river?")
+    assert again["ResponseMetadata"]["HTTPHeaders"]["x-promptcache"] == "HIT"
+    assert again["output"] == first["output"] and again["usage"] == first["usage"]
+
+
+def _converse_stream(bedrock: Any, question: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    response = bedrock.converse_stream(
+        modelId=BEDROCK_ID,
+        messages=[{"role": "user", "content": [{"text": question}]}],
+        inferenceConfig={"maxTokens": 8},
+    )
+    return list(response["stream"]), response["ResponseMetadata"]["HTTPHeaders"]
+
+
+def test_converse_stream_then_the_same_stream_from_the_response_cache(base_url: str) -> None:
+    bedrock = client(base_url)
+    events, headers = _converse_stream(bedrock, "Name a colour of the sea.")
+    assert headers["content-type"] == "application/vnd.amazon.eventstream"
+    kinds = [next(iter(e)) for e in events]
+    assert kinds[0] == "messageStart" and kinds[-2:] == ["messageStop", "metadata"]
+    assert "contentBlockDelta" in kinds and "contentBlockStop" in kinds
+    text = "".join(
+        e["contentBlockDelta"]["delta"].get("text", "") for e in events if "contentBlockDelta" in e
+    )
+    metadata = events[-1]["metadata"]
+    assert metadata["usage"]["outputTokens"] > 0 and metadata["metrics"]["latencyMs"] >= 0
+    assert events[-2]["messageStop"]["stopReason"] in ("end_turn", "max_tokens")
+    again, again_headers = _converse_stream(bedrock, "Name a colour of the sea.")
+    assert again_headers["x-promptcache"] == "HIT"
+    assert next(iter(again[0])) == "messageStart"
+    again_text = "".join(
+        e["contentBlockDelta"]["delta"].get("text", "") for e in again if "contentBlockDelta" in e
+    )
+    assert again_text == text
+    assert again[-1]["metadata"]["usage"] == metadata["usage"]
+
+
+def test_invoke_model_anthropic_body(base_url: str) -> None:
+    bedrock = client(base_url)
+    system = [
+        {
+            "type": "text",
+            "text": long_prefix("bedrock-invoke"),
+            "cache_control": {"type": "ephemeral"},
+        }
+    ]
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 8,
+        "system": system,
+        "messages": [{"role": "user", "content": "Which rule mentions the forge?"}],
+    }
+    response = bedrock.invoke_model(modelId=BEDROCK_ID, body=json.dumps(body))
+    answer = json.loads(response["body"].read())
+    assert answer["model"] == BEDROCK_ID and answer["type"] == "message"
+    assert answer["usage"]["cache_creation_input_tokens"] > 1024
+    streamed = bedrock.invoke_model_with_response_stream(
+        modelId=BEDROCK_ID,
+        body=json.dumps({**body, "messages": [{"role": "user", "content": "Summarise rule 2."}]}),
+    )
+    chunks = [
+        json.loads(base64.b64decode(base64.b64encode(e["chunk"]["bytes"])))
+        for e in streamed["body"]
+    ]
+    kinds = [c["type"] for c in chunks]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert chunks[0]["message"]["model"] == BEDROCK_ID
+    assert chunks[0]["message"]["usage"]["cache_read_input_tokens"] > 1024
+    assert chunks[-1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"] > 0
+
+
+def test_errors_are_bedrock_client_errors(base_url: str) -> None:
+    bedrock = client(base_url)
+    with pytest.raises(bedrock.exceptions.ValidationException) as invalid:
+        bedrock.converse(
+            modelId=BEDROCK_ID,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"toolResult": {"toolUseId": "t9", "content": [{"text": "x"}]}}],
+                }
+            ],
+        )
+    assert "toolUseId" in invalid.value.response["Error"]["Message"]
+    assert invalid.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(bedrock.exceptions.ResourceNotFoundException):
+        bedrock.converse(
+            modelId="amazon.nova-pro-v1:0", messages=[{"role": "user", "content": [{"text": "hi"}]}]
+        )
+    with pytest.raises(bedrock.exceptions.ValidationException, match="anthropic_version"):
+        bedrock.invoke_model(modelId=BEDROCK_ID, body=json.dumps({"max_tokens": 1, "messages": []}))
+    with pytest.raises(ClientError) as unknown_stream:
+        bedrock.invoke_model_with_response_stream(modelId="nope", body=b"{}")
+    assert unknown_stream.value.response["Error"]["Code"] in (
+        "ResourceNotFoundException",
+        "ValidationException",
+    )
+
+
+def test_hostile_bodies_on_bedrock_paths_are_never_a_500(base_url: str) -> None:
+    path = f"{base_url}/model/{BEDROCK_ID.replace(':', '%3A')}/converse"
+    for body, content_type, status in [
+        (b"not json", "application/json", 400),
+        (b"{}", "text/plain", 415),
+        (b"[" * 5000 + b"]" * 5000, "application/json", 400),
+        (
+            b'{"messages": [{"role": "user", "content": [{"text": "\\ud800"}]}]}',
+            "application/json",
+            400,
+        ),
+        (b'{"messages": 3}', "application/json", 400),
+    ]:
+        response = httpx.post(path, content=body, headers={"content-type": content_type})
+        assert response.status_code == status, (body[:20], response.text)
+        assert response.headers["x-amzn-errortype"] == "ValidationException"
+        assert "message" in response.json()
+
+
+@pytest.fixture(scope="module")
+def keyed_url(local_engine: Any) -> Iterator[str]:
+    yield from _serve(local_engine, ServerConfig(api_keys=(KEY,)))
+
+
+def test_sigv4_with_keys_configured(keyed_url: str) -> None:
+    messages = [{"role": "user", "content": [{"text": "Say hi."}]}]
+    answer = client(keyed_url, secret=KEY).converse(
+        modelId=BEDROCK_ID, messages=messages, inferenceConfig={"maxTokens": 2}
+    )
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    with pytest.raises(ClientError) as wrong:
+        client(keyed_url, secret="not-the-key").converse(modelId=BEDROCK_ID, messages=messages)
+    assert wrong.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert wrong.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    unsigned = httpx.post(f"{keyed_url}/model/{BEDROCK_ID}/converse", json={"messages": messages})
+    assert unsigned.status_code == 403
+    assert unsigned.headers["x-amzn-errortype"] == "UnrecognizedClientException"
