@@ -55,6 +55,8 @@ def canonical_request_dict(request: ChatRequest) -> dict[str, Any]:
     for f in fields(request):
         if f.name in _TRANSPORT_FIELDS:
             continue
+        if f.metadata.get("omit_when_default") and getattr(request, f.name) == f.default:
+            continue  # added after pc1 (ChatRequest.cache_control): unset keeps the old key
         out[f.name] = _to_json_value(getattr(request, f.name), f.name)
     return out
 

@@ -143,6 +143,10 @@ class ChatRequest:
     namespace: str = ""
     """User-chosen response-cache partition (``x-promptcache-namespace``)."""
     transport: Transport = field(default_factory=Transport)
+    cache_control: CacheControl | None = field(default=None, metadata={"omit_when_default": True})
+    """Automatic caching (Anthropic's top-level ``cache_control``): one breakpoint on the
+    last cacheable block, which moves forward as the conversation grows. Counted with
+    the explicit markers in :meth:`breakpoints`; left out of the cache key when None."""
 
     def __post_init__(self) -> None:
         # Validated once, when the request is built (by a dialect, the planner or
@@ -153,8 +157,10 @@ class ChatRequest:
         object.__setattr__(self, "_breakpoints", points)
 
     def breakpoints(self) -> tuple[Breakpoint, ...]:
-        """The explicit ``cache_control`` breakpoints, in canonical order (validated when
-        the request was built: at most 4, every 1h one before any 5m one)."""
+        """The ``cache_control`` breakpoints, in canonical order: the explicit markers,
+        then the automatic one (top-level ``cache_control``) unless it falls on an
+        explicitly marked block. Validated when the request was built: at most 4,
+        every 1h one before any 5m one."""
         points: tuple[Breakpoint, ...] = self.__dict__["_breakpoints"]
         return points
 
@@ -188,6 +194,46 @@ class BreakpointPosition(NamedTuple):
 
 
 def _iter_breakpoints(request: ChatRequest) -> Iterator[Breakpoint]:
+    yield from _explicit_breakpoints(request)
+    if request.cache_control is not None:
+        automatic = automatic_breakpoint(request, request.cache_control.ttl)
+        if automatic is not None:
+            explicit = _block_marker(request, automatic)
+            if explicit is None:
+                yield automatic
+            elif explicit.ttl != automatic.ttl:
+                raise RequestError(
+                    f"The top-level cache_control (ttl='{automatic.ttl}') falls on a block "
+                    f"that already has cache_control with ttl='{explicit.ttl}'.",
+                    param="cache_control",
+                )
+
+
+def automatic_breakpoint(request: ChatRequest, ttl: CacheTTL) -> Breakpoint | None:
+    """Where automatic caching puts its breakpoint: the last cacheable block in
+    tools -> system -> messages order (the last content block of the last message
+    that has one, else the last system block, else the last tool), or None."""
+    for m in range(len(request.messages) - 1, -1, -1):
+        content = request.messages[m].content
+        if content:
+            return Breakpoint(section="messages", message=m, block=len(content) - 1, ttl=ttl)
+    if request.system:
+        return Breakpoint(section="system", message=None, block=len(request.system) - 1, ttl=ttl)
+    if request.tools:
+        return Breakpoint(section="tools", message=None, block=len(request.tools) - 1, ttl=ttl)
+    return None
+
+
+def _block_marker(request: ChatRequest, point: Breakpoint) -> CacheControl | None:
+    if point.section == "tools":
+        return request.tools[point.block].cache_control
+    if point.section == "system":
+        return request.system[point.block].cache_control
+    assert point.message is not None
+    return request.messages[point.message].content[point.block].cache_control
+
+
+def _explicit_breakpoints(request: ChatRequest) -> Iterator[Breakpoint]:
     for i, tool in enumerate(request.tools):
         if tool.cache_control is not None:
             yield Breakpoint(section="tools", message=None, block=i, ttl=tool.cache_control.ttl)

@@ -217,8 +217,8 @@ INVALID: list[tuple[dict[str, Any], str | None, str]] = [
     ),
     (
         body(messages=[{"role": "user", "content": [{"type": "document", "source": {}}]}]),
-        "messages.0.content.0.type",
-        "not supported",
+        "messages.0.content.0.source.type",
+        "Field required",
     ),
     (
         body(
@@ -292,8 +292,8 @@ INVALID: list[tuple[dict[str, Any], str | None, str]] = [
         "Field required",
     ),
     (body(tool_choice={"type": "tool", "name": "nope"}), "tool_choice.name", "not found"),
-    (body(thinking={"type": "enabled", "budget_tokens": 2000}), "thinking", "not supported"),
-    (body(output_config={"effort": "high"}), "output_config.effort", "not supported"),
+    (body(thinking={"type": "enabled", "budget_tokens": 2000}), "thinking", "does not support"),
+    (body(output_config={"effort": "high"}), "output_config.effort", "cannot apply"),
     (body(output_config={"format": {"type": "yaml"}}), "output_config.format.type", "json_schema"),
     (
         body(output_config={"format": {"type": "json_schema"}}),

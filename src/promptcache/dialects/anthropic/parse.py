@@ -4,7 +4,16 @@ The canonical request is Anthropic-shaped already, so this is mostly
 validation, worded the way the Messages API words it (``max_tokens: Field
 required``, ``messages.0.role: Input should be 'user' or 'assistant'``).
 ``cache_control`` is accepted on tools, system blocks and every message
-content block; the breakpoint rules are checked before returning.
+content block, and at the top level (automatic caching: one breakpoint on the
+last cacheable block); the breakpoint rules are checked when the request is built.
+
+Every top-level field and content-block type of the Messages API reference
+either has its documented effect here or is a 400 saying why it cannot apply:
+``document`` blocks with ``text``/``content`` sources and ``search_result``
+blocks are rendered as text; ``thinking`` blocks of earlier assistant turns are
+dropped (Anthropic strips them from the context too); ``service_tier`` is
+transport; server tools, MCP servers, containers, context management,
+compaction, fallbacks and extended thinking are refused by name.
 """
 
 from __future__ import annotations
@@ -64,18 +73,47 @@ _PARAMS = frozenset(
         "thinking",
         "service_tier",
         "output_config",
+        "output_format",
+        "cache_control",
+        "diagnostics",
+        "inference_geo",
+        "speed",
     }
 )
-_UNSUPPORTED_BLOCKS = (
-    "document",
-    "search_result",
-    "thinking",
-    "redacted_thinking",
+# Documented top-level fields that cannot apply to this server, and why (a 400 naming them).
+_REFUSED_PARAMS = {
+    "container": "code-execution containers are not available on this server",
+    "mcp_servers": "this server does not connect to MCP servers (the MCP connector)",
+    "context_management": "context editing is not performed by this server; "
+    "trim the conversation client-side",
+    "compaction": "server-side compaction is not performed by this server",
+    "fallbacks": "this server serves one model per name and does not retry on another",
+    "fallback_credit_token": "this server has no refusal fallbacks",
+    "thread": "this server keeps no server-side message threads",
+}
+_SERVER_BLOCKS = (
     "server_tool_use",
     "web_search_tool_result",
+    "web_fetch_tool_result",
+    "code_execution_tool_result",
+    "bash_code_execution_tool_result",
+    "text_editor_code_execution_tool_result",
+    "tool_search_tool_result",
+    "mcp_tool_use",
+    "mcp_tool_result",
     "container_upload",
 )
-_BLOCK_TYPES = ("text", "image", "tool_use", "tool_result", *_UNSUPPORTED_BLOCKS)
+_THINKING_BLOCKS = ("thinking", "redacted_thinking")
+_BLOCK_TYPES = (
+    "text",
+    "image",
+    "tool_use",
+    "tool_result",
+    "document",
+    "search_result",
+    *_THINKING_BLOCKS,
+    *_SERVER_BLOCKS,
+)
 
 
 class AnthropicErrorStyle(ErrorStyle):
@@ -130,14 +168,25 @@ def parse_request(
 ) -> ChatRequest:
     """Validate an Anthropic ``POST /v1/messages`` body and build the canonical request."""
     top = Fields(STYLE, body)
-    top.reject_unknown(_PARAMS)
+    for name, why in _REFUSED_PARAMS.items():
+        if top.data.get(name) is not None:
+            raise STYLE.invalid((name,), f"`{name}` cannot apply here: {why}")
+    top.reject_unknown(_PARAMS | _REFUSED_PARAMS.keys())
     model = top.required_string("model")
     max_tokens = top.integer("max_tokens", required=True, minimum=1)
-    thinking = top.obj("thinking")
-    if thinking is not None and thinking.choice("type", ("enabled", "disabled")) == "enabled":
-        raise STYLE.invalid(("thinking",), "extended thinking is not supported by this server")
     top.integer("top_k", minimum=0)
-    top.choice("service_tier", ("auto", "standard_only"))
+    _check_thinking(top, model)
+    top.choice("service_tier", ("auto", "standard_only"))  # transport: one tier here
+    if top.choice("speed", ("standard", "fast")) == "fast":
+        raise STYLE.invalid(("speed",), "fast mode is not available for this server's models")
+    geo = top.string("inference_geo")
+    if geo not in (None, "global"):
+        raise STYLE.invalid(
+            ("inference_geo",),
+            f"inference runs wherever this server runs; it cannot be pinned to "
+            f"'{shown(geo)}' (only 'global' applies)",
+        )
+    _parse_diagnostics(top)
     tools = _parse_tools(top)
     # Building the request validates its breakpoints (a 400 on too many or misordered).
     return ChatRequest(
@@ -156,7 +205,31 @@ def parse_request(
         tenant=tenant,
         namespace=namespace,
         transport=_parse_transport(top, request_id),
+        cache_control=parse_cache_control(top),
     )
+
+
+def _check_thinking(top: Fields, model: str) -> None:
+    thinking = top.obj("thinking")
+    if thinking is None:
+        return
+    kind = thinking.choice("type", ("enabled", "disabled", "adaptive"), required=True)
+    if kind == "disabled":
+        thinking.reject_unknown({"type"})
+        return
+    raise STYLE.invalid(
+        ("thinking",),
+        f"model '{shown(model)}' does not support extended thinking "
+        f'(thinking.type \'{kind}\'); send {{"type": "disabled"}} or omit it',
+    )
+
+
+def _parse_diagnostics(top: Fields) -> None:
+    """``diagnostics: {"previous_message_id": str | null}`` (cache diagnostics)."""
+    diagnostics = top.obj("diagnostics")
+    if diagnostics is not None:
+        diagnostics.reject_unknown({"previous_message_id"})
+        diagnostics.string("previous_message_id")
 
 
 def _parse_stop_sequences(top: Fields) -> tuple[str, ...]:
@@ -240,17 +313,30 @@ def _parse_output_config(top: Fields) -> dict[str, Any] | None:
     """``output_config.format`` (structured outputs) as the canonical response_format.
 
     Anthropic's JSON outputs always follow the schema exactly: canonically a
-    strict ``json_schema`` (nameless: the Messages API has no name for it).
+    strict ``json_schema`` (nameless: the Messages API has no name for it). The
+    deprecated top-level ``output_format`` means the same as ``output_config.format``.
     """
     config = top.obj("output_config")
+    legacy = top.obj("output_format")
     if config is None:
-        return None
-    config.reject_unknown({"format", "effort"})
+        return None if legacy is None else _parse_format(legacy)
+    config.reject_unknown({"format", "effort", "task_budget"})
     if config.data.get("effort") is not None:
-        raise STYLE.invalid(config.at("effort"), "effort is not supported by this server")
+        raise STYLE.invalid(
+            config.at("effort"), "effort cannot apply: this server's models do not think"
+        )
+    if config.data.get("task_budget") is not None:
+        raise STYLE.invalid(config.at("task_budget"), "task budgets are not supported here")
     fmt = config.obj("format")
-    if fmt is None:
-        return None
+    if fmt is not None and legacy is not None:
+        raise STYLE.invalid(
+            ("output_format",), "give output_config.format or output_format, not both"
+        )
+    fmt = fmt if fmt is not None else legacy
+    return None if fmt is None else _parse_format(fmt)
+
+
+def _parse_format(fmt: Fields) -> dict[str, Any] | None:
     fmt.reject_unknown({"type", "schema"})
     fmt.choice("type", ("json_schema",), required=True)
     schema = fmt.required_obj("schema")
@@ -310,10 +396,22 @@ def _content(entry: Fields, role: str, tool_use_ids: set[str]) -> tuple[ContentB
     for j, raw in enumerate(content):
         block = Fields(STYLE, raw, (*entry.at("content"), j))
         kind = block.choice("type", _BLOCK_TYPES, required=True)
-        if kind in _UNSUPPORTED_BLOCKS:
-            raise STYLE.invalid(block.at("type"), f"'{kind}' blocks are not supported here")
+        if kind in _SERVER_BLOCKS:
+            raise STYLE.invalid(
+                block.at("type"),
+                f"'{kind}' blocks cannot apply here: this server runs no server tools",
+            )
+        if kind in _THINKING_BLOCKS:
+            if role != "assistant":
+                raise STYLE.invalid(block.path, f"{kind} blocks may only appear in assistant turns")
+            # Thinking from earlier turns is not part of the context (as at Anthropic).
+            continue
         if kind == "text":
             blocks.append(_text_block(block))
+        elif kind == "document":
+            blocks.append(_document_block(block))
+        elif kind == "search_result":
+            blocks.append(_search_result_block(block))
         elif kind == "image":
             blocks.append(_image_block(block))
         elif kind == "tool_use":
@@ -327,6 +425,68 @@ def _content(entry: Fields, role: str, tool_use_ids: set[str]) -> tuple[ContentB
                 raise STYLE.invalid(block.path, "tool_result blocks may only appear in user turns")
             blocks.append(_tool_result_block(block, tool_use_ids))
     return tuple(blocks)
+
+
+def _no_citations(block: Fields) -> None:
+    citations = block.obj("citations")
+    if citations is not None and citations.boolean("enabled"):
+        raise STYLE.invalid(
+            citations.at("enabled"), "citations cannot apply: this server does not cite sources"
+        )
+
+
+def _document_block(block: Fields) -> TextBlock:
+    """A ``document`` with a plain-text or content source, rendered as one text block
+    (title, context, then the document's text, separated by blank lines)."""
+    block.reject_unknown({"type", "source", "title", "context", "citations", "cache_control"})
+    _no_citations(block)
+    source = block.required_obj("source")
+    kind = source.choice("type", ("text", "content", "base64", "url", "file"), required=True)
+    if kind == "text":
+        source.reject_unknown({"type", "media_type", "data"})
+        source.choice("media_type", ("text/plain",), required=True)
+        body = source.required_string("data")
+    elif kind == "content":
+        source.reject_unknown({"type", "content"})
+        body = _inner_text(source)
+    else:
+        raise STYLE.invalid(
+            source.at("type"),
+            f"'{kind}' document sources (PDF or files) cannot apply here: the local models "
+            "read text only; send a 'text' or 'content' source",
+        )
+    parts = [block.string("title") or "", block.string("context") or "", body]
+    text = "\n\n".join(p for p in parts if p)
+    if not text:
+        raise STYLE.invalid(block.path, "document blocks must be non-empty")
+    return TextBlock(text=text, cache_control=parse_cache_control(block))
+
+
+def _search_result_block(block: Fields) -> TextBlock:
+    """A ``search_result`` rendered as text: its title, source, then its text blocks."""
+    block.reject_unknown({"type", "source", "title", "content", "citations", "cache_control"})
+    _no_citations(block)
+    parts = [block.required_string("title"), block.required_string("source"), _inner_text(block)]
+    text = "\n\n".join(p for p in parts if p)
+    return TextBlock(text=text, cache_control=parse_cache_control(block))
+
+
+def _inner_text(fields: Fields) -> str:
+    """The ``content`` of a document source or search result: a string or text blocks."""
+    content = fields.data.get("content")
+    if isinstance(content, str):
+        return check_text(STYLE, fields.at("content"), content)
+    texts = []
+    for k, raw in enumerate(fields.array("content", required=True) or []):
+        part = Fields(STYLE, raw, (*fields.at("content"), k))
+        part.choice("type", ("text",), required=True)
+        part.reject_unknown({"type", "text", "citations", "cache_control"})
+        if part.has("cache_control"):
+            raise STYLE.invalid(
+                part.at("cache_control"), "put cache_control on the enclosing block"
+            )
+        texts.append(part.required_string("text"))
+    return "\n".join(texts)
 
 
 def _image_block(block: Fields) -> ImageBlock:

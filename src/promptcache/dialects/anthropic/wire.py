@@ -112,6 +112,9 @@ def to_wire_request(
         "metadata": {"user_id": request.transport.user} if request.transport.user else None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
+    automatic = render_cache_control(request.cache_control)
+    if automatic is not None:
+        body["cache_control"] = automatic  # automatic caching, forwarded as sent
     if stream:
         body["stream"] = True
     return body

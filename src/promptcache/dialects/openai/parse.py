@@ -6,7 +6,8 @@ system and developer messages are hoisted, in order, into
 ``ChatRequest.system``; assistant ``tool_calls`` become ``ToolUseBlock``s;
 consecutive ``role: "tool"`` messages become one user message of
 ``ToolResultBlock``s. ``cache_control`` is accepted on content parts, and as
-extensions on a tool and on a whole message (marking its last block).
+extensions on a tool, on a whole message (marking its last block) and at the
+top level (automatic caching: the last cacheable block, as at Anthropic).
 
 This module reads the top level (parameters, sampling, stop, transport);
 ``messages`` are read in :mod:`.messages`, ``tools`` / ``tool_choice`` /
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptcache.dialects._fields import Fields, check_json, check_text
+from promptcache.dialects._fields import Fields, check_json, check_text, parse_cache_control
 from promptcache.dialects.openai.messages import parse_messages
 from promptcache.dialects.openai.style import STYLE
 from promptcache.dialects.openai.tools import (
@@ -68,6 +69,7 @@ _PARAMS = _IGNORED_PARAMS | {
     "audio",
     "prediction",
     "web_search_options",
+    "cache_control",  # extension: automatic caching, as in the Anthropic dialect
 }
 
 
@@ -100,6 +102,7 @@ def parse_request(
         tenant=tenant,
         namespace=namespace,
         transport=_parse_transport(top, request_id),
+        cache_control=parse_cache_control(top),
     )
 
 
