@@ -41,6 +41,12 @@ from promptcache.server.config import (
     ServerConfig,
 )
 from promptcache.server.cost_observer import CostObserver, register_ledger_metrics
+from promptcache.server.models import (
+    ALIASES_ENV,
+    aliases_from_env,
+    load_alias_file,
+    parse_aliases,
+)
 from promptcache.store import redact_url
 
 DEFAULT_STORE = "sqlite:///.promptcache/responses.db"
@@ -328,6 +334,17 @@ def serve(
         Path | None,
         typer.Option(help="TOML price table for cost accounting, merged over the built-in one."),
     ] = None,
+    model_alias: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Answer model NAME with the served model: NAME=SERVED (repeatable; "
+            "*=SERVED answers every name; also PROMPTCACHE_MODEL_ALIASES=a=X,b=Y)."
+        ),
+    ] = None,
+    model_alias_file: Annotated[
+        Path | None,
+        typer.Option(help='TOML or JSON file: {"aliases": {"NAME": "SERVED", ...}}.'),
+    ] = None,
 ) -> None:
     """Serve the OpenAI and Anthropic APIs with both caches in front of the model."""
     if upstream_dialect not in ("openai", "anthropic"):
@@ -350,6 +367,12 @@ def serve(
         )
         if auto_cache_ttl not in ("5m", "1h"):
             raise ValueError(f"--auto-cache-ttl must be 5m or 1h, got {auto_cache_ttl!r}")
+        aliases = {
+            # Later sources win: the file, then the environment, then the command line.
+            **(load_alias_file(model_alias_file) if model_alias_file else {}),
+            **aliases_from_env(os.environ.get(ALIASES_ENV)),
+            **parse_aliases(model_alias or ()),
+        }
         config = ServerConfig(
             api_keys=tuple(api_keys),
             admin_keys=tuple(admin_keys),
@@ -361,6 +384,7 @@ def serve(
             auto_cache=auto,
             # An OpenAI-compatible upstream has no explicit breakpoints to honour.
             model_supports_caching=not (upstream_url and upstream_dialect == "openai"),
+            model_aliases=aliases,
         )
         ledger = CostLedger(prices=PriceTable.from_toml(prices) if prices else None)
         cache = _open_cache(store, cache_ttl)
@@ -378,16 +402,16 @@ def serve(
                 decode_precision=decode_precision,
             )
         )
+        server_app = create_app(  # checks each alias names a served model
+            config,
+            engine=engine,
+            cache=cache,
+            observers=[CostObserver(ledger)],
+            stats_sections={"costs": ledger.snapshot},
+        )
     except (ValueError, OSError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    server_app = create_app(
-        config,
-        engine=engine,
-        cache=cache,
-        observers=[CostObserver(ledger)],
-        stats_sections={"costs": ledger.snapshot},
-    )
     register_ledger_metrics(ledger, server_app.state.metrics.registry)
     models = engine.models()
     first_model = models[0].id if models else "your-model"

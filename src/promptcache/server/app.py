@@ -62,7 +62,7 @@ def create_app(
         queue_depth=_queue_depth_reader(engine),
     )
     keyring = KeyRing(api_keys=config.api_keys, admin_keys=config.admin_keys)
-    catalog = ModelCatalog(engine.models())
+    catalog = ModelCatalog(engine.models(), config.model_aliases)
     flow = ChatFlow(
         config=config,
         engine=engine,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from promptcache.checkpoints import AutoCacheConfig
@@ -45,6 +46,9 @@ class ServerConfig:
     request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
     """Seconds one chat request may take, queueing and streaming included (None: no
     limit); past it the client gets a 504 and the generation is cancelled."""
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
+    """Extra model names, name -> served model (``"*"``: every unknown name); see
+    :class:`promptcache.server.models.ModelCatalog`. Responses echo the name asked for."""
 
     def __post_init__(self) -> None:
         if self.request_timeout is not None and not self.request_timeout > 0:

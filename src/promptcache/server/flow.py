@@ -68,7 +68,7 @@ from promptcache.server.config import ServerConfig
 from promptcache.server.json_body import check_content_type, decode_json_body
 from promptcache.server.limits import read_body
 from promptcache.server.metrics import ServerMetrics
-from promptcache.server.models import ModelCatalog
+from promptcache.server.models import AsAsked, ModelCatalog
 from promptcache.server.observers import CompletedRequest, RequestObserver, notify
 from promptcache.server.parse_memo import LRU, ParsedRequest, ParseMemo
 from promptcache.server.responses import (
@@ -110,7 +110,7 @@ class ChatFlow:
         self.metrics = metrics
         self.observers = list(observers)
         self._memo = ParseMemo()
-        self._rendered: LRU[tuple[str, str, str, int], bytes] = LRU()
+        self._rendered: LRU[tuple[str, str, str, int, str], bytes] = LRU()
 
     async def handle(self, http: Request, dialect: Dialect) -> Response:
         route = dialect.name
@@ -127,9 +127,9 @@ class ChatFlow:
             response = error_response(dialect, self._timed_out())
         except Exception:
             response = error_response(dialect, logged_internal_error(route))
-        media_type = getattr(dialect, "stream_media_type", None)
-        if media_type is not None and isinstance(response, ClosingStreamingResponse):
-            response.headers["content-type"] = media_type  # Bedrock's event stream
+        finish = getattr(dialect, "finish_response", None)
+        if finish is not None:  # Bedrock: its stream's media type, InvokeModel's token headers
+            finish(response)
         self.metrics.count_request(route, response.status_code)
         return response
 
@@ -170,19 +170,21 @@ class ChatFlow:
         memo_key = (dialect.name + scope, tenant, namespace, body)
         parsed = self._memo.get(memo_key)
         if parsed is None:
-            parsed = ParsedRequest(request=self._parse_body(body, dialect, tenant, namespace))
+            parsed = self._parse_body(body, dialect, tenant, namespace)
             self._memo.put(memo_key, parsed)
         return parsed
 
     def _parse_body(
         self, body: bytes, dialect: Dialect, tenant: str, namespace: str
-    ) -> ChatRequest:
+    ) -> ParsedRequest:
         data = decode_json_body(body)
         request = dialect.parse_request(data, tenant=tenant, namespace=namespace)
-        model = self.catalog.resolve(request.model)
-        if model != request.model:
-            request = replace(request, model=model)
-        return request
+        asked = request.model
+        model = self.catalog.resolve(asked)
+        if model == asked:
+            return ParsedRequest(request=request)
+        # Keys and the engine see the served model; the client sees the name it asked for.
+        return ParsedRequest(request=replace(request, model=model), asked_model=asked)
 
     def _cache_key(self, parsed: ParsedRequest, directives: CacheDirectives) -> str | None:
         if self.cache is None or not (directives.read or directives.write):
@@ -208,6 +210,8 @@ class ChatFlow:
         deadline: float | None,
     ) -> Response:
         request = parsed.request
+        if parsed.asked_model is not None:
+            dialect = AsAsked(dialect, parsed.asked_model)
         key = self._cache_key(parsed, directives)
         cache = self.cache
         if key is None or cache is None:
@@ -274,7 +278,7 @@ class ChatFlow:
         if request.transport.stream:
             frames = dialect.render_stream(replay_events(result), request)
             return ClosingStreamingResponse(frames, headers=headers)
-        memo_key = (route, key, result.id, result.created)
+        memo_key = (route, key, result.id, result.created, _shown_model(dialect, request))
         content = self._rendered.get(memo_key)
         if content is None:
             content = json_bytes(dialect.render_response(result, request))
@@ -377,3 +381,8 @@ class ChatFlow:
             result=result,
         )
         return notify(self.observers, record)
+
+
+def _shown_model(dialect: Dialect, request: ChatRequest) -> str:
+    """The model name a rendered body shows: the alias asked for, else the served one."""
+    return dialect.asked if isinstance(dialect, AsAsked) else request.model

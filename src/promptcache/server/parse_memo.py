@@ -27,8 +27,12 @@ their generation, and they would crowd the memo."""
 @dataclass(slots=True)
 class ParsedRequest:
     request: ChatRequest
+    """As the engine and the cache keys see it: ``model`` is the served model."""
     cache_key: str | None = None
     """The response-cache key, once computed (None until then)."""
+    asked_model: str | None = None
+    """The model name the client sent, when it is an alias of the served one (the
+    response shows it); None when the client named the served model itself."""
 
 
 MemoKey = tuple[str, str, str, bytes]
