@@ -242,3 +242,84 @@ def test_sigv4_with_keys_configured(keyed_url: str) -> None:
     unsigned = httpx.post(f"{keyed_url}/model/{BEDROCK_ID}/converse", json={"messages": messages})
     assert unsigned.status_code == 403
     assert unsigned.headers["x-amzn-errortype"] == "UnrecognizedClientException"
+
+
+# -- LangChain's Bedrock prompt-caching agent ------------------------------------
+
+
+def _agent_turns(model: Any) -> list[dict[str, int]]:
+    """The guide's agent, two turns in one thread; each turn's summed cache figures."""
+    from langchain.agents import create_agent
+    from langchain_aws.middleware import BedrockPromptCachingMiddleware
+    from langchain_core.messages import AIMessage
+    from langchain_core.tools import tool
+    from langgraph.checkpoint.memory import MemorySaver
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Get the current weather for a city."""
+        return f"It is always sunny in {city}."
+
+    agent: Any = create_agent(
+        model=model,
+        system_prompt=long_prefix("weather-agent"),
+        tools=[get_weather],
+        middleware=[BedrockPromptCachingMiddleware(ttl="5m")],
+        checkpointer=MemorySaver(),
+    )
+    config: Any = {"configurable": {"thread_id": "miami-seattle"}}
+    turns: list[dict[str, int]] = []
+    seen = 0
+    for question in ("What is the weather in Miami?", "How about Seattle?"):
+        state = agent.invoke({"messages": [{"role": "user", "content": question}]}, config)
+        replies = [m for m in state["messages"][seen:] if isinstance(m, AIMessage)]
+        seen = len(state["messages"])
+        totals = {"cache_read": 0, "cache_creation": 0, "input_tokens": 0, "calls": len(replies)}
+        for reply in replies:
+            usage: Any = reply.usage_metadata or {}
+            details = usage.get("input_token_details", {})
+            totals["cache_read"] += details.get("cache_read", 0)
+            # langchain-aws reports a write under its TTL key when Bedrock gives
+            # cacheDetails (as here), leaving cache_creation 0 (bedrock_converse.py).
+            totals["cache_creation"] += (
+                details.get("cache_creation", 0)
+                + details.get("ephemeral_5m_input_tokens", 0)
+                + details.get("ephemeral_1h_input_tokens", 0)
+            )
+            totals["input_tokens"] += usage.get("input_tokens", 0)
+        turns.append(totals)
+    return turns
+
+
+def test_langchain_bedrock_converse_prompt_caching_agent(base_url: str) -> None:
+    from langchain_aws import ChatBedrockConverse
+
+    model = ChatBedrockConverse(  # type: ignore[call-arg]
+        model=BEDROCK_ID,
+        endpoint_url=base_url,
+        region_name="us-east-1",
+        aws_access_key_id="x",  # type: ignore[arg-type]
+        aws_secret_access_key="y",  # type: ignore[arg-type]
+        max_tokens=24,
+    )
+    first, second = _agent_turns(model)
+    print("ChatBedrockConverse agent turns:", first, second)
+    assert first["cache_creation"] > 1024
+    assert second["cache_read"] > 1024
+
+
+def test_langchain_bedrock_invoke_prompt_caching_agent(base_url: str) -> None:
+    from langchain_aws import ChatBedrock
+
+    model = ChatBedrock(  # type: ignore[call-arg]
+        model=BEDROCK_ID,
+        endpoint_url=base_url,
+        region_name="us-east-1",
+        aws_access_key_id="x",  # type: ignore[arg-type]
+        aws_secret_access_key="y",  # type: ignore[arg-type]
+        model_kwargs={"max_tokens": 24},
+    )
+    first, second = _agent_turns(model)
+    print("ChatBedrock agent turns:", first, second)
+    assert first["cache_creation"] > 1024
+    assert second["cache_read"] > 1024

@@ -9,7 +9,8 @@ server binds one to each request (:meth:`BedrockOperation.bind`), giving a
 Besides the :class:`~promptcache.dialects.base.Dialect` protocol it offers
 the flow's optional hooks: ``parse_scope`` (parses are memoized per model id
 and operation), ``authenticate`` (SigV4 against the server's API keys),
-``stream_media_type`` and ``error_headers`` (``x-amzn-ErrorType``).
+``finish_response`` (the event-stream media type, InvokeModel's token-count headers)
+and ``error_headers`` (``x-amzn-ErrorType``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.responses import Response, StreamingResponse
+
 from promptcache.dialects.bedrock import eventstream
 from promptcache.dialects.bedrock.converse import (
     error_frame,
@@ -27,7 +30,12 @@ from promptcache.dialects.bedrock.converse import (
     render_converse_stream,
 )
 from promptcache.dialects.bedrock.errors import error_headers, render_error
-from promptcache.dialects.bedrock.invoke import parse_invoke, render_invoke, render_invoke_stream
+from promptcache.dialects.bedrock.invoke import (
+    invoke_headers,
+    parse_invoke,
+    render_invoke,
+    render_invoke_stream,
+)
 from promptcache.dialects.bedrock.sigv4 import matching_secret
 from promptcache.errors import PromptCacheError
 from promptcache.request import ChatRequest, ModelInfo, Result, StreamEvent
@@ -67,7 +75,6 @@ class BedrockDialect:
     name = "bedrock"
     chat_path = PATH_PREFIX
     client_header = None
-    stream_media_type = eventstream.MEDIA_TYPE
 
     def __init__(self, operation: BedrockOperation, model_id: str) -> None:
         self.operation = operation
@@ -123,6 +130,14 @@ class BedrockDialect:
 
     def error_headers(self, error: PromptCacheError) -> dict[str, str]:
         return error_headers(error)
+
+    def finish_response(self, response: Response) -> None:
+        """A stream's media type; InvokeModel's ``x-amzn-bedrock-*-token-count`` headers,
+        where Bedrock reports an InvokeModel's usage (and langchain-aws reads it)."""
+        if isinstance(response, StreamingResponse):
+            response.headers["content-type"] = eventstream.MEDIA_TYPE
+        elif not self.operation.converse and response.status_code == 200:
+            response.headers.update(invoke_headers(bytes(response.body), started=self.started))
 
     def render_models(self, models: list[ModelInfo]) -> dict[str, Any]:
         return {

@@ -58,6 +58,23 @@ def render_invoke(result: Result, request: ChatRequest, *, model: str) -> dict[s
     return body
 
 
+def invoke_headers(body: bytes, *, started: float) -> dict[str, str]:
+    """InvokeModel's usage headers, from the rendered Anthropic body's ``usage``."""
+    try:
+        usage = json.loads(body).get("usage", {})
+    except (ValueError, AttributeError):
+        return {}
+    return {
+        "x-amzn-bedrock-input-token-count": str(usage.get("input_tokens", 0)),
+        "x-amzn-bedrock-output-token-count": str(usage.get("output_tokens", 0)),
+        "x-amzn-bedrock-cache-read-input-token-count": str(usage.get("cache_read_input_tokens", 0)),
+        "x-amzn-bedrock-cache-write-input-token-count": str(
+            usage.get("cache_creation_input_tokens", 0)
+        ),
+        "x-amzn-bedrock-invocation-latency": str(round((time.perf_counter() - started) * 1000)),
+    }
+
+
 def _chunk(payload: dict[str, Any]) -> bytes:
     raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8", "surrogatepass"
@@ -74,7 +91,7 @@ async def render_invoke_stream(
 ) -> AsyncIterator[bytes]:
     """Anthropic's stream events as Bedrock ``chunk`` events."""
     first_byte: float | None = None
-    input_tokens = output_tokens = 0
+    counts: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0}
     frames = anthropic.render_stream(events, request)
     try:
         async for frame in frames:
@@ -96,14 +113,16 @@ async def render_invoke_stream(
                 first_byte = time.perf_counter()
             if kind == "message_start":
                 payload["message"]["model"] = model
-                input_tokens = int(payload["message"]["usage"].get("input_tokens", 0))
+                counts.update(payload["message"]["usage"])
             elif kind == "message_delta":
-                output_tokens = int(payload.get("usage", {}).get("output_tokens", 0))
+                counts.update(payload.get("usage", {}))
             elif kind == "message_stop":
                 now = time.perf_counter()
                 payload["amazon-bedrock-invocationMetrics"] = {
-                    "inputTokenCount": input_tokens,
-                    "outputTokenCount": output_tokens,
+                    "inputTokenCount": counts.get("input_tokens", 0),
+                    "outputTokenCount": counts.get("output_tokens", 0),
+                    "cacheReadInputTokenCount": counts.get("cache_read_input_tokens", 0),
+                    "cacheWriteInputTokenCount": counts.get("cache_creation_input_tokens", 0),
                     "invocationLatency": round((now - started) * 1000),
                     "firstByteLatency": round(((first_byte or now) - started) * 1000),
                 }
