@@ -14,6 +14,16 @@ Canonical JSON is ``json.dumps`` with sorted keys, compact separators,
 UTF-8 (``ensure_ascii=False``) and no NaN/Infinity. JSON has one number
 type, so integral floats are written as integers (``1.0`` and ``1`` give the
 same key) and ``-0.0`` as ``0``.
+
+Fields added to the canonical request after ``pc1`` was fixed do not bump the
+version: a dataclass field whose metadata has ``omit_when_default``
+(``request.OMIT_WHEN_DEFAULT``, e.g. the sampling penalties, ``logit_bias``,
+``top_k``, ``min_p``, ``repetition_penalty``) is left out while it has its
+default value, so every request that does not use it keeps its ``pc1`` key,
+and one that does gets a different key. ``SamplingParams`` normalises a
+neutral value (a penalty of 0, ``top_k`` 0, a zero bias) to the default, so it
+shares the unset request's key; ``logit_bias`` is a tuple of
+``(int token id, bias)`` pairs sorted by id, whatever order the client sent.
 """
 
 from __future__ import annotations
@@ -137,6 +147,7 @@ def _to_json_value(value: Any, path: str) -> Any:
         return {
             f.name: _to_json_value(getattr(value, f.name), f"{path}.{f.name}")
             for f in fields(value)
+            if not (f.metadata.get("omit_when_default") and getattr(value, f.name) == f.default)
         }
     raise TypeError(
         f"{path}: a value of type {type(value).__name__} cannot be serialised to "

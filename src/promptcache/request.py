@@ -23,6 +23,14 @@ from promptcache.errors import RequestError
 CacheTTL: TypeAlias = Literal["5m", "1h"]
 TTL_SECONDS: Mapping[str, int] = {"5m": 300, "1h": 3600}
 MAX_BREAKPOINTS = 4
+PinTTL: TypeAlias = Literal["5m", "1h", "24h"]
+"""How long the prefix cache may pin a prefix: a breakpoint's TTL, or ``24h`` for OpenAI's
+``prompt_cache_retention`` (never a valid ``cache_control.ttl``)."""
+PIN_TTL_SECONDS: Mapping[str, int] = {**TTL_SECONDS, "24h": 86400}
+
+OMIT_WHEN_DEFAULT: Mapping[str, bool] = {"omit_when_default": True}
+"""Dataclass field metadata: the field is left out of the cache key's canonical JSON
+while it has its default value (fields added without changing existing keys)."""
 
 JSONValue: TypeAlias = Any
 """A JSON-compatible value (dict/list/str/int/float/bool/None)."""
@@ -109,6 +117,50 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int = 1
+    # Added after the key format was fixed: each is left out of the cache key while it
+    # has its neutral value (see keys.py), and normalised to it here when it has no effect.
+    frequency_penalty: float | None = field(default=None, metadata=OMIT_WHEN_DEFAULT)
+    """OpenAI's: ``logit -= count * frequency_penalty`` over the generated tokens."""
+    presence_penalty: float | None = field(default=None, metadata=OMIT_WHEN_DEFAULT)
+    """OpenAI's: ``logit -= presence_penalty`` for each token generated at least once."""
+    logit_bias: tuple[tuple[int, float], ...] = field(default=(), metadata=OMIT_WHEN_DEFAULT)
+    """``(token_id, bias)`` pairs added to the logits (-100..100), sorted by token id."""
+    top_k: int | None = field(default=None, metadata=OMIT_WHEN_DEFAULT)
+    """Sample from the ``top_k`` most likely tokens only (ties at the k-th kept)."""
+    min_p: float | None = field(default=None, metadata=OMIT_WHEN_DEFAULT)
+    """Drop tokens less likely than ``min_p`` times the most likely one."""
+    repetition_penalty: float | None = field(default=None, metadata=OMIT_WHEN_DEFAULT)
+    """CTRL's / vLLM's: logits of tokens in the prompt or output divided (if > 0) or
+    multiplied (if < 0) by it."""
+
+    def __post_init__(self) -> None:
+        # Neutral values mean "unset", so they share the unset request's key.
+        if self.frequency_penalty == 0:
+            object.__setattr__(self, "frequency_penalty", None)
+        if self.presence_penalty == 0:
+            object.__setattr__(self, "presence_penalty", None)
+        if self.top_k is not None and self.top_k <= 0:  # 0 / -1: disabled (vLLM, HF)
+            object.__setattr__(self, "top_k", None)
+        if self.min_p == 0:
+            object.__setattr__(self, "min_p", None)
+        if self.repetition_penalty == 1:
+            object.__setattr__(self, "repetition_penalty", None)
+        bias = dict(self.logit_bias)  # the last of repeated token ids wins
+        object.__setattr__(
+            self,
+            "logit_bias",
+            tuple((int(t), float(b)) for t, b in sorted(bias.items()) if b != 0),
+        )
+
+    @property
+    def processes_logits(self) -> bool:
+        """True when a penalty or bias changes the logits (greedy decoding applies them too)."""
+        return bool(
+            self.frequency_penalty is not None
+            or self.presence_penalty is not None
+            or self.logit_bias
+            or self.repetition_penalty is not None
+        )
 
     @property
     def greedy(self) -> bool:
@@ -127,6 +179,12 @@ class Transport:
     request_id: str | None = None
     user: str | None = None
     metadata: Mapping[str, JSONValue] | None = None
+    prompt_cache_key: str | None = None
+    """OpenAI's routing hint: forwarded to an OpenAI-compatible upstream; it never changes
+    an answer (the local engine's prefix cache matches by content anyway)."""
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    """OpenAI's: ``"24h"`` pins the prompt's cached prefix for 24 hours locally (under the
+    pin cap) and is forwarded to an OpenAI-compatible upstream."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,6 +385,19 @@ class Choice:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetentionReport:
+    """What ``prompt_cache_retention: "24h"`` did to the prompt's cached prefix."""
+
+    status: Literal["pinned", "refused", "uncached"]
+    """``pinned`` for 24 h; ``refused`` by the pin cap (``max_pinned_fraction``), so it
+    stays cached only until evicted; ``uncached``: shorter than the caching minimum (or
+    not stored for lack of room), so there was nothing to pin."""
+    tokens: int
+    """The prefix the pin covers (or would have covered): whole blocks of the prompt."""
+    ttl: Literal["24h"] = "24h"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Result:
     """A complete, successful generation: the only thing the response cache stores."""
 
@@ -335,6 +406,9 @@ class Result:
     created: int
     choices: tuple[Choice, ...]
     usage: Usage
+    retention: RetentionReport | None = field(default=None, compare=False)
+    """Set by the local engine for ``prompt_cache_retention: "24h"``; not stored in the
+    response cache (a hit pins nothing)."""
 
     def to_json(self) -> str:
         """Compact JSON for the response cache (inverse: :meth:`from_json`)."""

@@ -26,7 +26,7 @@ import torch
 
 from promptcache.prefix.config import PrefixCacheConfig
 from promptcache.prefix.pool import KVLayout
-from promptcache.request import CacheTTL, PrefixCacheSnapshot
+from promptcache.request import PinTTL, PrefixCacheSnapshot
 
 MatchKey = NewType("MatchKey", int)
 """Names one match to the cache that issued it; unique in the process, meaningless elsewhere."""
@@ -61,10 +61,10 @@ class CommitReport:
     """Tokens newly stored (blocks already cached are not counted)."""
     tokens_not_stored: int = 0
     """Full-block tokens that should have been stored but did not fit the budget."""
-    pinned: tuple[tuple[int, CacheTTL], ...] = ()
-    pins_refused: tuple[tuple[int, CacheTTL], ...] = ()
+    pinned: tuple[tuple[int, PinTTL], ...] = ()
+    pins_refused: tuple[tuple[int, PinTTL], ...] = ()
     """Pins not applied because they would exceed ``max_pinned_fraction`` of the budget."""
-    pins_uncached: tuple[tuple[int, CacheTTL], ...] = ()
+    pins_uncached: tuple[tuple[int, PinTTL], ...] = ()
     """Pins not applied because their prefix is not cached: shorter than
     ``min_cache_tokens`` (or than one block), or not stored for lack of budget."""
     blocks_evicted: int = 0
@@ -127,7 +127,7 @@ class BasePrefixCache(ABC):
         token_ids: Sequence[int],
         kv: torch.Tensor,
         *,
-        pins: Sequence[tuple[int, CacheTTL]] = (),
+        pins: Sequence[tuple[int, PinTTL]] = (),
     ) -> CommitReport:
         """Store the full blocks of ``token_ids`` from ``kv`` (once per match), pinning ``pins``."""
 

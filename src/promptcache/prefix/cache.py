@@ -45,7 +45,7 @@ from promptcache.prefix.pins import aligned_pins, check_pin_ttls
 from promptcache.prefix.pool import KVBlockPool, KVLayout
 from promptcache.prefix.stats import LookupCounters, snapshot
 from promptcache.prefix.tree import BlockTree
-from promptcache.request import CacheTTL, PrefixCacheSnapshot
+from promptcache.request import PinTTL, PrefixCacheSnapshot
 
 __all__ = [
     "CommitReport",
@@ -193,7 +193,7 @@ class PrefixCache(BasePrefixCache):
         token_ids: Sequence[int],
         kv: torch.Tensor,
         *,
-        pins: Sequence[tuple[int, CacheTTL]] = (),
+        pins: Sequence[tuple[int, PinTTL]] = (),
     ) -> CommitReport:
         """Store the full blocks of ``token_ids`` not cached yet, from ``kv[..., pos, :]``.
 
@@ -222,7 +222,7 @@ class PrefixCache(BasePrefixCache):
         held: _Held,
         tokens: tuple[int, ...],
         kv: torch.Tensor,
-        pins: Sequence[tuple[int, CacheTTL]],
+        pins: Sequence[tuple[int, PinTTL]],
     ) -> CommitReport:
         check_pin_ttls(pins)
         size = self.block_size

@@ -22,7 +22,7 @@ from promptcache.prefix.base import (
 from promptcache.prefix.config import PrefixCacheConfig
 from promptcache.prefix.pins import aligned_pins, check_pin_ttls
 from promptcache.prefix.pool import KVLayout
-from promptcache.request import CacheTTL, PrefixCacheSnapshot
+from promptcache.request import PinTTL, PrefixCacheSnapshot
 
 
 class DisabledPrefixCache(BasePrefixCache):
@@ -69,7 +69,7 @@ class DisabledPrefixCache(BasePrefixCache):
         token_ids: Sequence[int],
         kv: torch.Tensor,
         *,
-        pins: Sequence[tuple[int, CacheTTL]] = (),
+        pins: Sequence[tuple[int, PinTTL]] = (),
     ) -> CommitReport:
         with self._lock:
             committed = self._committed.get(match.key)

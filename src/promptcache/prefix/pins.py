@@ -1,4 +1,5 @@
-"""Pins from explicit breakpoints: which blocks may not be evicted, and until when.
+"""Pins from explicit breakpoints (and ``prompt_cache_retention: "24h"``): which blocks
+may not be evicted, and until when.
 
 :func:`check_pin_ttls` and :func:`aligned_pins` read the ``(position, ttl)``
 pins a commit is given; :class:`PinTable` keeps the pinned blocks.
@@ -15,18 +16,18 @@ import heapq
 from collections.abc import Iterable, Sequence
 
 from promptcache.prefix.block import CachedBlock
-from promptcache.request import TTL_SECONDS, CacheTTL
+from promptcache.request import PIN_TTL_SECONDS, PinTTL
 
-Pins = tuple[tuple[int, CacheTTL], ...]
+Pins = tuple[tuple[int, PinTTL], ...]
 
 
-def check_pin_ttls(pins: Sequence[tuple[int, CacheTTL]]) -> None:
+def check_pin_ttls(pins: Sequence[tuple[int, PinTTL]]) -> None:
     for _, ttl in pins:
-        if ttl not in TTL_SECONDS:
-            raise ValueError(f"unknown cache TTL {ttl!r}; valid: {', '.join(TTL_SECONDS)}")
+        if ttl not in PIN_TTL_SECONDS:
+            raise ValueError(f"unknown cache TTL {ttl!r}; valid: {', '.join(PIN_TTL_SECONDS)}")
 
 
-def aligned_pins(pins: Sequence[tuple[int, CacheTTL]], *, num_full: int, block_size: int) -> Pins:
+def aligned_pins(pins: Sequence[tuple[int, PinTTL]], *, num_full: int, block_size: int) -> Pins:
     """``pins`` with each position clamped to the ``num_full`` full blocks and block-aligned."""
     limit = num_full * block_size
     return tuple((min(max(0, pos), limit) // block_size * block_size, ttl) for pos, ttl in pins)

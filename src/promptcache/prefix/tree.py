@@ -21,7 +21,7 @@ from promptcache.prefix.eviction import make_eviction_policy
 from promptcache.prefix.hashing import BlockHash
 from promptcache.prefix.pins import Pins, PinTable
 from promptcache.prefix.pool import KVBlockPool
-from promptcache.request import TTL_SECONDS, CacheTTL
+from promptcache.request import PIN_TTL_SECONDS, PinTTL
 
 
 class BlockTree:
@@ -105,14 +105,14 @@ class BlockTree:
     def apply_pins(
         self,
         stored: list[CachedBlock],
-        pins: Sequence[tuple[int, CacheTTL]],
+        pins: Sequence[tuple[int, PinTTL]],
         num_full: int,
         now: float,
     ) -> tuple[Pins, Pins, Pins]:
         """Pin the stored blocks each pin covers: (pinned, refused by the cap, uncached)."""
-        pinned: list[tuple[int, CacheTTL]] = []
-        refused: list[tuple[int, CacheTTL]] = []
-        uncached: list[tuple[int, CacheTTL]] = []
+        pinned: list[tuple[int, PinTTL]] = []
+        refused: list[tuple[int, PinTTL]] = []
+        uncached: list[tuple[int, PinTTL]] = []
         size = self._block_size
         # Shortest first: a long pin refused by the cap must not cost a short one.
         for position, ttl in sorted(pins, key=lambda pin: pin[0]):
@@ -126,7 +126,7 @@ class BlockTree:
                 refused.append((aligned, ttl))
                 continue
             for block in blocks:
-                self._pins.pin(block, now, float(TTL_SECONDS[ttl]))
+                self._pins.pin(block, now, float(PIN_TTL_SECONDS[ttl]))
                 self._policy.discard(block.serial)
             pinned.append((aligned, ttl))
         return tuple(pinned), tuple(refused), tuple(uncached)

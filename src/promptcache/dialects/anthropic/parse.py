@@ -174,7 +174,6 @@ def parse_request(
     top.reject_unknown(_PARAMS | _REFUSED_PARAMS.keys())
     model = top.required_string("model")
     max_tokens = top.integer("max_tokens", required=True, minimum=1)
-    top.integer("top_k", minimum=0)
     _check_thinking(top, model)
     top.choice("service_tier", ("auto", "standard_only"))  # transport: one tier here
     if top.choice("speed", ("standard", "fast")) == "fast":
@@ -199,6 +198,7 @@ def parse_request(
             top_p=top.number("top_p", minimum=0, maximum=1),
             max_tokens=max_tokens,
             stop=_parse_stop_sequences(top),
+            top_k=top.integer("top_k", minimum=0),
         ),
         tool_choice=_parse_tool_choice(top, tools),
         response_format=_parse_output_config(top),

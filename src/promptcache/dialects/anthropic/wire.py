@@ -77,6 +77,7 @@ def to_wire_request(
     """The Messages body for ``request``, ``cache_control`` markers included."""
     if request.sampling.n != 1:
         raise RequestError("An Anthropic upstream cannot return n > 1 choices.", param="n")
+    _refuse_what_messages_lacks(request)
     output_format = _wire_output_format(request.response_format)
     sampling = request.sampling
     body: dict[str, Any] = {
@@ -108,6 +109,7 @@ def to_wire_request(
     optional = {
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
         "stop_sequences": list(sampling.stop) or None,
         "metadata": {"user_id": request.transport.user} if request.transport.user else None,
     }
@@ -118,6 +120,29 @@ def to_wire_request(
     if stream:
         body["stream"] = True
     return body
+
+
+def _refuse_what_messages_lacks(request: ChatRequest) -> None:
+    """A 400 naming each set parameter the Messages API has no counterpart for (dropping
+    it would change the answer, or break a promise, without saying so)."""
+    sampling, transport = request.sampling, request.transport
+    lacking = {
+        "seed": sampling.seed is not None,
+        "frequency_penalty": sampling.frequency_penalty is not None,
+        "presence_penalty": sampling.presence_penalty is not None,
+        "logit_bias": bool(sampling.logit_bias),
+        "min_p": sampling.min_p is not None,
+        "repetition_penalty": sampling.repetition_penalty is not None,
+        "prompt_cache_key": transport.prompt_cache_key is not None,
+        "prompt_cache_retention": transport.prompt_cache_retention == "24h",
+    }
+    for name, is_set in lacking.items():
+        if is_set:
+            raise RequestError(
+                f"'{name}' cannot be sent to an Anthropic upstream: the Messages API has "
+                "no such parameter. Leave it out, or use an OpenAI-compatible upstream.",
+                param=name,
+            )
 
 
 def usage_from_wire(usage: Mapping[str, Any] | None, base: Usage | None = None) -> Usage:

@@ -16,7 +16,7 @@ This module reads the top level (parameters, sampling, stop, transport);
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from promptcache.dialects._fields import Fields, check_json, check_text, parse_cache_control
 from promptcache.dialects.openai.messages import parse_messages
@@ -26,18 +26,14 @@ from promptcache.dialects.openai.tools import (
     parse_tool_choice,
     parse_tools,
 )
+from promptcache.dialects.openai.zhipu import ZHIPU_PARAMS, apply_zhipu_fields, without_nulls
 from promptcache.request import ChatRequest, SamplingParams, Transport
 
 # Accepted for compatibility, validated for type, but with no effect here.
 _IGNORED_PARAMS = frozenset(
     {
-        "frequency_penalty",
-        "presence_penalty",
-        "logit_bias",
         "store",
         "service_tier",
-        "prompt_cache_key",
-        "prompt_cache_retention",
         "safety_identifier",
         "reasoning_effort",
         "verbosity",
@@ -54,6 +50,15 @@ _PARAMS = _IGNORED_PARAMS | {
     "n",
     "stop",
     "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    # vLLM's extra sampling parameters (OpenAI itself has none of them).
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "prompt_cache_key",
+    "prompt_cache_retention",
     "stream",
     "stream_options",
     "user",
@@ -71,13 +76,14 @@ _PARAMS = _IGNORED_PARAMS | {
     "web_search_options",
     "cache_control",  # extension: automatic caching, as in the Anthropic dialect
 }
+_PARAMS |= ZHIPU_PARAMS  # Zhipu GLM's fields, read by .zhipu
 
 
 def parse_request(
     body: Any, *, tenant: str = "", namespace: str = "", request_id: str | None = None
 ) -> ChatRequest:
     """Validate an OpenAI ``POST /v1/chat/completions`` body and build the canonical request."""
-    top = Fields(STYLE, body)
+    top = Fields(STYLE, without_nulls(body))  # null = absent (Zhipu's SDK sends nulls)
     top.reject_unknown(_PARAMS)
     _reject_unsupported(top)
     model = top.required_string("model")
@@ -91,7 +97,7 @@ def parse_request(
     system, messages = parse_messages(raw_messages)
     tools = parse_tools(top)
     # Building the request validates its breakpoints (a 400 on too many or misordered).
-    return ChatRequest(
+    request = ChatRequest(
         model=model,
         messages=tuple(messages),
         system=tuple(system),
@@ -104,16 +110,17 @@ def parse_request(
         transport=_parse_transport(top, request_id),
         cache_control=parse_cache_control(top),
     )
+    return apply_zhipu_fields(top, request)  # do_sample, thinking, request_id, user_id...
 
 
 def _reject_unsupported(top: Fields) -> None:
-    for key in ("frequency_penalty", "presence_penalty"):
-        top.number(key, minimum=-2, maximum=2)
-    top.obj("logit_bias")
     top.boolean("store")
     if top.boolean("logprobs"):
         raise STYLE.invalid(("logprobs",), "logprobs are not supported by this server.")
-    top.integer("top_logprobs", minimum=0, maximum=20)
+    if top.integer("top_logprobs", minimum=0, maximum=20):
+        raise STYLE.invalid(
+            ("top_logprobs",), "top_logprobs are not supported by this server (no logprobs)."
+        )
     for legacy in ("functions", "function_call"):
         if top.has(legacy):
             raise STYLE.invalid(
@@ -144,7 +151,41 @@ def _parse_sampling(top: Fields) -> SamplingParams:
         stop=_parse_stop(top),
         seed=top.integer("seed"),
         n=top.integer("n", minimum=1, maximum=128) or 1,
+        frequency_penalty=top.number("frequency_penalty", minimum=-2, maximum=2),
+        presence_penalty=top.number("presence_penalty", minimum=-2, maximum=2),
+        logit_bias=_parse_logit_bias(top),
+        top_k=top.integer("top_k", minimum=-1),
+        min_p=top.number("min_p", minimum=0, maximum=1),
+        repetition_penalty=_parse_repetition_penalty(top),
     )
+
+
+def _parse_logit_bias(top: Fields) -> tuple[tuple[int, float], ...]:
+    """``{"<token id>": bias}``: ids as decimal strings, biases -100..100 (sorted by id)."""
+    bias = top.obj("logit_bias")
+    if bias is None:
+        return ()
+    pairs: list[tuple[int, float]] = []
+    for key in bias.data:
+        if not (isinstance(key, str) and key.isascii() and key.isdigit()):
+            raise STYLE.invalid(
+                ("logit_bias",),
+                f"Invalid key in 'logit_bias': {key!r}. Keys must be token ids "
+                "(non-negative integers, as strings).",
+            )
+        value = bias.number(key, minimum=-100, maximum=100)
+        if value is not None:
+            pairs.append((int(key), value))
+    return tuple(sorted(pairs))
+
+
+def _parse_repetition_penalty(top: Fields) -> float | None:
+    value = top.number("repetition_penalty", minimum=0)
+    if value is not None and value <= 0:
+        raise STYLE.invalid(
+            ("repetition_penalty",), f"repetition_penalty must be greater than 0, got {value}."
+        )
+    return value
 
 
 def _parse_stop(top: Fields) -> tuple[str, ...]:
@@ -192,4 +233,13 @@ def _parse_transport(top: Fields, request_id: str | None) -> Transport:
         request_id=request_id,
         user=top.string("user"),
         metadata=None if metadata is None else dict(metadata.data),
+        prompt_cache_key=top.string("prompt_cache_key"),
+        prompt_cache_retention=_parse_retention(top),
     )
+
+
+def _parse_retention(top: Fields) -> Literal["in_memory", "24h"] | None:
+    retention = top.choice("prompt_cache_retention", ("in_memory", "24h"))
+    if retention is None:
+        return None
+    return "24h" if retention == "24h" else "in_memory"

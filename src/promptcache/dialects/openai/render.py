@@ -80,8 +80,9 @@ def _choice(choice: Choice) -> dict[str, Any]:
 
 
 def render_response(result: Result, request: ChatRequest) -> dict[str, Any]:
-    """The ``chat.completion`` body for a complete result."""
-    return {
+    """The ``chat.completion`` body for a complete result (with ``promptcache_retention``,
+    an extension, when the engine reports what ``prompt_cache_retention: "24h"`` pinned)."""
+    body: dict[str, Any] = {
         "id": dialect_id(result.id, "chatcmpl-"),
         "object": "chat.completion",
         "created": result.created,
@@ -91,6 +92,13 @@ def render_response(result: Result, request: ChatRequest) -> dict[str, Any]:
         "service_tier": "default",
         "system_fingerprint": None,
     }
+    if result.retention is not None:
+        body["promptcache_retention"] = {
+            "ttl": result.retention.ttl,
+            "status": result.retention.status,
+            "tokens": result.retention.tokens,
+        }
+    return body
 
 
 class _ChunkWriter:

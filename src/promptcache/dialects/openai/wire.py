@@ -62,6 +62,16 @@ def to_wire_request(request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         "n": sampling.n if sampling.n != 1 else None,
         "response_format": _wire_response_format(request.response_format),
         "user": request.transport.user,
+        # Penalties and bias as OpenAI names them; top_k / min_p / repetition_penalty
+        # as vLLM-style servers do (OpenAI itself answers a 400 naming the one it lacks).
+        "frequency_penalty": sampling.frequency_penalty,
+        "presence_penalty": sampling.presence_penalty,
+        "logit_bias": {str(t): b for t, b in sampling.logit_bias} or None,
+        "top_k": sampling.top_k,
+        "min_p": sampling.min_p,
+        "repetition_penalty": sampling.repetition_penalty,
+        "prompt_cache_key": request.transport.prompt_cache_key,
+        "prompt_cache_retention": request.transport.prompt_cache_retention,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if request.tools:

@@ -194,7 +194,7 @@ class LocalEngine:
         anything is yielded or any KV is referenced), so a caller that only
         iterates inside its error handling sees every error.
         """
-        validate_sampling(request.sampling)
+        validate_sampling(request.sampling, vocab_size=self._runtime.vocab_size)
         prompt = self._renderer.render(request)
         generation = Generation(
             self._parts,

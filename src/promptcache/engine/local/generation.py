@@ -52,14 +52,16 @@ from promptcache.engine.local.structured_output import OutputGrammar, OutputGram
 from promptcache.engine.local.tool_calls import ToolCallCapture, tool_calls_allowed
 from promptcache.model.runtime import LlamaRuntime
 from promptcache.model.torch_threads import torch_threads
-from promptcache.prefix.base import BasePrefixCache, PrefixMatch
+from promptcache.prefix.base import BasePrefixCache, CommitReport, PrefixMatch
 from promptcache.request import (
     BreakpointPosition,
     ChatRequest,
     Choice,
     FinishReason,
+    PinTTL,
     PromptUsage,
     Result,
+    RetentionReport,
     StreamEvent,
     TextDelta,
     ToolUseBlock,
@@ -124,6 +126,8 @@ class Generation:
         self._committed = False
         self._written: list[BreakpointPosition] = []
         """The breakpoints the commit pinned (usage depends on them)."""
+        self._retention: RetentionReport | None = None
+        """What the commit did with a ``prompt_cache_retention: "24h"`` pin."""
 
     def run(self) -> Iterator[StreamEvent]:
         """``PromptUsage``, ``TextDelta`` s, one ``Result`` (nothing more once cancelled)."""
@@ -194,16 +198,24 @@ class Generation:
             return
         assert self._match is not None and self._kv is not None
         self._committed = True
+        pins: list[tuple[int, PinTTL]] = list(self._prompt.breakpoint_positions)
+        if self._request.transport.prompt_cache_retention == "24h":
+            pins.append((len(self._tokens), "24h"))  # the implicitly cached prefix, whole
         report = self._parts.executor.call(
             functools.partial(
                 self._parts.cache.commit,
                 self._match,
                 list(self._tokens),
                 self._kv.tensor,
-                pins=list(self._prompt.breakpoint_positions),
+                pins=pins,
             )
         )
-        self._written = [BreakpointPosition(p, ttl) for p, ttl in report.pinned]
+        # Usage counts breakpoint writes only: a retention pin is implicit caching.
+        self._written = [
+            BreakpointPosition(p, ttl) for p, ttl in report.pinned if ttl == "5m" or ttl == "1h"
+        ]
+        if self._request.transport.prompt_cache_retention == "24h":
+            self._retention = _retention_report(report)
 
     def decode(
         self, index: int, prompt_logits: torch.Tensor
@@ -212,7 +224,7 @@ class Generation:
         assert self._kv is not None
         parts, request, kv = self._parts, self._request, self._kv
         outcome = ChoiceOutcome()
-        sampler = TokenSampler(request.sampling, choice_index=index)
+        sampler = TokenSampler(request.sampling, choice_index=index, prompt_ids=self._tokens)
         grammar = self._grammar
         constraint = parts.grammars.constraint(grammar) if grammar is not None else None
         stream = TextStream(parts.detokenizer, request.sampling.stop)
@@ -293,7 +305,20 @@ class Generation:
                 for i, o in enumerate(outcomes)
             ),
             usage=self._usage(sum(o.tokens for o in outcomes)),
+            retention=self._retention,
         )
+
+
+def _retention_report(report: CommitReport) -> RetentionReport:
+    """Where the commit put the ``24h`` pin: pinned, refused by the cap, or uncached."""
+    for position, ttl in report.pinned:
+        if ttl == "24h":
+            return RetentionReport(status="pinned", tokens=position)
+    for position, ttl in report.pins_refused:
+        if ttl == "24h":
+            return RetentionReport(status="refused", tokens=position)
+    uncached = [position for position, ttl in report.pins_uncached if ttl == "24h"]
+    return RetentionReport(status="uncached", tokens=uncached[0] if uncached else 0)
 
 
 class LockedDetokenizer:
