@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -171,6 +172,9 @@ class Context:
     record_entries: bool = False
     outage: bool = False
     events: list[str] = field(default_factory=list)
+    peak_load: float = 0.0
+    """Highest 1-minute load average seen: above the CPU count, other work starved the
+    server, and a hang may be that rather than a fault."""
     problems: list[str] = field(default_factory=list)
 
     def slot_for(self, planned: Planned) -> asyncio.Semaphore | None:
@@ -314,6 +318,8 @@ async def watch_server(ctx: Context) -> None:
     while True:
         server = ctx.server
         server.sample_memory()
+        with contextlib.suppress(OSError):  # no load average on some platforms
+            ctx.peak_load = max(ctx.peak_load, os.getloadavg()[0])
         proc = server.proc
         mark = (id(server), server.generation)
         died = proc is not None and proc.poll() is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,8 @@ def build_checks(
             name="hung + broken = 0",
             value=str(broken),
             detail=_statuses_text(Counter({s: statuses[s] for s in FAILING if statuses[s]}))
-            + ("  in " + ", ".join(worst_broken) if worst_broken else ""),
+            + ("  in " + ", ".join(worst_broken) if worst_broken else "")
+            + (_overload_note(ctx) if statuses["hung"] else ""),
             ok=broken == 0,
         ),
     ]
@@ -161,6 +163,16 @@ def build_checks(
     return kinds, checks
 
 
+def _overload_note(ctx: Context) -> str:
+    cpus = os.cpu_count() or 1
+    if ctx.peak_load <= cpus:
+        return ""
+    return (
+        f"  (host load reached {ctx.peak_load:.1f} on {cpus} CPUs: hangs may be CPU "
+        "starvation; rerun on an idle machine or with a longer --request-timeout)"
+    )
+
+
 def _rss_check(memory: list[MemoryRecord], config: SoakConfig) -> Check:
     if not memory:
         return Check(name="peak RSS ≤ budget", value="not measured", detail="", ok=False)
@@ -190,6 +202,8 @@ def render(args: argparse.Namespace, ctx: Context, results: Results, config: Soa
             "wall_s": round(results.wall_seconds, 1),
             "clients": args.clients,
             "requests_sent": results.requests_sent,
+            "peak_load_average": round(ctx.peak_load, 2),
+            "cpus": os.cpu_count(),
             "config": config.__dict__,
             "kinds": {k: dict(ctx.tally.by_kind.get(k, Counter())) for k in all_kinds()},
             "checks": [check.__dict__ for check in checks],
@@ -204,7 +218,8 @@ def render(args: argparse.Namespace, ctx: Context, results: Results, config: Soa
         return ok
     table = Table(
         title=f"promptcache soak: {args.duration:.0f} s of load ({results.wall_seconds:.0f} s "
-        f"with pauses), {args.clients} clients, {results.requests_sent} requests",
+        f"with pauses), {args.clients} clients, {results.requests_sent} requests, "
+        f"host load ≤ {ctx.peak_load:.1f} on {os.cpu_count()} CPUs",
         show_lines=False,
     )
     table.add_column("requests by kind / check")
