@@ -179,6 +179,10 @@ class Transport:
     request_id: str | None = None
     user: str | None = None
     metadata: Mapping[str, JSONValue] | None = None
+    diagnostics: bool = False
+    """Anthropic's cache diagnostics asked for (a ``diagnostics`` object was sent)."""
+    previous_message_id: str | None = None
+    """``diagnostics.previous_message_id``: the response to compare this prompt against."""
     prompt_cache_key: str | None = None
     """OpenAI's routing hint: forwarded to an OpenAI-compatible upstream; it never changes
     an answer (the local engine's prefix cache matches by content anyway)."""

@@ -65,6 +65,7 @@ from promptcache.server.cache_policy import (
     parse_cache_control,
 )
 from promptcache.server.config import ServerConfig
+from promptcache.server.diagnostics import CacheDiagnostics
 from promptcache.server.json_body import check_content_type, decode_json_body
 from promptcache.server.limits import read_body
 from promptcache.server.metrics import ServerMetrics
@@ -111,6 +112,7 @@ class ChatFlow:
         self.observers = list(observers)
         self._memo = ParseMemo()
         self._rendered: LRU[tuple[str, str, str, int, str], bytes] = LRU()
+        self.diagnostics = CacheDiagnostics()
 
     async def handle(self, http: Request, dialect: Dialect) -> Response:
         route = dialect.name
@@ -278,6 +280,9 @@ class ChatFlow:
         if request.transport.stream:
             frames = dialect.render_stream(replay_events(result), request)
             return ClosingStreamingResponse(frames, headers=headers)
+        if request.transport.diagnostics:  # opted in: compared and recorded, not memoised
+            body = self.diagnostics.annotate(request, dialect.render_response(result, request))
+            return json_response(body, headers=headers)
         memo_key = (route, key, result.id, result.created, _shown_model(dialect, request))
         content = self._rendered.get(memo_key)
         if content is None:
@@ -313,6 +318,8 @@ class ChatFlow:
                     await publish(result)
                 headers.update(self._observe(request, result, route, status, key))
                 body = dialect.render_response(result, request)
+                if request.transport.diagnostics:
+                    body = self.diagnostics.annotate(request, body)
             else:
                 # The first event is awaited here so that a full queue (429) or an
                 # engine-side validation error still gets its own HTTP status.

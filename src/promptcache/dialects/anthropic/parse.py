@@ -185,7 +185,6 @@ def parse_request(
             f"inference runs wherever this server runs; it cannot be pinned to "
             f"'{shown(geo)}' (only 'global' applies)",
         )
-    _parse_diagnostics(top)
     tools = _parse_tools(top)
     # Building the request validates its breakpoints (a 400 on too many or misordered).
     return ChatRequest(
@@ -224,12 +223,14 @@ def _check_thinking(top: Fields, model: str) -> None:
     )
 
 
-def _parse_diagnostics(top: Fields) -> None:
-    """``diagnostics: {"previous_message_id": str | null}`` (cache diagnostics)."""
+def _parse_diagnostics(top: Fields) -> tuple[bool, str | None]:
+    """``diagnostics: {"previous_message_id": str | null}`` (cache diagnostics): whether
+    it was sent, and the id to compare against (transport: out of every cache key)."""
     diagnostics = top.obj("diagnostics")
-    if diagnostics is not None:
-        diagnostics.reject_unknown({"previous_message_id"})
-        diagnostics.string("previous_message_id")
+    if diagnostics is None:
+        return False, None
+    diagnostics.reject_unknown({"previous_message_id"})
+    return True, diagnostics.string("previous_message_id")
 
 
 def _parse_stop_sequences(top: Fields) -> tuple[str, ...]:
@@ -247,11 +248,14 @@ def _parse_transport(top: Fields, request_id: str | None) -> Transport:
     if metadata is not None:
         metadata.reject_unknown({"user_id"})
         user = metadata.string("user_id")
+    diagnostics, previous_message_id = _parse_diagnostics(top)
     return Transport(
         stream=bool(top.boolean("stream")),
         request_id=request_id,
         user=user,
         metadata=None if metadata is None else dict(metadata.data),
+        diagnostics=diagnostics,
+        previous_message_id=previous_message_id,
     )
 
 
