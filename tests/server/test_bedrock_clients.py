@@ -3,8 +3,8 @@
 boto3's ``bedrock-runtime`` client and LangChain's Bedrock chat models are
 pointed at the server (``endpoint_url``, any credentials); the model id they
 send (``us.anthropic.claude-sonnet-4-5-20250929-v1:0``, percent-encoded in
-the path) is an alias of the served model, as ``--model-alias
-'*=SmolLM2-135M-Instruct'`` makes it. Every scenario has its own long prefix
+the path) is answered by the served model through ``--model-alias
+'*=SmolLM2-135M-Instruct'`` (``ServerConfig.model_aliases``). Every scenario has its own long prefix
 so the shared KV cache never makes one test depend on another.
 """
 
@@ -24,7 +24,6 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from promptcache.engine.threaded import ThreadedEngine
-from promptcache.request import ModelInfo
 from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
 from promptcache.server.config import ServerConfig
@@ -39,19 +38,10 @@ BEDROCK_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 KEY = "pc-bedrock-test-key"
 
 
-def _aliased(engine: ThreadedEngine) -> ThreadedEngine:
-    """The engine listing the Bedrock id as an alias of its model (``*=`` in production)."""
-    models = [replace(m, aliases=(*m.aliases, BEDROCK_ID)) for m in engine.models()]
-
-    def listed() -> list[ModelInfo]:
-        return models
-
-    engine.models = listed  # type: ignore[method-assign]
-    return engine
-
-
-def _serve(local_engine: Any, config: ServerConfig) -> Iterator[str]:
-    engine = _aliased(ThreadedEngine(local_engine, max_queue=16, workers=2))
+def _serve(local_engine: Any, config: ServerConfig, alias: str = "*") -> Iterator[str]:
+    # The usual local set-up: every model name (*) answered by the embedded model.
+    config = replace(config, model_aliases={alias: MODEL})
+    engine = ThreadedEngine(local_engine, max_queue=16, workers=2)
     cache = ResponseCache(open_store("memory://"))
     app = create_app(config, engine=engine, cache=cache)
     try:
@@ -177,8 +167,14 @@ def test_invoke_model_anthropic_body(base_url: str) -> None:
     assert chunks[-1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"] > 0
 
 
-def test_errors_are_bedrock_client_errors(base_url: str) -> None:
-    bedrock = client(base_url)
+@pytest.fixture(scope="module")
+def strict_url(local_engine: Any) -> Iterator[str]:
+    """A server answering only the Bedrock id (``--model-alias <id>=SmolLM2...``)."""
+    yield from _serve(local_engine, ServerConfig(), alias=BEDROCK_ID)
+
+
+def test_errors_are_bedrock_client_errors(strict_url: str) -> None:
+    bedrock = client(strict_url)
     with pytest.raises(bedrock.exceptions.ValidationException) as invalid:
         bedrock.converse(
             modelId=BEDROCK_ID,
@@ -247,7 +243,7 @@ def test_sigv4_with_keys_configured(keyed_url: str) -> None:
 # -- LangChain's Bedrock prompt-caching agent ------------------------------------
 
 
-def _agent_turns(model: Any) -> list[dict[str, int]]:
+def _agent_turns(model: Any, *, stream: bool = False) -> list[dict[str, int]]:
     """The guide's agent, two turns in one thread; each turn's summed cache figures."""
     from langchain.agents import create_agent
     from langchain_aws.middleware import BedrockPromptCachingMiddleware
@@ -262,16 +258,22 @@ def _agent_turns(model: Any) -> list[dict[str, int]]:
 
     agent: Any = create_agent(
         model=model,
-        system_prompt=long_prefix("weather-agent"),
+        system_prompt=long_prefix(f"weather-agent-{type(model).__name__}-{stream}"),
         tools=[get_weather],
         middleware=[BedrockPromptCachingMiddleware(ttl="5m")],
         checkpointer=MemorySaver(),
     )
-    config: Any = {"configurable": {"thread_id": "miami-seattle"}}
+    config: Any = {"configurable": {"thread_id": f"miami-seattle-{stream}"}}
     turns: list[dict[str, int]] = []
     seen = 0
     for question in ("What is the weather in Miami?", "How about Seattle?"):
-        state = agent.invoke({"messages": [{"role": "user", "content": question}]}, config)
+        turn = {"messages": [{"role": "user", "content": question}]}
+        if stream:
+            chunks = list(agent.stream(turn, config, stream_mode="messages"))
+            assert chunks  # the model's tokens, as they came
+            state = agent.get_state(config).values
+        else:
+            state = agent.invoke(turn, config)
         replies = [m for m in state["messages"][seen:] if isinstance(m, AIMessage)]
         seen = len(state["messages"])
         totals = {"cache_read": 0, "cache_creation": 0, "input_tokens": 0, "calls": len(replies)}
@@ -321,5 +323,35 @@ def test_langchain_bedrock_invoke_prompt_caching_agent(base_url: str) -> None:
     )
     first, second = _agent_turns(model)
     print("ChatBedrock agent turns:", first, second)
+    assert first["cache_creation"] > 1024
+    assert second["cache_read"] > 1024
+
+
+@pytest.mark.parametrize("kind", ["ChatBedrockConverse", "ChatBedrock"])
+def test_langchain_bedrock_prompt_caching_agent_streaming(base_url: str, kind: str) -> None:
+    from langchain_aws import ChatBedrock, ChatBedrockConverse
+
+    model: Any
+    if kind == "ChatBedrockConverse":
+        model = ChatBedrockConverse(  # type: ignore[call-arg]
+            model=BEDROCK_ID,
+            endpoint_url=base_url,
+            region_name="us-east-1",
+            aws_access_key_id="x",  # type: ignore[arg-type]
+            aws_secret_access_key="y",  # type: ignore[arg-type]
+            max_tokens=24,
+        )
+    else:
+        model = ChatBedrock(  # type: ignore[call-arg]
+            model=BEDROCK_ID,
+            endpoint_url=base_url,
+            region_name="us-east-1",
+            aws_access_key_id="x",  # type: ignore[arg-type]
+            aws_secret_access_key="y",  # type: ignore[arg-type]
+            model_kwargs={"max_tokens": 24},
+            streaming=True,
+        )
+    first, second = _agent_turns(model, stream=True)
+    print(f"{kind} streaming agent turns:", first, second)
     assert first["cache_creation"] > 1024
     assert second["cache_read"] > 1024
