@@ -355,3 +355,59 @@ def test_langchain_bedrock_prompt_caching_agent_streaming(base_url: str, kind: s
     print(f"{kind} streaming agent turns:", first, second)
     assert first["cache_creation"] > 1024
     assert second["cache_read"] > 1024
+
+
+WEATHER_TOOL = {
+    "toolSpec": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city.",
+        "inputSchema": {
+            "json": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            }
+        },
+    }
+}
+
+
+def test_converse_tool_use_and_tool_result_both_ways(base_url: str) -> None:
+    bedrock = client(base_url)
+    tool_config = {"tools": [WEATHER_TOOL], "toolChoice": {"tool": {"name": "get_weather"}}}
+    question = {"role": "user", "content": [{"text": "What is the weather in Miami?"}]}
+    first = bedrock.converse(
+        modelId=BEDROCK_ID,
+        messages=[question],
+        toolConfig=tool_config,
+        inferenceConfig={"maxTokens": 48},
+    )
+    assert first["stopReason"] == "tool_use"
+    use = next(b["toolUse"] for b in first["output"]["message"]["content"] if "toolUse" in b)
+    assert use["name"] == "get_weather" and isinstance(use["input"], dict)
+    result = {
+        "toolResult": {"toolUseId": use["toolUseId"], "content": [{"json": {"sky": "sunny"}}]}
+    }
+    answer = bedrock.converse(
+        modelId=BEDROCK_ID,
+        messages=[question, first["output"]["message"], {"role": "user", "content": [result]}],
+        toolConfig={"tools": [WEATHER_TOOL]},
+        inferenceConfig={"maxTokens": 8, "stopSequences": ["\n"]},
+    )
+    assert answer["stopReason"] in ("end_turn", "max_tokens", "stop_sequence", "tool_use")
+    streamed = bedrock.converse_stream(
+        modelId=BEDROCK_ID,
+        messages=[question],
+        toolConfig=tool_config,
+        inferenceConfig={"maxTokens": 48},
+    )
+    events = list(streamed["stream"])
+    start = next(e["contentBlockStart"] for e in events if "contentBlockStart" in e)
+    assert start["start"]["toolUse"]["name"] == "get_weather"
+    streamed_input = "".join(
+        e["contentBlockDelta"]["delta"]["toolUse"]["input"]
+        for e in events
+        if "contentBlockDelta" in e and "toolUse" in e["contentBlockDelta"]["delta"]
+    )
+    assert isinstance(json.loads(streamed_input), dict)
+    assert next(e for e in events if "messageStop" in e)["messageStop"]["stopReason"] == "tool_use"
