@@ -126,6 +126,18 @@ def test_prompt_cache_retention_24h_pins_the_prefix_and_says_so(client: openai.O
     again = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
     assert again.usage is not None and again.usage.prompt_tokens_details is not None
     assert (again.usage.prompt_tokens_details.cached_tokens or 0) >= 1024
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=4,
+        temperature=0.5,  # sampled without a seed: not a response-cache hit
+        prompt_cache_retention="24h",
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].model_extra or {})["promptcache_retention"]["status"] == "pinned"
 
 
 def test_logprobs_are_refused_naming_them(client: openai.OpenAI) -> None:

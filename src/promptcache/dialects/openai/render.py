@@ -92,13 +92,22 @@ def render_response(result: Result, request: ChatRequest) -> dict[str, Any]:
         "service_tier": "default",
         "system_fingerprint": None,
     }
-    if result.retention is not None:
-        body["promptcache_retention"] = {
-            "ttl": result.retention.ttl,
-            "status": result.retention.status,
-            "tokens": result.retention.tokens,
-        }
+    body.update(_retention(result))
     return body
+
+
+def _retention(result: Result) -> dict[str, Any]:
+    """``{"promptcache_retention": {...}}`` when the engine reported a 24h pin, else ``{}``."""
+    report = result.retention
+    if report is None:
+        return {}
+    return {
+        "promptcache_retention": {
+            "ttl": report.ttl,
+            "status": report.status,
+            "tokens": report.tokens,
+        }
+    }
 
 
 class _ChunkWriter:
@@ -111,7 +120,12 @@ class _ChunkWriter:
         self.include_usage = request.transport.include_usage
         self.started: set[int] = set()
 
-    def frame(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> bytes:
+    def frame(
+        self,
+        choices: list[dict[str, Any]],
+        usage: Usage | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> bytes:
         chunk: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -123,11 +137,19 @@ class _ChunkWriter:
         }
         if self.include_usage:
             chunk["usage"] = None if usage is None else render_usage(usage)
+        chunk.update(extra or {})
         return sse_data(chunk)
 
-    def delta(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def delta(
+        self,
+        index: int,
+        delta: dict[str, Any],
+        finish: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> bytes:
         return self.frame(
-            [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            extra=extra,
         )
 
     def open(self, index: int) -> list[bytes]:
@@ -139,14 +161,19 @@ class _ChunkWriter:
 
     def finish(self, result: Result) -> list[bytes]:
         frames: list[bytes] = []
-        for choice in result.choices:
+        last = len(result.choices) - 1
+        # The retention report rides on the last chunk: the usage chunk when there is one.
+        extra = _retention(result) if not self.include_usage else None
+        for i, choice in enumerate(result.choices):
             frames += self.open(choice.index)
             if choice.tool_calls:
                 calls = [{"index": k, **_tool_call(c)} for k, c in enumerate(choice.tool_calls)]
                 frames.append(self.delta(choice.index, {"tool_calls": calls}))
-            frames.append(self.delta(choice.index, {}, choice.finish_reason))
+            frames.append(
+                self.delta(choice.index, {}, choice.finish_reason, extra if i == last else None)
+            )
         if self.include_usage:
-            frames.append(self.frame([], result.usage))
+            frames.append(self.frame([], result.usage, extra=_retention(result)))
         return frames
 
 
