@@ -171,7 +171,7 @@ def test_cache_points_mark_the_block_before_them() -> None:
                     }
                 ]
             },
-            "cache_control",
+            "cachePoint",
         ),
         (
             {"messages": [{"role": "user", "content": [{"video": {}}]}]},
@@ -189,7 +189,7 @@ def test_more_than_four_cache_points_are_refused() -> None:
     content: list[dict[str, Any]] = []
     for i in range(5):
         content += [{"text": f"part {i}"}, {"cachePoint": {"type": "default"}}]
-    with pytest.raises(RequestError, match="maximum of 4"):
+    with pytest.raises(RequestError, match="maximum of 4 cachePoint blocks"):
         parse_converse(
             {"messages": [{"role": "user", "content": content}]}, model=MODEL, stream=False
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from promptcache.dialects.bedrock import eventstream
 from promptcache.dialects.bedrock.errors import stream_member
 from promptcache.errors import PromptCacheError, RequestError, UpstreamError
 from promptcache.request import (
+    MAX_BREAKPOINTS,
     CacheControl,
     ChatRequest,
     Choice,
@@ -360,19 +361,48 @@ def parse_converse(
         for key in metadata.data:
             metadata.string(key)
     tools, tool_choice = _parse_tools(top)
-    return ChatRequest(
-        model=model,
-        tools=tools,
-        system=_parse_system(top),
-        messages=_parse_messages(top),
-        sampling=_parse_sampling(top),
-        tool_choice=tool_choice,
-        tenant=tenant,
-        namespace=namespace,
-        transport=Transport(
-            stream=stream, metadata=None if metadata is None else dict(metadata.data)
-        ),
-    )
+    system = _parse_system(top)
+    messages = _parse_messages(top)
+    sampling = _parse_sampling(top)
+    try:
+        # Building the request validates its breakpoints (the cache points).
+        return ChatRequest(
+            model=model,
+            tools=tools,
+            system=system,
+            messages=messages,
+            sampling=sampling,
+            tool_choice=tool_choice,
+            tenant=tenant,
+            namespace=namespace,
+            transport=Transport(
+                stream=stream, metadata=None if metadata is None else dict(metadata.data)
+            ),
+        )
+    except RequestError as error:
+        if error.param != "cache_control":
+            raise
+        points = sum(1 for _ in _cache_points(tools, system, messages))
+        if points > MAX_BREAKPOINTS:
+            message = (
+                f"A maximum of {MAX_BREAKPOINTS} cachePoint blocks may be given. Found {points}."
+            )
+        else:
+            message = (
+                "A cachePoint with ttl '1h' must not come after one with ttl '5m' "
+                "(the order is toolConfig.tools, system, messages)."
+            )
+        raise DialectRequestError(message, param="cachePoint") from None
+
+
+def _cache_points(
+    tools: tuple[Tool, ...], system: tuple[TextBlock, ...], messages: tuple[Message, ...]
+) -> Iterator[CacheControl]:
+    blocks: list[Tool | ContentBlock] = [*tools, *system]
+    blocks += [b for m in messages for b in m.content]
+    for block in blocks:
+        if block.cache_control is not None:
+            yield block.cache_control
 
 
 # -- rendering -----------------------------------------------------------------
