@@ -411,6 +411,10 @@ class Result:
     choices: tuple[Choice, ...]
     usage: Usage
     retention: RetentionReport | None = field(default=None, compare=False)
+    prefix_miss: str | None = field(default=None, compare=False)
+    """Set by the local engine when the prompt's full blocks were not all read from the
+    prefix cache: why, and where (``x-promptcache-prefix-miss``); not stored in the
+    response cache (a hit reads no prefix)."""
     """Set by the local engine for ``prompt_cache_retention: "24h"``; not stored in the
     response cache (a hit pins nothing)."""
 
@@ -482,6 +486,8 @@ class PromptUsage:
     """
 
     usage: Usage
+    prefix_miss: str | None = None
+    """As :attr:`Result.prefix_miss`, known after prefill (a stream's headers carry it)."""
 
 
 StreamEvent: TypeAlias = TextDelta | PromptUsage | Result

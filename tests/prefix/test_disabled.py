@@ -67,6 +67,8 @@ def test_a_match_is_a_handle_without_the_caches_bookkeeping() -> None:
         "num_tokens",
         "num_blocks",
         "key",
+        "miss",  # the diagnosis of what was not read: plain values, no bookkeeping
+        "diverged_block",
     }
     cache.release(match)
 

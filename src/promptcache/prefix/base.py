@@ -20,7 +20,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NewType
+from typing import Literal, NewType, TypeAlias
 
 import torch
 
@@ -38,6 +38,9 @@ def new_match_key() -> MatchKey:
     return MatchKey(next(_match_keys))
 
 
+MissCause: TypeAlias = Literal["evicted", "expired", "tenant", "cold", "changed", "below_minimum"]
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class PrefixMatch:
     """The cached prefix of one request: a handle, never shared between requests.
@@ -51,6 +54,14 @@ class PrefixMatch:
     num_blocks: int
     key: MatchKey = field(repr=False)
     """Opaque: only the issuing cache reads it."""
+    miss: MissCause | None = None
+    """Why the prompt's full blocks were not all read (None when they were): the block
+    after the longest cached prefix was ``evicted``, its pin ``expired`` and it was then
+    evicted, it is another ``tenant``'s (block 0 cached under another salt), it was never
+    seen (``cold``, also when the prompt diverges inside block 0), the prompt ``changed``
+    after a cached prefix, or the prompt or its matched prefix is ``below_minimum``."""
+    diverged_block: int = 0
+    """The index of the first full block not found (the longest cached prefix, in blocks)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -144,7 +144,7 @@ class PrefixCache(BasePrefixCache):
             with self._cond:
                 self._held[key] = _Held(root=root, hashes=())
                 self._lookups.record(queried=len(tokens))
-            return PrefixMatch(num_tokens=0, num_blocks=0, key=key)
+            return PrefixMatch(num_tokens=0, num_blocks=0, key=key, miss="below_minimum")
         hashes = tuple(hashing.hash_prompt_blocks(tokens, block_size=size, root=root))
         with self._cond:
             chain = self._claims.wait_for_chain(
@@ -157,7 +157,10 @@ class PrefixCache(BasePrefixCache):
             now = self._clock()
             self._tree.expire_pins(now)
             first_missing = len(chain)
+            miss = self._tree.miss_cause(hashes, tokens, root, chain)
             if len(chain) * size < self.min_cache_tokens:
+                if chain:
+                    miss = "below_minimum"
                 chain = []
             for block in chain:
                 self._tree.reference(block)
@@ -167,7 +170,13 @@ class PrefixCache(BasePrefixCache):
                 held.claims = self._claims.claim(key, hashes[first_missing:])
             self._held[key] = held
             self._lookups.record(queried=len(tokens), hit=len(chain) * size)
-        return PrefixMatch(num_tokens=len(chain) * size, num_blocks=len(chain), key=key)
+        return PrefixMatch(
+            num_tokens=len(chain) * size,
+            num_blocks=len(chain),
+            key=key,
+            miss=miss,
+            diverged_block=first_missing,
+        )
 
     # -- gather ------------------------------------------------------------
 

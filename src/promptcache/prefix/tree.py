@@ -14,8 +14,11 @@ method with its lock held. The KV itself lives in the pool's slots.
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
+from promptcache.prefix.base import MissCause
 from promptcache.prefix.block import CachedBlock
 from promptcache.prefix.eviction import make_eviction_policy
 from promptcache.prefix.hashing import BlockHash
@@ -45,6 +48,12 @@ class BlockTree:
         self._pins = PinTable()
         self._serials = itertools.count(1)
         self.evictions = 0
+        # Diagnostics (bounded): hashes of recently evicted blocks and why they went,
+        # hashes whose pin ran out, and which root cached each recent block 0.
+        self._gone: OrderedDict[BlockHash, MissCause] = OrderedDict()
+        self._expired: OrderedDict[BlockHash, None] = OrderedDict()
+        self._first_blocks: OrderedDict[tuple[int, ...], BlockHash] = OrderedDict()
+        self.memory = max(1024, 4 * pool.num_blocks)
 
     @property
     def num_blocks(self) -> int:
@@ -78,6 +87,33 @@ class BlockTree:
             parent = block
         return chain
 
+    def miss_cause(
+        self,
+        hashes: Sequence[BlockHash],
+        tokens: tuple[int, ...],
+        root: BlockHash,
+        chain: Sequence[CachedBlock],
+    ) -> MissCause | None:
+        """Why the block after ``chain`` (the confirmed prefix) is not cached, or None when
+        every full block is. ``changed``: another continuation of the prefix is cached;
+        ``cold``: nothing past it ever was (a conversation growing past its cached turns)."""
+        first_missing = len(chain)
+        if first_missing >= len(hashes):
+            return None
+        gone = self._gone.get(hashes[first_missing])
+        if gone is not None:
+            return gone
+        if first_missing == 0:
+            other = self._first_blocks.get(tokens[: self._block_size])
+            return "tenant" if other is not None and other != root else "cold"
+        return "changed" if chain[-1].children else "cold"
+
+    def _remember(self, table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        if len(table) > self.memory:
+            table.popitem(last=False)
+
     # -- references and pins ----------------------------------------------------
 
     def reference(self, block: CachedBlock) -> None:
@@ -100,6 +136,7 @@ class BlockTree:
     def expire_pins(self, now: float) -> None:
         """Blocks whose pin ended become evictable like any other."""
         for block in self._pins.expire(now):
+            self._remember(self._expired, block.hash, None)
             self.update_evictable(block)
 
     def apply_pins(
@@ -197,6 +234,9 @@ class BlockTree:
             )
             self._by_hash[block.hash] = block
             self._blocks[block.serial] = block
+            self._gone.pop(block.hash, None)
+            if index == 0:
+                self._remember(self._first_blocks, block_tokens, root)
             if parent is not None:
                 parent.children[block.serial] = block
             stored.append(block)
@@ -223,6 +263,8 @@ class BlockTree:
                 current.parent.children.pop(current.serial, None)
             current.cached = False
             self._pool.free([current.slot])
+            cause: MissCause = "expired" if current.hash in self._expired else "evicted"
+            self._remember(self._gone, current.hash, cause)
             pending.extend(current.children.values())
             current.children = {}
             dropped += 1

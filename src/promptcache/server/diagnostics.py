@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,6 +30,10 @@ from promptcache.keys import canonical_json
 from promptcache.request import ChatRequest, Message
 
 DEFAULT_CAPACITY = 10_000
+_FINGERPRINT_ATTR = "_diagnostics_fingerprint"
+_TAILS: dict[str | None, bytes] = {}
+"""The rendered ``,"diagnostics":{...}}`` ending per reason (a handful of constants)."""
+_FIRST_ID = re.compile(rb'"id":"([^"\\]+)"')
 
 
 @dataclass(frozen=True)
@@ -51,12 +57,20 @@ def _message_digest(message: Message) -> str:
 
 
 def fingerprint(request: ChatRequest) -> PromptFingerprint:
-    return PromptFingerprint(
+    """The prompt's fingerprint, computed once per request object (the server's parse memo
+    hands the same object to every request with the same body, so a repeated diagnosed
+    request -- a response-cache hit -- does not hash its prompt again)."""
+    cached: PromptFingerprint | None = request.__dict__.get(_FINGERPRINT_ATTR)
+    if cached is not None:
+        return cached
+    made = PromptFingerprint(
         model=request.model,
         tools=_digest(request.tools),
         system=_digest(request.system),
         messages=tuple(_message_digest(m) for m in request.messages),
     )
+    object.__setattr__(request, _FINGERPRINT_ATTR, made)  # not a field: keys never see it
+    return made
 
 
 def miss_reason(previous: PromptFingerprint, current: PromptFingerprint) -> str | None:
@@ -87,6 +101,28 @@ class CacheDiagnostics:
 
     def annotate(self, request: ChatRequest, body: dict[str, Any]) -> dict[str, Any]:
         """``body`` (an Anthropic ``message``) with ``diagnostics`` added; records its prompt."""
+        message_id = body.get("id")
+        body["diagnostics"] = self.diagnose(
+            request, message_id if isinstance(message_id, str) else None
+        )
+        return body
+
+    def annotate_rendered(self, request: ChatRequest, content: bytes) -> bytes:
+        """As :meth:`annotate`, on a rendered (compact JSON) ``message`` body: the hit path
+        keeps its memoised bytes and appends the one member."""
+        found = _FIRST_ID.search(content)
+        diagnostics = self.diagnose(request, found.group(1).decode() if found else None)
+        reason = diagnostics["cache_miss_reason"]
+        key = None if reason is None else reason["type"]
+        tail = _TAILS.get(key)
+        if tail is None:
+            tail = b',"diagnostics":' + json.dumps(diagnostics, separators=(",", ":")).encode()
+            _TAILS[key] = tail + b"}"
+            tail = _TAILS[key]
+        return content[:-1] + tail
+
+    def diagnose(self, request: ChatRequest, message_id: str | None) -> dict[str, Any]:
+        """The ``diagnostics`` member for ``request``, recorded under ``message_id``."""
         current = fingerprint(request)
         previous_id = request.transport.previous_message_id
         reason: str | None = None
@@ -98,11 +134,9 @@ class CacheDiagnostics:
                     if previous is None
                     else miss_reason(previous, current)
                 )
-            message_id = body.get("id")
-            if isinstance(message_id, str):
+            if message_id is not None:
                 self._seen[(request.tenant, message_id)] = current
                 self._seen.move_to_end((request.tenant, message_id))
                 while len(self._seen) > self.capacity:
                     self._seen.popitem(last=False)
-        body["diagnostics"] = {"cache_miss_reason": None if reason is None else {"type": reason}}
-        return body
+        return {"cache_miss_reason": None if reason is None else {"type": reason}}

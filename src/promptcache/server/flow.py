@@ -56,7 +56,7 @@ from promptcache.errors import (
     RequestTimeoutError,
 )
 from promptcache.keys import response_key
-from promptcache.request import ChatRequest, Result, StreamEvent, TextDelta
+from promptcache.request import ChatRequest, PromptUsage, Result, StreamEvent, TextDelta
 from promptcache.response_cache import CacheHit, CacheStatus, ResponseCache
 from promptcache.server.auth import KeyRing
 from promptcache.server.cache_policy import (
@@ -87,6 +87,10 @@ from promptcache.server.streaming import (
 )
 
 logger = logging.getLogger(__name__)
+
+PREFIX_MISS_HEADER = "x-promptcache-prefix-miss"
+"""Why a generated prompt's full blocks were not all read from the prefix cache, and where
+it diverged (set by the local engine; never on a response-cache HIT)."""
 
 
 class ChatFlow:
@@ -280,14 +284,13 @@ class ChatFlow:
         if request.transport.stream:
             frames = dialect.render_stream(replay_events(result), request)
             return ClosingStreamingResponse(frames, headers=headers)
-        if request.transport.diagnostics:  # opted in: compared and recorded, not memoised
-            body = self.diagnostics.annotate(request, dialect.render_response(result, request))
-            return json_response(body, headers=headers)
         memo_key = (route, key, result.id, result.created, _shown_model(dialect, request))
         content = self._rendered.get(memo_key)
         if content is None:
             content = json_bytes(dialect.render_response(result, request))
             self._rendered.put(memo_key, content)
+        if request.transport.diagnostics:  # opted in: compared and recorded
+            content = self.diagnostics.annotate_rendered(request, content)
         return Response(content, headers=headers, media_type="application/json")
 
     # -- engine ----------------------------------------------------------------
@@ -317,6 +320,8 @@ class ChatFlow:
                 if publish is not None:
                     await publish(result)
                 headers.update(self._observe(request, result, route, status, key))
+                if result.prefix_miss is not None:
+                    headers[PREFIX_MISS_HEADER] = result.prefix_miss
                 body = dialect.render_response(result, request)
                 if request.transport.diagnostics:
                     body = self.diagnostics.annotate(request, body)
@@ -324,6 +329,8 @@ class ChatFlow:
                 # The first event is awaited here so that a full queue (429) or an
                 # engine-side validation error still gets its own HTTP status.
                 first = await anext(events)
+                if isinstance(first, PromptUsage) and first.prefix_miss is not None:
+                    headers[PREFIX_MISS_HEADER] = first.prefix_miss
         except BaseException as exc:
             await stack.__aexit__(type(exc), exc, exc.__traceback__)
             raise

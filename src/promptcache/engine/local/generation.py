@@ -128,6 +128,7 @@ class Generation:
         """The breakpoints the commit pinned (usage depends on them)."""
         self._retention: RetentionReport | None = None
         """What the commit did with a ``prompt_cache_retention: "24h"`` pin."""
+        self._prefix_miss: str | None = None
 
     def run(self) -> Iterator[StreamEvent]:
         """``PromptUsage``, ``TextDelta`` s, one ``Result`` (nothing more once cancelled)."""
@@ -141,7 +142,7 @@ class Generation:
                 return
             if self._prompt.breakpoint_positions:
                 self.commit()
-            yield PromptUsage(usage=self._usage())
+            yield PromptUsage(usage=self._usage(), prefix_miss=self.prefix_miss())
             outcomes: list[ChoiceOutcome] = []
             for index in range(self._request.sampling.n):
                 # Choices share the prompt KV: decoding only writes positions
@@ -163,6 +164,30 @@ class Generation:
         self._match = self._parts.cache.match(
             list(self._tokens), salt=self._request.tenant, cancel=self._cancel
         )
+
+    def prefix_miss(self) -> str | None:
+        """``x-promptcache-prefix-miss``: why the prompt's full blocks were not all read
+        from the prefix cache, and the block and token where it left the longest cached
+        prefix (a ``changed`` prompt is named by the section it changed in)."""
+        if self._prefix_miss is not None or self._match is None or self._match.miss is None:
+            return self._prefix_miss
+        cache, match = self._parts.cache, self._match
+        block = match.diverged_block
+        token = block * cache.block_size
+        cause: str = match.miss or "cold"
+        if cause == "below_minimum" and token == 0:
+            self._prefix_miss = (
+                f"below_minimum; tokens={len(self._tokens)}; minimum={cache.min_cache_tokens}"
+            )
+            return self._prefix_miss
+        if cause == "changed":
+            tools_end, system_end = self._prompt.section_ends()
+            section = (
+                "tools" if token < tools_end else "system" if token < system_end else "messages"
+            )
+            cause = f"{section}_changed"
+        self._prefix_miss = f"{cause}; block={block}; token={token}"
+        return self._prefix_miss
 
     def gather(self) -> None:
         """A KV buffer for the request, holding the matched prefix's KV."""
@@ -306,6 +331,7 @@ class Generation:
             ),
             usage=self._usage(sum(o.tokens for o in outcomes)),
             retention=self._retention,
+            prefix_miss=self.prefix_miss(),
         )
 
 

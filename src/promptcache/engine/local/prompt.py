@@ -56,8 +56,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from promptcache.engine.local.tool_calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
@@ -109,6 +109,11 @@ class RenderedPrompt:
     text: str
     token_ids: tuple[int, ...]
     breakpoint_positions: tuple[BreakpointPosition, ...]
+    section_ends: Callable[[], tuple[int, int]] = field(
+        default=lambda: (0, 0), compare=False, repr=False
+    )
+    """Token positions where the tools section and the system section end (0 when absent),
+    by the breakpoint rule; computed on demand (only a prefix-miss diagnosis needs it)."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,27 @@ class ChatRenderer:
                 logger.warning("could not locate breakpoint %s in the rendered prompt", point)
                 continue
             positions.append(BreakpointPosition(tokens_ending_by(offsets, char_end), point.ttl))
-        return RenderedPrompt(text=text, token_ids=token_ids, breakpoint_positions=tuple(positions))
+        tool_count = len(request.tools)
+
+        def section_ends() -> tuple[int, int]:
+            if system_count == 0:
+                return 0, 0
+            system = contents[0]
+            ends = []
+            for offset in (
+                system.block_ends[tool_count - 1] + len(TOOLS_FOOTER) if tool_count else 0,
+                len(system.text),
+            ):
+                char_end = self._char_offset(contents, 0, offset, text, continue_final)
+                ends.append(0 if char_end is None else tokens_ending_by(offsets, char_end))
+            return ends[0] if tool_count else 0, ends[1]
+
+        return RenderedPrompt(
+            text=text,
+            token_ids=token_ids,
+            breakpoint_positions=tuple(positions),
+            section_ends=section_ends,
+        )
 
     def _contents(self, request: ChatRequest) -> tuple[list[_Content], int]:
         contents: list[_Content] = []
