@@ -138,12 +138,20 @@ def test_cache_points_mark_the_block_before_them() -> None:
     assert [p.section for p in request.breakpoints()] == ["tools", "system", "messages"]
     assert request.sampling.max_tokens == 9 and request.sampling.stop == ("\n",)
     assert request.sampling.top_p == 0.5 and request.model == MODEL
+    with_top_k = parse_converse(
+        _body(additionalModelRequestFields={"top_k": 5}), model=MODEL, stream=False
+    )
+    assert with_top_k.sampling.top_k == 5
 
 
 @pytest.mark.parametrize(
     ("body", "names"),
     [
         (_body(guardrailConfig={}), "guardrailConfig"),
+        (
+            _body(additionalModelRequestFields={"thinking": {}}),
+            "additionalModelRequestFields.thinking",
+        ),
         (_body(inferenceConfig={"topK": 3}), "inferenceConfig.topK"),
         (_body(inferenceConfig={"maxTokens": 0}), "inferenceConfig.maxTokens"),
         (

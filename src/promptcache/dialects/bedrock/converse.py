@@ -112,12 +112,19 @@ class BedrockErrorStyle(ErrorStyle):
 STYLE = BedrockErrorStyle()
 
 _TOP = frozenset(
-    {"modelId", "messages", "system", "inferenceConfig", "toolConfig", "requestMetadata"}
+    {
+        "modelId",
+        "messages",
+        "system",
+        "inferenceConfig",
+        "toolConfig",
+        "requestMetadata",
+        "additionalModelRequestFields",
+    }
 )
 _NOT_SUPPORTED = frozenset(
     {
         "guardrailConfig",
-        "additionalModelRequestFields",
         "additionalModelResponseFieldPaths",
         "promptVariables",
         "performanceConfig",
@@ -326,9 +333,15 @@ def _parse_messages(top: Fields) -> tuple[Message, ...]:
 
 
 def _parse_sampling(top: Fields) -> SamplingParams:
+    # The model's own fields (Anthropic's): only top_k has an effect here.
+    extra = top.obj("additionalModelRequestFields")
+    top_k = None
+    if extra is not None:
+        extra.reject_unknown({"top_k"})
+        top_k = extra.integer("top_k", minimum=0)
     config = top.obj("inferenceConfig")
     if config is None:
-        return SamplingParams()
+        return SamplingParams(top_k=top_k)
     config.reject_unknown({"maxTokens", "temperature", "topP", "stopSequences"})
     stops = config.array("stopSequences") or []
     for i, stop in enumerate(stops):
@@ -338,6 +351,7 @@ def _parse_sampling(top: Fields) -> SamplingParams:
         if not stop:
             raise STYLE.invalid((*config.at("stopSequences"), i), "must not be empty")
     return SamplingParams(
+        top_k=top_k,
         max_tokens=config.integer("maxTokens", minimum=1),
         temperature=config.number("temperature", minimum=0, maximum=1),
         top_p=config.number("topP", minimum=0, maximum=1),
