@@ -11,6 +11,7 @@ from openai import AsyncOpenAI, BadRequestError
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from promptcache.dialects import openai
+from promptcache.dialects.base import HTTPStatusError
 from promptcache.dialects.replay import replay_events
 from promptcache.engine.base import ModelInfo
 from promptcache.errors import (
@@ -214,6 +215,7 @@ async def test_closing_the_stream_closes_the_engine_events() -> None:
         (RequestError("x", param="p"), 400, "invalid_request_error", None),
         (AuthenticationError("x"), 401, "invalid_request_error", "invalid_api_key"),
         (ModelNotFoundError("x"), 404, "invalid_request_error", "model_not_found"),
+        (HTTPStatusError("x", status=404), 404, "invalid_request_error", None),  # no route
         (PayloadTooLargeError("x"), 413, "invalid_request_error", None),
         (OverloadedError("x"), 429, "rate_limit_exceeded", "rate_limit_exceeded"),
         (UpstreamError("x", upstream_status=500), 502, "server_error", None),

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from promptcache.dialects.anthropic import ANTHROPIC
 from promptcache.dialects.base import ERROR_STATUS, Dialect, HTTPStatusError, error_status
+from promptcache.dialects.glm import GLM
 from promptcache.dialects.openai import OPENAI
 from promptcache.errors import (
     InternalError,
@@ -32,6 +33,7 @@ def test_each_dialect_has_its_name_and_chat_path() -> None:
     assert [(d.name, d.chat_path) for d in DIALECTS] == [
         ("openai", "/v1/chat/completions"),
         ("anthropic", "/v1/messages"),
+        ("glm", "/api/paas/v4/chat/completions"),
     ]
     assert DEFAULT_DIALECT is OPENAI
 
@@ -44,6 +46,7 @@ def test_each_dialect_has_its_name_and_chat_path() -> None:
         ("/v1/chat/completions", OPENAI),
         ("/v1/models", OPENAI),
         ("/nowhere", OPENAI),
+        ("/api/paas/v4/chat/completions", GLM),
     ],
 )
 def test_dialect_for_path(path: str, dialect: Dialect) -> None:

@@ -18,10 +18,11 @@ from starlette.responses import Response
 from promptcache.dialects.anthropic import ANTHROPIC
 from promptcache.dialects.base import Dialect
 from promptcache.dialects.bedrock import BEDROCK_ERRORS, OPERATIONS, PATH_PREFIX, BedrockOperation
+from promptcache.dialects.glm import GLM
 from promptcache.dialects.openai import OPENAI
 from promptcache.server.flow import ChatFlow
 
-DIALECTS: tuple[Dialect, ...] = (OPENAI, ANTHROPIC)
+DIALECTS: tuple[Dialect, ...] = (OPENAI, ANTHROPIC, GLM)
 """Every dialect the server speaks, each at its ``chat_path``."""
 DEFAULT_DIALECT: Dialect = OPENAI
 """The body format of a path or request that belongs to no other dialect."""

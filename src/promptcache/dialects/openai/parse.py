@@ -26,6 +26,7 @@ from promptcache.dialects.openai.tools import (
     parse_tool_choice,
     parse_tools,
 )
+from promptcache.dialects.openai.zhipu import ZHIPU_PARAMS, apply_zhipu_fields, without_nulls
 from promptcache.request import ChatRequest, SamplingParams, Transport
 
 # Accepted for compatibility, validated for type, but with no effect here.
@@ -75,13 +76,14 @@ _PARAMS = _IGNORED_PARAMS | {
     "web_search_options",
     "cache_control",  # extension: automatic caching, as in the Anthropic dialect
 }
+_PARAMS |= ZHIPU_PARAMS  # Zhipu GLM's fields, read by .zhipu
 
 
 def parse_request(
     body: Any, *, tenant: str = "", namespace: str = "", request_id: str | None = None
 ) -> ChatRequest:
     """Validate an OpenAI ``POST /v1/chat/completions`` body and build the canonical request."""
-    top = Fields(STYLE, body)
+    top = Fields(STYLE, without_nulls(body))  # null = absent (Zhipu's SDK sends nulls)
     top.reject_unknown(_PARAMS)
     _reject_unsupported(top)
     model = top.required_string("model")
@@ -95,7 +97,7 @@ def parse_request(
     system, messages = parse_messages(raw_messages)
     tools = parse_tools(top)
     # Building the request validates its breakpoints (a 400 on too many or misordered).
-    return ChatRequest(
+    request = ChatRequest(
         model=model,
         messages=tuple(messages),
         system=tuple(system),
@@ -108,6 +110,7 @@ def parse_request(
         transport=_parse_transport(top, request_id),
         cache_control=parse_cache_control(top),
     )
+    return apply_zhipu_fields(top, request)  # do_sample, thinking, request_id, user_id...
 
 
 def _reject_unsupported(top: Fields) -> None:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from promptcache.dialects._common import dialect_id, dumps, encodable_dumps, new_id, sse_data
-from promptcache.dialects.base import error_status
+from promptcache.dialects.base import HTTPStatusError, error_status
 from promptcache.errors import PromptCacheError, UpstreamError
 from promptcache.request import (
     ChatRequest,
@@ -180,6 +180,8 @@ class _ChunkWriter:
 def error_body(error: PromptCacheError) -> dict[str, Any]:
     status = error_status(error)
     code = getattr(error, "code", None) or _ERROR_CODES.get(status)
+    if isinstance(error, HTTPStatusError):
+        code = None  # no such route (or method): OpenAI's "Invalid URL", not a model error
     return {
         "error": {
             "message": error.message,
