@@ -8,7 +8,10 @@ inference config and refusals are checked on the canonical request.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,12 +22,27 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
 from promptcache.dialects.bedrock import OPERATIONS, eventstream
-from promptcache.dialects.bedrock.converse import parse_converse
+from promptcache.dialects.bedrock.converse import parse_converse, render_converse_stream
 from promptcache.dialects.bedrock.errors import BedrockAuthError, error_code
-from promptcache.dialects.bedrock.invoke import parse_invoke
+from promptcache.dialects.bedrock.invoke import parse_invoke, render_invoke_stream
 from promptcache.dialects.bedrock.sigv4 import matching_secret
-from promptcache.errors import ModelNotFoundError, OverloadedError, RequestError
-from promptcache.request import CacheControl, ToolResultBlock, ToolUseBlock
+from promptcache.dialects.replay import replay_events
+from promptcache.errors import (
+    ModelNotFoundError,
+    OverloadedError,
+    RequestError,
+    RequestTimeoutError,
+)
+from promptcache.request import (
+    CacheControl,
+    Choice,
+    Result,
+    StreamEvent,
+    TextDelta,
+    ToolResultBlock,
+    ToolUseBlock,
+    Usage,
+)
 
 MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 
@@ -256,3 +274,77 @@ def test_four_operations_at_their_paths() -> None:
         "invoke",
         "invoke-with-response-stream",
     ]
+
+
+def _frames(stream: Any) -> list[Any]:
+    async def collect() -> bytes:
+        return b"".join([frame async for frame in stream])
+
+    buffer = EventStreamBuffer()
+    buffer.add_data(asyncio.run(collect()))
+    return list(buffer)
+
+
+def _result() -> Result:
+    return Result(
+        id="r1",
+        model="m",
+        created=0,
+        choices=(Choice(text="Paris is the capital.", finish_reason="length"),),
+        usage=Usage(input_tokens=7, cache_read_input_tokens=1100, output_tokens=5),
+    )
+
+
+def test_a_replayed_result_streams_as_converse_events() -> None:
+    messages = _frames(render_converse_stream(replay_events(_result()), started=0.0))
+    kinds = [m.headers[":event-type"] for m in messages]
+    assert kinds[0] == "messageStart" and kinds[-3:] == [
+        "contentBlockStop",
+        "messageStop",
+        "metadata",
+    ]
+    payloads = [json.loads(m.payload) for m in messages]
+    text = "".join(
+        p["delta"]["text"] for p, k in zip(payloads, kinds, strict=True) if k == "contentBlockDelta"
+    )
+    assert text == "Paris is the capital."
+    assert payloads[-2] == {"stopReason": "max_tokens"}
+    assert payloads[-1]["usage"] == {
+        "inputTokens": 7,
+        "outputTokens": 5,
+        "totalTokens": 1112,
+        "cacheReadInputTokens": 1100,
+        "cacheWriteInputTokens": 0,
+    }
+
+
+def test_a_replayed_result_streams_as_invoke_chunks() -> None:
+    request = parse_invoke(
+        {
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        model=MODEL,
+        stream=True,
+    )
+    messages = _frames(
+        render_invoke_stream(replay_events(_result()), request, model=MODEL, started=0.0)
+    )
+    assert {m.headers[":event-type"] for m in messages} == {"chunk"}
+    events = [json.loads(base64.b64decode(json.loads(m.payload)["bytes"])) for m in messages]
+    assert events[0]["type"] == "message_start" and events[0]["message"]["model"] == MODEL
+    metrics = events[-1]["amazon-bedrock-invocationMetrics"]
+    assert metrics["cacheReadInputTokenCount"] == 1100 and metrics["outputTokenCount"] == 5
+
+
+def test_an_error_mid_stream_is_an_exception_frame_botocore_raises() -> None:
+    async def failing() -> AsyncIterator[StreamEvent]:
+        yield TextDelta(choice_index=0, text="Par")
+        raise RequestTimeoutError("The request did not finish within the deadline.")
+
+    messages = _frames(render_converse_stream(failing(), started=0.0))
+    last = messages[-1]
+    assert last.headers[":message-type"] == "exception"
+    assert last.headers[":exception-type"] == "modelStreamErrorException"
+    assert json.loads(last.payload)["message"].startswith("The request did not finish")
