@@ -231,6 +231,17 @@ def test_sigv4_with_keys_configured(keyed_url: str) -> None:
         modelId=BEDROCK_ID, messages=messages, inferenceConfig={"maxTokens": 2}
     )
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 2,
+        "messages": [{"role": "user", "content": "Hi."}],
+    }
+    invoked = client(keyed_url, secret=KEY).invoke_model(modelId=BEDROCK_ID, body=json.dumps(body))
+    assert json.loads(invoked["body"].read())["type"] == "message"
+    streamed = client(keyed_url, secret=KEY).converse_stream(
+        modelId=BEDROCK_ID, messages=messages, inferenceConfig={"maxTokens": 2}
+    )
+    assert "metadata" in list(streamed["stream"])[-1]
     with pytest.raises(ClientError) as wrong:
         client(keyed_url, secret="not-the-key").converse(modelId=BEDROCK_ID, messages=messages)
     assert wrong.value.response["Error"]["Code"] == "InvalidSignatureException"
