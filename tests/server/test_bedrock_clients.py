@@ -422,3 +422,31 @@ def test_converse_tool_use_and_tool_result_both_ways(base_url: str) -> None:
     )
     assert isinstance(json.loads(streamed_input), dict)
     assert next(e for e in events if "messageStop" in e)["messageStop"]["stopReason"] == "tool_use"
+
+
+def test_one_request_by_converse_then_invoke_model_shares_the_entry(base_url: str) -> None:
+    bedrock = client(base_url)
+    question = "Name one planet of the solar system."
+    converse = bedrock.converse(
+        modelId=BEDROCK_ID,
+        messages=[{"role": "user", "content": [{"text": question}]}],
+        inferenceConfig={"maxTokens": 6},
+    )
+    again = bedrock.converse(
+        modelId=BEDROCK_ID,
+        messages=[{"role": "user", "content": [{"text": question}]}],
+        inferenceConfig={"maxTokens": 6},
+    )
+    assert again["ResponseMetadata"]["HTTPHeaders"]["x-promptcache"] == "HIT"
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 6,
+        "messages": [{"role": "user", "content": question}],
+    }
+    invoked = bedrock.invoke_model(modelId=BEDROCK_ID, body=json.dumps(body))
+    assert invoked["ResponseMetadata"]["HTTPHeaders"]["x-promptcache"] == "HIT"
+    answer = json.loads(invoked["body"].read())  # Anthropic's body, not Converse's
+    assert answer["type"] == "message" and answer["model"] == BEDROCK_ID
+    assert answer["content"][0]["text"] == converse["output"]["message"]["content"][0]["text"]
+    headers = invoked["ResponseMetadata"]["HTTPHeaders"]
+    assert int(headers["x-amzn-bedrock-output-token-count"]) == converse["usage"]["outputTokens"]

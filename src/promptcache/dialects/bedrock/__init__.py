@@ -72,7 +72,6 @@ PATH_PREFIX = "/model/"
 class BedrockDialect:
     """One Bedrock request's dialect: the operation, the model id from the path."""
 
-    name = "bedrock"
     chat_path = PATH_PREFIX
     client_header = None
 
@@ -80,6 +79,13 @@ class BedrockDialect:
         self.operation = operation
         self.model_id = model_id
         self.started = time.perf_counter()
+
+    @property
+    def name(self) -> str:
+        """The route label: ``bedrock-converse`` or ``bedrock-invoke``, one per body
+        format, since the server memoizes a rendered hit under its dialect's name
+        (the same request by Converse and by InvokeModel shares a cache entry)."""
+        return "bedrock-converse" if self.operation.converse else "bedrock-invoke"
 
     @property
     def parse_scope(self) -> str:
