@@ -132,6 +132,10 @@ class SamplingParams:
     repetition_penalty: float | None = field(default=None, metadata=OMIT_WHEN_DEFAULT)
     """CTRL's / vLLM's: logits of tokens in the prompt or output divided (if > 0) or
     multiplied (if < 0) by it."""
+    reasoning_effort: str | None = field(default=None, metadata=OMIT_WHEN_DEFAULT)
+    """OpenAI's, for models that reason: how much; a model that does not reason refuses it."""
+    verbosity: str | None = field(default=None, metadata=OMIT_WHEN_DEFAULT)
+    """OpenAI's (GPT-5 family): how long the answer is; refused by models without it."""
 
     def __post_init__(self) -> None:
         # Neutral values mean "unset", so they share the unset request's key.

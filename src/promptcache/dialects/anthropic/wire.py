@@ -133,6 +133,8 @@ def _refuse_what_messages_lacks(request: ChatRequest) -> None:
         "logit_bias": bool(sampling.logit_bias),
         "min_p": sampling.min_p is not None,
         "repetition_penalty": sampling.repetition_penalty is not None,
+        "reasoning_effort": sampling.reasoning_effort is not None,
+        "verbosity": sampling.verbosity is not None,
         "prompt_cache_key": transport.prompt_cache_key is not None,
         "prompt_cache_retention": transport.prompt_cache_retention == "24h",
     }

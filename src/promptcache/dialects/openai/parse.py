@@ -29,18 +29,21 @@ from promptcache.dialects.openai.tools import (
 from promptcache.dialects.openai.zhipu import ZHIPU_PARAMS, apply_zhipu_fields, without_nulls
 from promptcache.request import ChatRequest, SamplingParams, Transport
 
-# Accepted for compatibility, validated for type, but with no effect here.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+# Accepted for compatibility, validated for type, with nothing to do here: storage and
+# service tiers are the provider's bookkeeping, the safety id a user id; text is the
+# only modality anything here produces.
 _IGNORED_PARAMS = frozenset(
     {
         "store",
         "service_tier",
         "safety_identifier",
-        "reasoning_effort",
-        "verbosity",
         "modalities",
     }
 )
 _PARAMS = _IGNORED_PARAMS | {
+    "reasoning_effort",
+    "verbosity",
     "model",
     "messages",
     "temperature",
@@ -157,6 +160,8 @@ def _parse_sampling(top: Fields) -> SamplingParams:
         top_k=top.integer("top_k", minimum=-1),
         min_p=top.number("min_p", minimum=0, maximum=1),
         repetition_penalty=_parse_repetition_penalty(top),
+        reasoning_effort=top.choice("reasoning_effort", REASONING_EFFORTS),
+        verbosity=top.choice("verbosity", ("low", "medium", "high")),
     )
 
 

@@ -70,6 +70,8 @@ def to_wire_request(request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         "top_k": sampling.top_k,
         "min_p": sampling.min_p,
         "repetition_penalty": sampling.repetition_penalty,
+        "reasoning_effort": sampling.reasoning_effort,
+        "verbosity": sampling.verbosity,
         "prompt_cache_key": request.transport.prompt_cache_key,
         "prompt_cache_retention": request.transport.prompt_cache_retention,
     }

@@ -73,6 +73,14 @@ def validate_sampling(params: SamplingParams, *, vocab_size: int | None = None) 
         value = getattr(params, name)
         if value is not None and not -2.0 <= value <= 2.0:
             raise RequestError(f"{name} must be between -2 and 2, got {value}", param=name)
+    for name in ("reasoning_effort", "verbosity"):
+        if getattr(params, name) is not None:
+            raise RequestError(
+                f"'{name}' is not supported by the local engine's model: it neither reasons "
+                "nor has a verbosity setting. Leave it out (or serve a model that has it "
+                "through an upstream).",
+                param=name,
+            )
     if params.min_p is not None and not 0.0 <= params.min_p <= 1.0:
         raise RequestError(f"min_p must be between 0 and 1, got {params.min_p}", param="min_p")
     if params.repetition_penalty is not None and not params.repetition_penalty > 0.0:
