@@ -9,17 +9,15 @@ Bound beyond loopback, the server refuses to start unless the admin action
 (``DELETE /v1/cache``) is protected by an admin key or switched off with
 ``--no-admin-endpoints``: otherwise anyone who can reach the port could wipe
 every tenant's cache. The banner never shows a secret (store and upstream URLs
-are redacted, keys are only said to be required).
+are redacted, keys are only said to be required). This module owns the command
+and the server's run; what it builds and checks first is ``_serve_setup.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,11 +27,22 @@ from rich.console import Console
 
 from promptcache.checkpoints import AutoCacheConfig
 from promptcache.cli._app import app
-from promptcache.cli._progress import loading_progress
+from promptcache.cli._serve_setup import (
+    DEFAULT_STORE,
+    Banner,
+    EngineChoice,
+    admin_text,
+    build_engine,
+    is_loopback,
+    keys_from_env,
+    open_cache,
+    parse_size,
+    print_banner,
+    unprotected_admin_message,
+)
 from promptcache.cost.ledger import CostLedger
 from promptcache.cost.pricing import PriceTable
 from promptcache.engine.base import Engine
-from promptcache.response_cache import ResponseCache
 from promptcache.server.app import create_app
 from promptcache.server.config import (
     DEFAULT_MAX_BODY_BYTES,
@@ -47,162 +56,16 @@ from promptcache.server.models import (
     load_alias_file,
     parse_aliases,
 )
-from promptcache.store import redact_url
 
-DEFAULT_STORE = "sqlite:///.promptcache/responses.db"
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+__all__ = ["DEFAULT_STORE", "is_loopback", "parse_size", "serve", "unprotected_admin_message"]
 
 console = Console(stderr=True)
 
 
-def parse_size(text: str) -> int:
-    """``"512MB"``, ``"1G"``, ``"1.5GiB"`` or plain bytes as an int (units are powers of 1024)."""
-    match = _SIZE.match(text)
-    if match is None:
-        raise typer.BadParameter(f"{text!r} is not a size; use bytes or e.g. 512MB, 2GB")
-    number, unit = match.groups()
-    return int(float(number) * _SIZE_UNITS[(unit or "")[:1].lower()])
-
-
-def _keys_from_env(name: str) -> list[str]:
-    return [key.strip() for key in os.environ.get(name, "").split(",") if key.strip()]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine: ``localhost``,
-    127.0.0.0/8 or ``::1``. Any other name counts as reachable from outside, since
-    what it resolves to is not ours to check."""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def unprotected_admin_message(host: str) -> str | None:
-    """Why the server must not start bound to ``host`` with open admin endpoints, or None."""
-    if is_loopback(host):
-        return None
-    return (
-        f"--host {host} is reachable beyond this machine, and without an admin key anyone "
-        "who can reach it could clear every tenant's cache (DELETE /v1/cache). Fix: pass "
-        "--admin-key KEY (or set PROMPTCACHE_ADMIN_KEYS=KEY), or --no-admin-endpoints to "
-        "turn that endpoint off; or bind to 127.0.0.1."
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class _EngineChoice:
-    model: str | None
-    kv_cache_bytes: int | None
-    min_cache_tokens: int
-    upstream_url: str | None
-    upstream_dialect: str
-    upstream_api_key: str | None
-    upstream_models: tuple[str, ...]
-    max_queue: int
-    workers: int
-    decode_precision: str = "float16"
-
-
-def _build_engine(choice: _EngineChoice) -> tuple[Engine, str]:
-    """The engine and a one-line description of it."""
-    if choice.upstream_url:
-        from promptcache.engine.upstream import UpstreamConfig, UpstreamEngine
-
-        upstream = UpstreamEngine(
-            UpstreamConfig(
-                base_url=choice.upstream_url,
-                api_key=choice.upstream_api_key,
-                dialect=choice.upstream_dialect,
-                models=choice.upstream_models or None,
-            )
-        )
-        shown_url = redact_url(choice.upstream_url)
-        return upstream, f"upstream {choice.upstream_dialect} at {shown_url}"
-    from promptcache.engine.local import LocalEngine, LocalEngineConfig
-    from promptcache.engine.threaded import ThreadedEngine
-    from promptcache.prefix.cache import PrefixCacheConfig
-
-    prefix_options: dict[str, Any] = {"min_cache_tokens": choice.min_cache_tokens}
-    if choice.kv_cache_bytes is not None:
-        prefix_options["kv_cache_bytes"] = choice.kv_cache_bytes
-    console.print(f"Loading model [bold]{choice.model or 'embedded SmolLM2-135M-Instruct'}[/]…")
-    config = LocalEngineConfig(
-        model=choice.model,
-        prefix_cache=PrefixCacheConfig(**prefix_options),
-        decode_precision=choice.decode_precision,
-    )
-    with loading_progress(console) as progress:
-        local = LocalEngine.from_config(config, progress=progress)
-    names = ", ".join(info.id for info in local.models())
-    engine = ThreadedEngine(local, max_queue=choice.max_queue, workers=choice.workers)
-    return engine, f"local engine serving {names}"
-
-
-def _open_cache(store_url: str, ttl: float | None) -> ResponseCache | None:
-    if store_url.lower() in ("none", "off", ""):
-        return None
-    from promptcache.store import open_store
-
-    if store_url.startswith("sqlite:///"):
-        path = Path(store_url.removeprefix("sqlite:///").split("?", 1)[0])
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return ResponseCache(open_store(store_url), ttl=ttl)
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Banner:
-    """What the banner says; secrets never reach it (``store`` is a redacted URL)."""
-
-    host: str
-    port: int
-    engine: str
-    store: str
-    model: str
-    keys: bool
-    auto: bool
-    admin: str
-    """How ``DELETE /v1/cache`` is protected, in words."""
-    metrics_key: bool
-
-
-def _admin_text(*, admin_endpoints: bool, admin_keys: bool, api_keys: bool) -> str:
-    if not admin_endpoints:
-        return "off (--no-admin-endpoints)"
-    if admin_keys:
-        return "admin key required"
-    if api_keys:
-        return "refused (no --admin-key)"
-    return "open (loopback only)"
-
-
-def _print_banner(banner: _Banner) -> None:
-    host, port, model, keys = banner.host, banner.port, banner.model, banner.keys
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    base = f"http://{shown_host}:{port}"
-    auth = ' -H "Authorization: Bearer $KEY"' if keys else ""
-    console.print(f"[bold green]promptcache[/] listening on [bold]{base}[/]")
-    console.print(f"  engine: {banner.engine}", highlight=False)
-    console.print(f"  response cache: {banner.store}", highlight=False)
-    console.print(f"  api keys: {'required' if keys else 'none (open)'}")
-    console.print(f"  cache clearing: {banner.admin}")
-    console.print(f"  metrics: {'key required' if banner.metrics_key else 'open'}")
-    console.print(f"  automatic checkpoints: {'on' if banner.auto else 'off'}")
-    console.print("Try it:")
-    console.print(
-        f"  curl -s {base}/v1/chat/completions{auth} -H 'content-type: application/json' "
-        f'-d \'{{"model": "{model}", "max_tokens": 32, '
-        '"messages": [{"role": "user", "content": "Say hello"}]}\'',
-        soft_wrap=True,
-        highlight=False,
-    )
-    console.print(f"  OpenAI SDK:    OpenAI(base_url='{base}/v1', api_key='...')", highlight=False)
-    console.print(f"  Anthropic SDK: Anthropic(base_url='{base}', api_key='...')", highlight=False)
-    console.print(f"  stats: {base}/v1/cache/stats   metrics: {base}/metrics", highlight=False)
+def _build_engine(choice: EngineChoice) -> tuple[Engine, str]:
+    """The engine and a one-line description of it, a local model's loading shown on
+    this module's ``console`` (looked up here, so tests can replace either)."""
+    return build_engine(choice, console)
 
 
 class _Server(uvicorn.Server):
@@ -349,8 +212,8 @@ def serve(
     """Serve the OpenAI and Anthropic APIs with both caches in front of the model."""
     if upstream_dialect not in ("openai", "anthropic"):
         raise typer.BadParameter("must be openai or anthropic", param_hint="--upstream-dialect")
-    api_keys = [*(api_key or []), *_keys_from_env("PROMPTCACHE_API_KEYS")]
-    admin_keys = [*(admin_key or []), *_keys_from_env("PROMPTCACHE_ADMIN_KEYS")]
+    api_keys = [*(api_key or []), *keys_from_env("PROMPTCACHE_API_KEYS")]
+    admin_keys = [*(admin_key or []), *keys_from_env("PROMPTCACHE_ADMIN_KEYS")]
     if admin_endpoints and not admin_keys:
         refusal = unprotected_admin_message(host)
         if refusal is not None:
@@ -387,9 +250,9 @@ def serve(
             model_aliases=aliases,
         )
         ledger = CostLedger(prices=PriceTable.from_toml(prices) if prices else None)
-        cache = _open_cache(store, cache_ttl)
+        cache = open_cache(store, cache_ttl)
         engine, engine_text = _build_engine(
-            _EngineChoice(
+            EngineChoice(
                 model=model,
                 kv_cache_bytes=parse_size(kv_cache_bytes) if kv_cache_bytes else None,
                 min_cache_tokens=min_cache_tokens,
@@ -427,8 +290,8 @@ def serve(
             timeout_graceful_shutdown=shutdown_timeout,
         ),
         on_exit_signal=lambda: setattr(server_app.state, "draining", True),
-        banner=lambda: _print_banner(
-            _Banner(
+        banner=lambda: print_banner(
+            Banner(
                 host=host,
                 port=port,
                 engine=engine_text,
@@ -436,13 +299,14 @@ def serve(
                 model=first_model,
                 keys=bool(api_keys or admin_keys),
                 auto=auto is not None,
-                admin=_admin_text(
+                admin=admin_text(
                     admin_endpoints=admin_endpoints,
                     admin_keys=bool(admin_keys),
                     api_keys=bool(api_keys),
                 ),
                 metrics_key=bool(metrics_key),
-            )
+            ),
+            console,
         ),
     )
     try:
