@@ -22,7 +22,8 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
 from promptcache.dialects.bedrock import OPERATIONS, eventstream
-from promptcache.dialects.bedrock.converse import parse_converse, render_converse_stream
+from promptcache.dialects.bedrock.converse_parse import parse_converse
+from promptcache.dialects.bedrock.converse_render import render_converse_stream
 from promptcache.dialects.bedrock.errors import BedrockAuthError, error_code
 from promptcache.dialects.bedrock.invoke import parse_invoke, render_invoke_stream
 from promptcache.dialects.bedrock.sigv4 import matching_secret
@@ -33,16 +34,8 @@ from promptcache.errors import (
     RequestError,
     RequestTimeoutError,
 )
-from promptcache.request import (
-    CacheControl,
-    Choice,
-    Result,
-    StreamEvent,
-    TextDelta,
-    ToolResultBlock,
-    ToolUseBlock,
-    Usage,
-)
+from promptcache.request import CacheControl, ToolResultBlock, ToolUseBlock
+from promptcache.result import Choice, Result, StreamEvent, TextDelta, Usage
 
 MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 

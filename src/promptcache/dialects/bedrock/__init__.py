@@ -23,9 +23,9 @@ from typing import Any
 from starlette.responses import Response, StreamingResponse
 
 from promptcache.dialects.bedrock import eventstream
-from promptcache.dialects.bedrock.converse import (
+from promptcache.dialects.bedrock.converse_parse import parse_converse
+from promptcache.dialects.bedrock.converse_render import (
     error_frame,
-    parse_converse,
     render_converse,
     render_converse_stream,
 )
@@ -38,7 +38,8 @@ from promptcache.dialects.bedrock.invoke import (
 )
 from promptcache.dialects.bedrock.sigv4 import matching_secret
 from promptcache.errors import PromptCacheError
-from promptcache.request import ChatRequest, ModelInfo, Result, StreamEvent
+from promptcache.request import ChatRequest
+from promptcache.result import ModelInfo, Result, StreamEvent
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Converse and ConverseStream: the Converse body as a canonical request, and back.
+"""Converse and ConverseStream requests: the Converse body as a canonical request.
 
 A ``cachePoint`` block (``{"cachePoint": {"type": "default", "ttl": "5m"|"1h"}}``)
 in ``toolConfig.tools``, ``system`` or a message's ``content`` is a cache
@@ -6,110 +6,42 @@ breakpoint at the end of the block before it: canonically that block's
 ``cache_control``, so the request's breakpoint rules (at most 4, TTLs
 non-increasing in the order tools -> system -> messages) apply as in the other
 dialects. Every field accepted has its effect; any other is a
-``ValidationException`` naming it.
+``ValidationException`` naming it. The answers are rendered by
+``converse_render.py``.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from promptcache.dialects._fields import (
     TOOL_NAME_PATTERN,
     DialectRequestError,
-    ErrorStyle,
     Fields,
     Path,
     check_json,
     check_text,
     shown,
-    shown_bound,
 )
-from promptcache.dialects.bedrock import eventstream
-from promptcache.dialects.bedrock.errors import stream_member
-from promptcache.errors import PromptCacheError, RequestError, UpstreamError
+from promptcache.dialects.bedrock.style import STYLE
+from promptcache.errors import RequestError
 from promptcache.request import (
     MAX_BREAKPOINTS,
     CacheControl,
     ChatRequest,
-    Choice,
     ContentBlock,
     ImageBlock,
     Message,
-    PromptUsage,
-    Result,
     SamplingParams,
-    StreamEvent,
     TextBlock,
-    TextDelta,
     Tool,
     ToolResultBlock,
     ToolUseBlock,
     Transport,
-    Usage,
 )
-
-_KINDS = {
-    "string": "a string",
-    "integer": "an integer",
-    "number": "a number",
-    "boolean": "a boolean",
-    "array": "a list",
-    "object": "a structure",
-}
-
-
-class BedrockErrorStyle(ErrorStyle):
-    """Bedrock's wording: ``Value at 'messages.1.member.content' failed to satisfy ...``."""
-
-    def path(self, path: Path) -> str:
-        return ".".join(str(p) for p in path)
-
-    def _error(self, path: Path, message: str) -> RequestError:
-        where = self.path(path)
-        text = f"1 validation error detected: Value at '{where}' {message}" if where else message
-        return DialectRequestError(text, param=where or None)
-
-    def missing(self, path: Path) -> RequestError:
-        return self._error(path, "failed to satisfy constraint: Member must not be null")
-
-    def wrong_type(self, path: Path, kind: str, value: Any) -> RequestError:
-        return self._error(path, f"failed to satisfy constraint: Member must be {_KINDS[kind]}")
-
-    def not_one_of(self, path: Path, value: Any, allowed: Sequence[str]) -> RequestError:
-        return self._error(
-            path,
-            f"'{shown(value)}' failed to satisfy constraint: Member must satisfy enum value "
-            f"set: [{', '.join(allowed)}]",
-        )
-
-    def out_of_range(
-        self, path: Path, value: float, *, minimum: float | None, maximum: float | None
-    ) -> RequestError:
-        if minimum is not None and value < minimum:
-            bound = f"greater than or equal to {shown_bound(minimum)}"
-        else:
-            bound = f"less than or equal to {shown_bound(math.inf if maximum is None else maximum)}"
-        return self._error(path, f"failed to satisfy constraint: Member must be {bound}")
-
-    def not_text(self, path: Path, value: str) -> RequestError:
-        return self._error(path, "failed to satisfy constraint: Member must be valid Unicode")
-
-    def not_finite(self, path: Path, value: Any) -> RequestError:
-        return self._error(path, "failed to satisfy constraint: Member must be a finite number")
-
-    def unknown_field(self, path: Path) -> RequestError:
-        return self._error(path, "is not a field this server accepts (extraneous key)")
-
-    def invalid(self, path: Path, message: str) -> RequestError:
-        return self._error(path, message)
-
-
-STYLE = BedrockErrorStyle()
 
 _TOP = frozenset(
     {
@@ -417,145 +349,3 @@ def _cache_points(
     for block in blocks:
         if block.cache_control is not None:
             yield block.cache_control
-
-
-# -- rendering -----------------------------------------------------------------
-
-_STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "content_filtered",
-}
-
-
-def stop_reason(choice: Choice) -> str:
-    if choice.finish_reason == "stop" and choice.stop_sequence is not None:
-        return "stop_sequence"
-    return _STOP_REASONS[choice.finish_reason]
-
-
-def render_usage(usage: Usage) -> dict[str, Any]:
-    """Bedrock's ``TokenUsage``: ``inputTokens`` excludes the cache reads and writes."""
-    rendered: dict[str, Any] = {
-        "inputTokens": usage.input_tokens,
-        "outputTokens": usage.output_tokens,
-        "totalTokens": usage.total_tokens,
-        "cacheReadInputTokens": usage.cache_read_input_tokens,
-        "cacheWriteInputTokens": usage.cache_creation_input_tokens,
-    }
-    details = [
-        {"ttl": ttl, "inputTokens": tokens}
-        for ttl, tokens in (
-            ("5m", usage.cache_creation_5m_input_tokens),
-            ("1h", usage.cache_creation_1h_input_tokens),
-        )
-        if tokens
-    ]
-    if details:
-        rendered["cacheDetails"] = details
-    return rendered
-
-
-def _first_choice(result: Result) -> Choice:
-    return next((c for c in result.choices if c.index == 0), Choice())
-
-
-def _content(choice: Choice) -> list[dict[str, Any]]:
-    content: list[dict[str, Any]] = []
-    if choice.text or not choice.tool_calls:
-        content.append({"text": choice.text})
-    content += [
-        {"toolUse": {"toolUseId": c.id, "name": c.name, "input": dict(c.input)}}
-        for c in choice.tool_calls
-    ]
-    return content
-
-
-def latency_ms(started: float) -> int:
-    return max(0, round((time.perf_counter() - started) * 1000))
-
-
-def render_converse(result: Result, *, started: float) -> dict[str, Any]:
-    choice = _first_choice(result)
-    return {
-        "output": {"message": {"role": "assistant", "content": _content(choice)}},
-        "stopReason": stop_reason(choice),
-        "usage": render_usage(result.usage),
-        "metrics": {"latencyMs": latency_ms(started)},
-    }
-
-
-def error_frame(error: PromptCacheError) -> bytes:
-    return eventstream.exception(stream_member(error), error.message)
-
-
-async def render_converse_stream(
-    events: AsyncIterator[StreamEvent], *, started: float
-) -> AsyncIterator[bytes]:
-    """ConverseStream's event-stream frames; an error before the first frame propagates."""
-    emitted = False
-    try:
-        first = await anext(events, None)
-        if first is None:
-            raise UpstreamError("The model stream ended without a final result.")
-        emitted = True
-        yield eventstream.event("messageStart", {"role": "assistant"})
-        index = 0
-        text_open = False
-        event: StreamEvent | None = first
-        while event is not None:
-            if isinstance(event, TextDelta):
-                if event.choice_index == 0 and event.text:
-                    text_open = True
-                    yield eventstream.event(
-                        "contentBlockDelta",
-                        {"delta": {"text": event.text}, "contentBlockIndex": index},
-                    )
-            elif isinstance(event, Result):
-                choice = _first_choice(event)
-                if text_open or not choice.tool_calls:
-                    if not text_open:
-                        yield eventstream.event(
-                            "contentBlockDelta", {"delta": {"text": ""}, "contentBlockIndex": 0}
-                        )
-                    yield eventstream.event("contentBlockStop", {"contentBlockIndex": index})
-                    index += 1
-                for call in choice.tool_calls:
-                    yield eventstream.event(
-                        "contentBlockStart",
-                        {
-                            "start": {"toolUse": {"toolUseId": call.id, "name": call.name}},
-                            "contentBlockIndex": index,
-                        },
-                    )
-                    yield eventstream.event(
-                        "contentBlockDelta",
-                        {
-                            "delta": {"toolUse": {"input": json.dumps(dict(call.input))}},
-                            "contentBlockIndex": index,
-                        },
-                    )
-                    yield eventstream.event("contentBlockStop", {"contentBlockIndex": index})
-                    index += 1
-                yield eventstream.event("messageStop", {"stopReason": stop_reason(choice)})
-                yield eventstream.event(
-                    "metadata",
-                    {
-                        "usage": render_usage(event.usage),
-                        "metrics": {"latencyMs": latency_ms(started)},
-                    },
-                )
-                return
-            elif isinstance(event, PromptUsage):
-                pass
-            event = await anext(events, None)
-        raise UpstreamError("The model stream ended without a final result.")
-    except PromptCacheError as error:
-        if not emitted:
-            raise
-        yield error_frame(error)
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
