@@ -28,7 +28,8 @@ from promptcache.engine.local import LocalEngine, LocalEngineConfig
 from promptcache.engine.local.executor import ModelExecutor
 from promptcache.model.loading import load_model
 from promptcache.prefix.cache import PrefixCacheConfig
-from promptcache.request import ChatRequest, Message, Result, SamplingParams, TextBlock, TextDelta
+from promptcache.request import ChatRequest, Message, SamplingParams, TextBlock
+from promptcache.result import Result, TextDelta
 
 TOPICS = (
     "lighthouses",

@@ -38,15 +38,8 @@ from promptcache.engine.local import LocalEngine, LocalEngineConfig
 from promptcache.engine.local.executor import ModelExecutor
 from promptcache.model.loading import load_model
 from promptcache.prefix.cache import PrefixCacheConfig
-from promptcache.request import (
-    ChatRequest,
-    Message,
-    PromptUsage,
-    Result,
-    SamplingParams,
-    TextBlock,
-    TextDelta,
-)
+from promptcache.request import ChatRequest, Message, SamplingParams, TextBlock
+from promptcache.result import PromptUsage, Result, TextDelta
 
 PREFIX_TOKENS = 2000
 SHARED_REQUESTS = 8

@@ -24,14 +24,8 @@ from promptcache.cli._progress import loading_progress
 from promptcache.engine.local import LocalEngine
 from promptcache.engine.local.executor import ModelExecutor
 from promptcache.model.loading import load_model
-from promptcache.request import (
-    ChatRequest,
-    Message,
-    Result,
-    SamplingParams,
-    TextBlock,
-    TextDelta,
-)
+from promptcache.request import ChatRequest, Message, SamplingParams, TextBlock
+from promptcache.result import Result, TextDelta
 
 QUESTION = "Write a long story about a lighthouse keeper and the sea."
 

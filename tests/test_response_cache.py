@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from promptcache.request import Choice, Result, Usage
 from promptcache.response_cache import ResponseCache
+from promptcache.result import Choice, Result, Usage
 from promptcache.store import MemoryStore, open_store
 
 

@@ -34,20 +34,17 @@ from promptcache.request import (
     Breakpoint,
     CacheControl,
     ChatRequest,
-    Choice,
     ImageBlock,
     Message,
-    Result,
     SamplingParams,
     TextBlock,
-    TextDelta,
     Tool,
     ToolResultBlock,
     ToolUseBlock,
     Transport,
-    Usage,
 )
 from promptcache.response_cache import CacheHit, ResponseCache
+from promptcache.result import Choice, Result, TextDelta, Usage
 from promptcache.store import (
     MemoryStore,
     MemoryStoreConfig,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from promptcache.request import BreakpointPosition, Usage
+from promptcache.request import BreakpointPosition
+from promptcache.result import Usage
 
 
 def account_prompt(

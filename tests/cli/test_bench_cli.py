@@ -28,7 +28,8 @@ from promptcache.bench.report import SCHEMA
 from promptcache.cli import app
 from promptcache.cost.pricing import ModelPrice, cost, cost_without_cache
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
-from promptcache.request import ChatRequest, Choice, Result, StreamEvent, TextDelta, Usage
+from promptcache.request import ChatRequest
+from promptcache.result import Choice, Result, StreamEvent, TextDelta, Usage
 
 BLOCK = 16
 

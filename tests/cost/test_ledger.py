@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from promptcache.cost.ledger import CostLedger, request_cost
 from promptcache.cost.pricing import ModelPrice, PriceTable
-from promptcache.request import Usage
+from promptcache.result import Usage
 from promptcache.server.cost_observer import (
     COST_HEADER,
     COST_WITHOUT_CACHE_HEADER,

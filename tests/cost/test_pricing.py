@@ -17,7 +17,8 @@ from promptcache.cost.pricing import (
     format_amount,
     profile_named,
 )
-from promptcache.request import BreakpointPosition, CacheTTL, Usage
+from promptcache.request import BreakpointPosition, CacheTTL
+from promptcache.result import Usage
 from promptcache.usage import account_prompt
 
 SONNET = ModelPrice.of("3", "15", "anthropic")

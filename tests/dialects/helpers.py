@@ -6,7 +6,8 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from promptcache.request import Choice, Result, StreamEvent, ToolUseBlock, Usage
+from promptcache.request import ToolUseBlock
+from promptcache.result import Choice, Result, StreamEvent, Usage
 
 USAGE = Usage(
     input_tokens=12,

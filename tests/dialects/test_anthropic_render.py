@@ -23,7 +23,8 @@ from promptcache.errors import (
     RequestError,
     UpstreamError,
 )
-from promptcache.request import PromptUsage, StreamEvent, TextDelta, ToolUseBlock, Usage
+from promptcache.request import ToolUseBlock
+from promptcache.result import PromptUsage, StreamEvent, TextDelta, Usage
 
 from .helpers import collect, make_result, sse_json, stream_of
 

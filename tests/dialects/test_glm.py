@@ -20,7 +20,8 @@ from promptcache.errors import (
     UpstreamError,
 )
 from promptcache.keys import response_key
-from promptcache.request import ChatRequest, Result, TextDelta
+from promptcache.request import ChatRequest
+from promptcache.result import Result, TextDelta
 
 from .helpers import USAGE, collect, make_result, sse_json, stream_of
 

@@ -22,7 +22,8 @@ from promptcache.errors import (
     RequestError,
     UpstreamError,
 )
-from promptcache.request import Choice, PromptUsage, StreamEvent, TextDelta, ToolUseBlock
+from promptcache.request import ToolUseBlock
+from promptcache.result import Choice, PromptUsage, StreamEvent, TextDelta
 
 from .helpers import USAGE, collect, make_result, sse_json, stream_of
 

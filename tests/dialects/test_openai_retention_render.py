@@ -8,17 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from promptcache.dialects.openai.render import render_response, render_stream
-from promptcache.request import (
-    ChatRequest,
-    Choice,
-    Message,
-    Result,
-    RetentionReport,
-    StreamEvent,
-    TextBlock,
-    Transport,
-    Usage,
-)
+from promptcache.request import ChatRequest, Message, TextBlock, Transport
+from promptcache.result import Choice, Result, RetentionReport, StreamEvent, Usage
 
 RESULT = Result(
     id="pc-1",

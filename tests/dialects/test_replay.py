@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from promptcache.dialects.replay import replay_events, split_text
-from promptcache.request import Choice, PromptUsage, Result, TextDelta
+from promptcache.result import Choice, PromptUsage, Result, TextDelta
 
 from .helpers import USAGE, make_result
 

@@ -9,7 +9,8 @@ import pytest
 
 from promptcache.engine.threaded import ThreadedEngine
 from promptcache.errors import OverloadedError, RequestError
-from promptcache.request import ChatRequest, Message, Result, TextBlock, TextDelta
+from promptcache.request import ChatRequest, Message, TextBlock
+from promptcache.result import Result, TextDelta
 from tests.server.fakes import FakeSyncEngine
 
 

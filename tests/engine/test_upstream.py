@@ -24,18 +24,13 @@ from promptcache.errors import (
 from promptcache.request import (
     CacheControl,
     ChatRequest,
-    Choice,
     Message,
-    PromptUsage,
-    Result,
-    StreamEvent,
     TextBlock,
-    TextDelta,
     Tool,
     ToolResultBlock,
     ToolUseBlock,
-    Usage,
 )
+from promptcache.result import Choice, PromptUsage, Result, StreamEvent, TextDelta, Usage
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

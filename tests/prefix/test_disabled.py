@@ -11,7 +11,7 @@ from promptcache.prefix import (
     PrefixCache,
     PrefixCacheConfig,
 )
-from promptcache.request import PrefixCacheSnapshot
+from promptcache.result import PrefixCacheSnapshot
 from tests.prefix.helpers import BLOCK, LAYOUT, empty_out, hit_tokens, kv_for, make_cache, store
 from tests.tiny_models import build_tiny_model
 

@@ -9,7 +9,8 @@ from promptcache.dialects.anthropic import parse as anthropic_parse
 from promptcache.engine.local.generation import _retention_report
 from promptcache.errors import RequestError
 from promptcache.prefix import CommitReport, PrefixCache
-from promptcache.request import PinTTL, RetentionReport
+from promptcache.request import PinTTL
+from promptcache.result import RetentionReport
 from tests.prefix.helpers import FakeClock, hit_tokens, kv_for, make_cache
 
 PROMPT = list(range(100, 112))  # 3 blocks of 4

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
 from promptcache.errors import RequestError
-from promptcache.request import ChatRequest, Choice, PromptUsage, Result, TextDelta, Usage
+from promptcache.request import ChatRequest
+from promptcache.result import Choice, PromptUsage, Result, TextDelta, Usage
 
 FAKE_MODEL = "fake-model"
 

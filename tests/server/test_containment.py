@@ -13,8 +13,9 @@ import pytest
 
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
 from promptcache.engine.threaded import ThreadedEngine
-from promptcache.request import ChatRequest, PromptUsage, StreamEvent, Usage
+from promptcache.request import ChatRequest
 from promptcache.response_cache import ResponseCache
+from promptcache.result import PromptUsage, StreamEvent, Usage
 from promptcache.server.app import create_app
 from promptcache.server.config import ServerConfig
 from promptcache.store import open_store

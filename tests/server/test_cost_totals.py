@@ -19,8 +19,9 @@ from promptcache.cost.ledger import CostLedger
 from promptcache.cost.pricing import ModelPrice, PriceTable
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
 from promptcache.engine.threaded import ThreadedEngine
-from promptcache.request import ChatRequest, Choice, Result, StreamEvent, TextDelta, Usage
+from promptcache.request import ChatRequest
 from promptcache.response_cache import ResponseCache
+from promptcache.result import Choice, Result, StreamEvent, TextDelta, Usage
 from promptcache.server.app import create_app
 from promptcache.server.auth import tenant_id
 from promptcache.server.config import ServerConfig

@@ -60,6 +60,11 @@ def call_the_tool_once(
     return handler(request.override(tool_choice=choice))
 
 
+def token_details(message: AIMessage) -> dict[str, Any]:
+    usage = message.usage_metadata
+    return dict(usage.get("input_token_details") or {}) if usage is not None else {}
+
+
 def written(details: Any) -> int:
     """Cache-creation tokens as LangChain reports them: ``cache_creation``, or -- when the
     response splits them by TTL, as Anthropic's (and promptcache's) ``usage.cache_creation``
@@ -82,7 +87,13 @@ def base_url(local_engine: Any) -> Iterator[str]:
 
 def test_prompt_caching_middleware_two_turns_write_then_read(base_url: str) -> None:
     model = ChatAnthropic(
-        base_url=base_url, api_key=SecretStr("x"), model=MODEL, max_tokens=64, temperature=0
+        base_url=base_url,
+        api_key=SecretStr("x"),
+        model_name=MODEL,
+        max_tokens_to_sample=64,
+        temperature=0,
+        timeout=None,
+        stop=None,
     )
     agent = create_agent(
         model=model,
@@ -99,14 +110,14 @@ def test_prompt_caching_middleware_two_turns_write_then_read(base_url: str) -> N
     assert turn1[0].tool_calls and turn1[0].tool_calls[0]["name"] == "get_weather"
     assert any(isinstance(m, ToolMessage) for m in first["messages"])
     assert CALLS, "the tool was never run"
-    details1 = (turn1[0].usage_metadata or {}).get("input_token_details", {})
+    details1 = token_details(turn1[0])
     assert written(details1) > 0, turn1[0].usage_metadata
     assert details1["ephemeral_5m_input_tokens"] == written(details1)  # ttl="5m"
 
     second = agent.invoke({"messages": [HumanMessage("And in Lisbon?")]}, config)
     turn2 = [m for m in second["messages"] if isinstance(m, AIMessage)][len(turn1) :]
     assert turn2, "turn 2 produced no model message"
-    details2 = (turn2[0].usage_metadata or {}).get("input_token_details", {})
+    details2 = token_details(turn2[0])
     assert details2.get("cache_read", 0) > 0, turn2[0].usage_metadata
     assert len(CALLS) == 2
     # The thread really carried turn 1: its tool call and result are in turn 2's history.

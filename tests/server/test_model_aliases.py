@@ -13,7 +13,7 @@ from promptcache.cli import app as cli_app
 from promptcache.cli import serve as serve_module
 from promptcache.engine.threaded import ThreadedEngine
 from promptcache.errors import ModelNotFoundError
-from promptcache.request import ModelInfo
+from promptcache.result import ModelInfo
 from promptcache.server.config import ServerConfig
 from promptcache.server.models import (
     ModelCatalog,

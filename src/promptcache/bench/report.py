@@ -24,7 +24,7 @@ Schema ``promptcache.bench/1``::
 
 Times are seconds (floats, medians of the samples); amounts are decimal
 strings, as in ``/v1/cache/stats``. Every cost is computed from the
-:class:`~promptcache.request.Usage` the engine reported, never estimated.
+:class:`~promptcache.result.Usage` the engine reported, never estimated.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 from promptcache.cost.pricing import ModelPrice, cost, cost_without_cache, format_amount
-from promptcache.request import Usage
+from promptcache.result import Usage
 
 SCHEMA = "promptcache.bench/1"
 

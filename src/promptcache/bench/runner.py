@@ -8,7 +8,7 @@ Two measurements, both on the real engine and its real prefix cache:
   figure is the median of ``repeats`` samples; the time runs from the call
   to the first streamed text.
 * **Cost of a multi-turn session** with a long system prompt, priced from
-  each turn's :class:`~promptcache.request.Usage` as the engine reported it.
+  each turn's :class:`~promptcache.result.Usage` as the engine reported it.
   Under a profile with a write premium (Anthropic) the turns carry explicit
   ``cache_control`` breakpoints, as Anthropic's users do; otherwise caching is
   implicit, as at OpenAI or GLM.
@@ -40,7 +40,8 @@ from promptcache.bench.workload import (
 )
 from promptcache.cost.pricing import BUILTIN_PROFILES, ModelPrice, PriceTable, profile_named
 from promptcache.engine.base import SyncEngine
-from promptcache.request import ChatRequest, Message, Result, TextBlock, TextDelta, Usage
+from promptcache.request import ChatRequest, Message, TextBlock
+from promptcache.result import Result, TextDelta, Usage
 
 DEFAULT_SIZES = (256, 512, 1024, 2048)
 QUICK_SIZES = (128, 256, 512)

@@ -13,7 +13,7 @@ Rules:
 * A response-cache **hit** costs 0. What it would have cost without any
   caching (every prompt token at the input rate, plus its output) counts as
   saved, and all its prompt tokens count as cached.
-* A **miss** costs its :class:`~promptcache.request.Usage` priced with the
+* A **miss** costs its :class:`~promptcache.result.Usage` priced with the
   model's profile (cache reads discounted, writes at their premium); its
   prefix-cache reads count as cached prompt tokens.
 * ``saved = cost_without_cache - cost``. It can be negative when a request
@@ -34,7 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from promptcache.cost.pricing import ModelPrice, PriceTable, cost, cost_without_cache, format_amount
-from promptcache.request import Usage
+from promptcache.result import Usage
 
 DEFAULT_TENANT = "default"
 

@@ -66,7 +66,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from promptcache.request import Usage
+from promptcache.result import Usage
 
 PER_MILLION = Decimal(1_000_000)
 PRICES_AS_OF = "2025-10"

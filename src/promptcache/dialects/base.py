@@ -32,7 +32,8 @@ from promptcache.errors import (
     UnsupportedMediaTypeError,
     UpstreamError,
 )
-from promptcache.request import ChatRequest, ModelInfo, Result, StreamEvent
+from promptcache.request import ChatRequest
+from promptcache.result import ModelInfo, Result, StreamEvent
 
 
 class Dialect(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from promptcache.request import PromptUsage, Result, StreamEvent, TextDelta
+from promptcache.result import PromptUsage, Result, StreamEvent, TextDelta
 
 CHUNK_CHARS = 64
 """Target size of one replayed delta; chunks end at a word boundary when one is near."""

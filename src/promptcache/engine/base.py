@@ -9,11 +9,11 @@ Two shapes exist because compute and I/O differ:
   ``SyncEngine`` to it (bounded queue, cancellation on disconnect); the
   upstream engine implements it directly over HTTP.
 
-Both yield zero or more :class:`~promptcache.request.TextDelta` and then
-exactly one :class:`~promptcache.request.Result`. Engines know nothing of
+Both yield zero or more :class:`~promptcache.result.TextDelta` and then
+exactly one :class:`~promptcache.result.Result`. Engines know nothing of
 HTTP; invalid requests raise :class:`~promptcache.errors.RequestError`.
-The value types engines report (:class:`~promptcache.request.ModelInfo`,
-:class:`~promptcache.request.PrefixCacheSnapshot`) live with the request types,
+The value types engines report (:class:`~promptcache.result.ModelInfo`,
+:class:`~promptcache.result.PrefixCacheSnapshot`) live with the request types,
 so the layers above read them without importing the engine layer.
 """
 
@@ -24,7 +24,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
 
-from promptcache.request import ChatRequest, ModelInfo, PrefixCacheSnapshot, Result, StreamEvent
+from promptcache.request import ChatRequest
+from promptcache.result import ModelInfo, PrefixCacheSnapshot, Result, StreamEvent
 
 
 class SyncEngine(Protocol):

@@ -40,7 +40,8 @@ from promptcache.errors import (
     PromptCacheError,
     is_interpreter_exit,
 )
-from promptcache.request import ChatRequest, Result, StreamEvent
+from promptcache.request import ChatRequest
+from promptcache.result import Result, StreamEvent
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The response cache sits in front of it like any engine. Requests go out in
 the provider's dialect (``dialects/*_wire.py``), answers come back as
 canonical events with the provider's cache fields normalised into
-:class:`~promptcache.request.Usage`, and HTTP failures come back as
+:class:`~promptcache.result.Usage`, and HTTP failures come back as
 promptcache's own exceptions (status mapped, upstream message kept). Closing
 the event stream early closes the upstream response.
 
@@ -39,7 +39,8 @@ from promptcache.errors import (
     RequestError,
     UpstreamError,
 )
-from promptcache.request import ChatRequest, Result, StreamEvent
+from promptcache.request import ChatRequest
+from promptcache.result import Result, StreamEvent
 from promptcache.store import redact_url
 
 Dialect = Literal["openai", "anthropic"]

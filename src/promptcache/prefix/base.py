@@ -26,7 +26,8 @@ import torch
 
 from promptcache.prefix.config import PrefixCacheConfig
 from promptcache.prefix.pool import KVLayout
-from promptcache.request import PinTTL, PrefixCacheSnapshot
+from promptcache.request import PinTTL
+from promptcache.result import PrefixCacheSnapshot
 
 MatchKey = NewType("MatchKey", int)
 """Names one match to the cache that issued it; unique in the process, meaningless elsewhere."""

@@ -45,7 +45,8 @@ from promptcache.prefix.pins import aligned_pins, check_pin_ttls
 from promptcache.prefix.pool import KVBlockPool, KVLayout
 from promptcache.prefix.stats import LookupCounters, snapshot
 from promptcache.prefix.tree import BlockTree
-from promptcache.request import PinTTL, PrefixCacheSnapshot
+from promptcache.request import PinTTL
+from promptcache.result import PrefixCacheSnapshot
 
 __all__ = [
     "CommitReport",

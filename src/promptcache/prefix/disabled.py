@@ -22,7 +22,8 @@ from promptcache.prefix.base import (
 from promptcache.prefix.config import PrefixCacheConfig
 from promptcache.prefix.pins import aligned_pins, check_pin_ttls
 from promptcache.prefix.pool import KVLayout
-from promptcache.request import PinTTL, PrefixCacheSnapshot
+from promptcache.request import PinTTL
+from promptcache.result import PrefixCacheSnapshot
 
 
 class DisabledPrefixCache(BasePrefixCache):

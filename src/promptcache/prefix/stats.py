@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from promptcache.prefix.tree import BlockTree
-from promptcache.request import PrefixCacheSnapshot
+from promptcache.result import PrefixCacheSnapshot
 
 
 @dataclass

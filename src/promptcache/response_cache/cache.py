@@ -1,4 +1,4 @@
-"""The exact response cache: :class:`~promptcache.request.Result` objects by key, coalesced.
+"""The exact response cache: :class:`~promptcache.result.Result` objects by key, coalesced.
 
 :class:`ResponseCache` sits on any :class:`~promptcache.store.ResponseStore`
 and adds three things the stores don't know about:
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 
-from promptcache.request import Result
 from promptcache.response_cache.flight import FlightTable, Lead, await_turn, wait_turn
+from promptcache.result import Result
 from promptcache.store.base import ResponseStore, StoredEntry, validate_ttl
 
 logger = logging.getLogger(__name__)

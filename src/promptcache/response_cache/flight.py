@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from promptcache.request import Result
+from promptcache.result import Result
 
 
 class _Signal(Protocol):

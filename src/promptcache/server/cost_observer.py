@@ -15,8 +15,8 @@ from prometheus_client.registry import Collector
 
 from promptcache.cost.ledger import CostLedger, CostTotals, RequestCost
 from promptcache.cost.pricing import format_amount
-from promptcache.request import Result, Usage
 from promptcache.response_cache import CacheStatus
+from promptcache.result import Result, Usage
 
 COST_HEADER = "x-promptcache-cost"
 COST_WITHOUT_CACHE_HEADER = "x-promptcache-cost-without-cache"

@@ -56,8 +56,9 @@ from promptcache.errors import (
     RequestTimeoutError,
 )
 from promptcache.keys import response_key
-from promptcache.request import ChatRequest, PromptUsage, Result, StreamEvent, TextDelta
+from promptcache.request import ChatRequest
 from promptcache.response_cache import CacheHit, CacheStatus, ResponseCache
+from promptcache.result import PromptUsage, Result, StreamEvent, TextDelta
 from promptcache.server.auth import KeyRing
 from promptcache.server.cache_policy import (
     CacheDirectives,

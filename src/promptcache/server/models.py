@@ -27,7 +27,8 @@ from typing import Any
 
 from promptcache.dialects.base import Dialect
 from promptcache.errors import ModelNotFoundError, PromptCacheError
-from promptcache.request import ChatRequest, ModelInfo, Result, StreamEvent
+from promptcache.request import ChatRequest
+from promptcache.result import ModelInfo, Result, StreamEvent
 
 WILDCARD = "*"
 """The alias name that answers every otherwise unknown model name."""

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from promptcache.request import Result, Usage
 from promptcache.response_cache import CacheStatus
+from promptcache.result import Result, Usage
 
 logger = logging.getLogger(__name__)
 

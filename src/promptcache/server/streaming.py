@@ -16,7 +16,8 @@ from typing import Any
 
 from promptcache.dialects.base import Dialect
 from promptcache.errors import InternalError, PromptCacheError
-from promptcache.request import ChatRequest, Result, StreamEvent, TextDelta
+from promptcache.request import ChatRequest
+from promptcache.result import Result, StreamEvent, TextDelta
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from promptcache.engine.local import LocalEngine, LocalEngineConfig
 from promptcache.prefix.cache import PrefixCacheConfig
-from promptcache.request import CacheControl, ChatRequest, Message, Result, TextBlock, Usage
+from promptcache.request import CacheControl, ChatRequest, Message, TextBlock
+from promptcache.result import Result, Usage
 
 CONFIG = PrefixCacheConfig(block_size=4, min_cache_tokens=16, kv_cache_bytes=8 << 20)
 SYSTEM = " ".join(f"rule {i} says {i % 5}." for i in range(20))

@@ -13,18 +13,8 @@ from promptcache.engine.local import generation as local
 from promptcache.engine.local.executor import ModelExecutor
 from promptcache.errors import RequestError
 from promptcache.prefix.cache import PrefixCacheConfig
-from promptcache.request import (
-    CacheControl,
-    ChatRequest,
-    Message,
-    PromptUsage,
-    Result,
-    SamplingParams,
-    StreamEvent,
-    TextBlock,
-    TextDelta,
-    Usage,
-)
+from promptcache.request import CacheControl, ChatRequest, Message, SamplingParams, TextBlock
+from promptcache.result import PromptUsage, Result, StreamEvent, TextDelta, Usage
 
 BLOCK = 4
 SMALL_CACHE = PrefixCacheConfig(block_size=BLOCK, min_cache_tokens=16, kv_cache_bytes=8 << 20)

@@ -14,14 +14,8 @@ import pytest
 
 from promptcache.engine.local import LocalEngine, LocalEngineConfig
 from promptcache.prefix.cache import PrefixCacheConfig
-from promptcache.request import (
-    CacheControl,
-    ChatRequest,
-    Message,
-    Result,
-    SamplingParams,
-    TextBlock,
-)
+from promptcache.request import CacheControl, ChatRequest, Message, SamplingParams, TextBlock
+from promptcache.result import Result
 
 pytestmark = pytest.mark.model
 

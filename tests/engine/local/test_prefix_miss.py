@@ -12,8 +12,9 @@ import pytest
 from promptcache.engine.local import LocalEngine, LocalEngineConfig
 from promptcache.engine.threaded import ThreadedEngine
 from promptcache.prefix.cache import PrefixCacheConfig
-from promptcache.request import ChatRequest, Message, Result, SamplingParams, TextBlock, Tool
+from promptcache.request import ChatRequest, Message, SamplingParams, TextBlock, Tool
 from promptcache.response_cache import ResponseCache
+from promptcache.result import Result
 from promptcache.server.app import create_app
 from promptcache.server.config import ServerConfig
 from promptcache.store import open_store

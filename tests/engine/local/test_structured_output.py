@@ -16,16 +16,8 @@ import pytest
 from promptcache.engine.local import LocalEngine
 from promptcache.engine.local.structured_output import output_grammar_source
 from promptcache.errors import RequestError
-from promptcache.request import (
-    ChatRequest,
-    Choice,
-    Message,
-    Result,
-    SamplingParams,
-    TextBlock,
-    TextDelta,
-    Tool,
-)
+from promptcache.request import ChatRequest, Message, SamplingParams, TextBlock, Tool
+from promptcache.result import Choice, Result, TextDelta
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

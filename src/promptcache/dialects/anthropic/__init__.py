@@ -22,7 +22,8 @@ from promptcache.dialects.anthropic.render import (
 )
 from promptcache.dialects.base import Dialect
 from promptcache.errors import PromptCacheError
-from promptcache.request import ChatRequest, ModelInfo, Result, StreamEvent
+from promptcache.request import ChatRequest
+from promptcache.result import ModelInfo, Result, StreamEvent
 
 
 class AnthropicDialect:

@@ -5,7 +5,7 @@ The stream is the real API's event sequence: ``message_start``,
 ``content_block_stop``, ``message_delta`` (stop reason, and like the current
 API the cumulative input and cache counts next to ``output_tokens``),
 ``message_stop``. Prompt-side usage in ``message_start`` comes from the
-engine's :class:`~promptcache.request.PromptUsage` event (zeros without one).
+engine's :class:`~promptcache.result.PromptUsage` event (zeros without one).
 """
 
 from __future__ import annotations
@@ -18,16 +18,8 @@ from typing import Any
 from promptcache.dialects._common import dialect_id, dumps, encodable_dumps, new_id, sse_event
 from promptcache.dialects.base import error_status
 from promptcache.errors import PromptCacheError, UpstreamError
-from promptcache.request import (
-    ChatRequest,
-    Choice,
-    ModelInfo,
-    PromptUsage,
-    Result,
-    StreamEvent,
-    TextDelta,
-    Usage,
-)
+from promptcache.request import ChatRequest
+from promptcache.result import Choice, ModelInfo, PromptUsage, Result, StreamEvent, TextDelta, Usage
 
 _ERROR_TYPES = {
     400: "invalid_request_error",

@@ -16,18 +16,14 @@ from typing import Any
 
 from promptcache.dialects._common import render_cache_control
 from promptcache.errors import OverloadedError, RequestError, UpstreamError
-from promptcache.request import (
-    ChatRequest,
+from promptcache.request import ChatRequest, ContentBlock, ImageBlock, TextBlock, ToolUseBlock
+from promptcache.result import (
     Choice,
-    ContentBlock,
     FinishReason,
-    ImageBlock,
     PromptUsage,
     Result,
     StreamEvent,
-    TextBlock,
     TextDelta,
-    ToolUseBlock,
     Usage,
 )
 

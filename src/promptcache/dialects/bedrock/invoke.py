@@ -22,7 +22,8 @@ from promptcache.dialects.anthropic.parse import STYLE
 from promptcache.dialects.bedrock import eventstream
 from promptcache.dialects.bedrock.errors import stream_member
 from promptcache.errors import PromptCacheError, RequestError
-from promptcache.request import ChatRequest, Result, StreamEvent
+from promptcache.request import ChatRequest
+from promptcache.result import Result, StreamEvent
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 

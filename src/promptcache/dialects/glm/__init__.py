@@ -24,7 +24,8 @@ from promptcache.dialects.glm.render import (
 )
 from promptcache.dialects.openai.render import render_models
 from promptcache.errors import PromptCacheError
-from promptcache.request import ChatRequest, ModelInfo, Result, StreamEvent
+from promptcache.request import ChatRequest
+from promptcache.result import ModelInfo, Result, StreamEvent
 
 
 class GLMDialect:

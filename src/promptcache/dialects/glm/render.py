@@ -18,7 +18,8 @@ from promptcache.dialects._common import encodable_dumps, sse_data
 from promptcache.dialects.base import HTTPStatusError, error_status
 from promptcache.dialects.openai import render as openai_render
 from promptcache.errors import ModelNotFoundError, PromptCacheError
-from promptcache.request import ChatRequest, Result, StreamEvent, Usage
+from promptcache.request import ChatRequest
+from promptcache.result import Result, StreamEvent, Usage
 
 _CODES: Mapping[int, str] = {
     400: "1210",  # Incorrect API call parameters

@@ -14,17 +14,8 @@ from typing import Any
 from promptcache.dialects._common import dialect_id, dumps, encodable_dumps, new_id, sse_data
 from promptcache.dialects.base import HTTPStatusError, error_status
 from promptcache.errors import PromptCacheError, UpstreamError
-from promptcache.request import (
-    ChatRequest,
-    Choice,
-    ModelInfo,
-    PromptUsage,
-    Result,
-    StreamEvent,
-    TextDelta,
-    ToolUseBlock,
-    Usage,
-)
+from promptcache.request import ChatRequest, ToolUseBlock
+from promptcache.result import Choice, ModelInfo, PromptUsage, Result, StreamEvent, TextDelta, Usage
 
 _ERROR_TYPES = {
     400: "invalid_request_error",

@@ -18,19 +18,14 @@ from promptcache.dialects._common import dumps, image_source_to_url
 from promptcache.errors import RequestError, UpstreamError
 from promptcache.request import (
     ChatRequest,
-    Choice,
     ContentBlock,
-    FinishReason,
     ImageBlock,
     Message,
-    Result,
-    StreamEvent,
     TextBlock,
-    TextDelta,
     ToolResultBlock,
     ToolUseBlock,
-    Usage,
 )
+from promptcache.result import Choice, FinishReason, Result, StreamEvent, TextDelta, Usage
 
 _FINISH: Mapping[str, FinishReason] = {
     "stop": "stop",

@@ -33,7 +33,8 @@ from promptcache.prefix.base import BasePrefixCache
 from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
 from promptcache.prefix.disabled import DisabledPrefixCache
 from promptcache.prefix.pool import KVLayout
-from promptcache.request import ChatRequest, StreamEvent
+from promptcache.request import ChatRequest
+from promptcache.result import StreamEvent
 
 DEFAULT_DECODE_BATCH = 8
 DECODE_PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}

@@ -53,18 +53,15 @@ from promptcache.engine.local.tool_calls import ToolCallCapture, tool_calls_allo
 from promptcache.model.runtime import LlamaRuntime
 from promptcache.model.torch_threads import torch_threads
 from promptcache.prefix.base import BasePrefixCache, CommitReport, PrefixMatch
-from promptcache.request import (
-    BreakpointPosition,
-    ChatRequest,
+from promptcache.request import BreakpointPosition, ChatRequest, PinTTL, ToolUseBlock
+from promptcache.result import (
     Choice,
     FinishReason,
-    PinTTL,
     PromptUsage,
     Result,
     RetentionReport,
     StreamEvent,
     TextDelta,
-    ToolUseBlock,
     Usage,
 )
 from promptcache.usage import account_prompt
