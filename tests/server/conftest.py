@@ -76,3 +76,15 @@ def local_engine() -> Any:
     from promptcache.engine.local import LocalEngine, LocalEngineConfig
 
     return LocalEngine.from_config(LocalEngineConfig())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_prefix_cache(request: pytest.FixtureRequest) -> None:
+    """Each test that uses the shared embedded-model engine starts with an empty KV cache.
+
+    The engine is loaded once per session; without this, pins left by earlier tests
+    (1 h breakpoints, 24 h retention) fill the pinned share of the budget and a later
+    test's writes are refused -- its result would depend on which tests ran before it.
+    """
+    if "local_engine" in request.fixturenames:
+        request.getfixturevalue("local_engine").clear_prefix_cache()
