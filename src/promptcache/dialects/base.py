@@ -16,7 +16,8 @@ error ``type`` strings; the server answers with the status the dialect gives.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from promptcache.errors import (
@@ -80,6 +81,23 @@ class Dialect(Protocol):
     def render_models(self, models: list[ModelInfo]) -> dict[str, Any]:
         """The body of ``GET /v1/models``."""
         ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunctionDialect:
+    """A :class:`Dialect` assembled from its package's module functions (OpenAI,
+    Anthropic and GLM are; a dialect that needs per-request state, like Bedrock's,
+    is a class of its own)."""
+
+    name: str
+    chat_path: str
+    client_header: str | None = None
+    parse_request: Callable[..., ChatRequest]
+    render_response: Callable[[Result, ChatRequest], dict[str, Any]]
+    render_stream: Callable[[AsyncIterator[StreamEvent], ChatRequest], AsyncIterator[bytes]]
+    stream_error_frame: Callable[[PromptCacheError], bytes]
+    render_error: Callable[[PromptCacheError], tuple[int, dict[str, Any]]]
+    render_models: Callable[[list[ModelInfo]], dict[str, Any]]
 
 
 ERROR_STATUS: Mapping[type[PromptCacheError], int] = {
