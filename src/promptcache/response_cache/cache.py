@@ -39,7 +39,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 
-from promptcache.response_cache.flight import FlightTable, Lead, await_turn, wait_turn
+from promptcache.response_cache.flight import (
+    FlightState,
+    FlightTable,
+    Lead,
+    await_turn,
+    wait_turn,
+)
 from promptcache.result import Result
 from promptcache.store.base import ResponseStore, StoredEntry, validate_ttl
 
@@ -160,14 +166,7 @@ class ResponseCache:
         if not leader:
             assert state.result is not None
             return CacheHit(result=state.result, age=0.0)
-        lead = Lead(
-            key,
-            state,
-            write=write,
-            release=lambda: self._end_flight(lambda: table.end(key, state)),
-            store=self.put,
-            astore=self.aput,
-        )
+        lead = self._lead(table, key, state, write=write)
         try:
             # A leader may have stored the key between our miss and our election;
             # if no flight ended since that miss, none can have, and the re-read
@@ -176,11 +175,7 @@ class ResponseCache:
         except BaseException:
             lead.abandon()
             raise
-        if hit is not None:
-            lead.publish(hit.result, write=False)
-            lead.abandon()
-            return hit
-        return lead
+        return lead if hit is None else _served_by(lead, hit)
 
     def lookup_or_lead_sync(
         self, key: str, *, max_age: float | None = None, write: bool = True
@@ -195,24 +190,28 @@ class ResponseCache:
         if not leader:
             assert state.result is not None
             return CacheHit(result=state.result, age=0.0)
-
-        lead = Lead(
-            key,
-            state,
-            write=write,
-            release=lambda: self._end_flight(lambda: table.end(key, state)),
-            store=self.put,
-        )
+        lead = self._lead(table, key, state, write=write)
         try:
             hit = None if seen == self._flights_finished else self.get(key, max_age=max_age)
         except BaseException:
             lead.abandon()
             raise
-        if hit is not None:
-            lead.publish(hit.result, write=False)
-            lead.abandon()
-            return hit
-        return lead
+        return lead if hit is None else _served_by(lead, hit)
+
+    def _lead(
+        self,
+        table: FlightTable[asyncio.Event] | FlightTable[threading.Event],
+        key: str,
+        state: FlightState[asyncio.Event] | FlightState[threading.Event],
+        *,
+        write: bool,
+    ) -> Lead:
+        """The leader's handle on ``state``: releasing it ends the flight in ``table``."""
+
+        def release() -> None:
+            self._end_flight(lambda: table.end(key, state))  # type: ignore[arg-type]
+
+        return Lead(key, state, write=write, release=release, store=self.put, astore=self.aput)
 
     def _end_flight(self, end: Callable[[], None]) -> None:
         # Counted before the waiters wake: one that leads next must see that a
@@ -314,15 +313,7 @@ class AsyncFlight:
             self.result = state.result
             return self
         self.is_leader = True
-        key = self.key
-        self._lead = Lead(
-            key,
-            state,
-            write=self._write,
-            release=lambda: cache._end_flight(lambda: table.end(key, state)),
-            store=cache.put,
-            astore=cache.aput,
-        )
+        self._lead = cache._lead(table, self.key, state, write=self._write)
         return self
 
     async def __aexit__(
@@ -333,6 +324,13 @@ class AsyncFlight:
     ) -> None:
         if self._lead is not None:
             await self._lead.finish()
+
+
+def _served_by(lead: Lead, hit: CacheHit) -> CacheHit:
+    """A leader that found the entry after all: share it with any waiters, release."""
+    lead.publish(hit.result, write=False)
+    lead.abandon()
+    return hit
 
 
 def _log_store_failure(what: str, key: str, exc: Exception) -> None:
