@@ -10,26 +10,6 @@ from typer.testing import CliRunner
 
 from promptcache.cli import app
 from promptcache.cli import serve as serve_module
-from promptcache.engine.threaded import ThreadedEngine
-from tests.server.fakes import FakeSyncEngine
-
-
-@pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    def build_engine(choice: Any) -> tuple[ThreadedEngine, str]:
-        seen["choice"] = choice
-        return ThreadedEngine(FakeSyncEngine(), max_queue=choice.max_queue), "fake engine"
-
-    def run(server: Any) -> None:
-        seen["app"] = server.config.app
-        seen["uvicorn"] = server.config
-        server._banner()
-
-    monkeypatch.setattr(serve_module, "_build_engine", build_engine)
-    monkeypatch.setattr(serve_module._Server, "run", run)
-    return seen
 
 
 def test_serve_options_reach_the_app(
