@@ -9,7 +9,7 @@ SMOLLM2_VERSION := 0.1.2
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint typecheck pytest bench soak clean
+.PHONY: setup serve test lint typecheck pytest bench bench-peers soak clean
 
 setup: $(VENV)/.deps
 
@@ -44,6 +44,24 @@ test: lint typecheck pytest
 bench: setup
 	$(BIN)/promptcache bench
 
+# The peer, side by side: llama-cpp-python's OpenAI server in a venv of its
+# own (it compiles llama.cpp from source, minutes on 2 cores), never part of
+# `make setup` or `make test`. PEERS_ARGS=--json for a JSON object.
+PEERS_VENV := .venv-peers
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+PEERS_CMAKE_ARGS ?= -DGGML_NATIVE=ON
+PEERS_ARGS ?=
+$(PEERS_VENV)/.deps:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip --disable-pip-version-check install --quiet --upgrade pip
+	CMAKE_ARGS="$(PEERS_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(PEERS_VENV)/bin/pip --disable-pip-version-check install --quiet \
+		"llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
+	touch $@
+
+bench-peers: setup $(PEERS_VENV)/.deps
+	$(BIN)/python benchmarks/vs_llamacpp.py --peer-python $(PEERS_VENV)/bin/python $(PEERS_ARGS)
+
 # 32 loopback clients through a Redis kill and a server SIGKILL (needs redis-server);
 # prints one table and fails when any check does. SOAK_ARGS=--json for a JSON object.
 SOAK_SECONDS ?= 300
@@ -52,4 +70,4 @@ soak: setup
 	$(BIN)/python benchmarks/soak.py --duration $(SOAK_SECONDS) $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .promptcache .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) .promptcache .mypy_cache .pytest_cache .ruff_cache

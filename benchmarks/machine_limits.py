@@ -1,0 +1,237 @@
+"""This machine's limits: memory bandwidth and peak matmul throughput per dtype, one run.
+
+What the engine's speed should be judged against. Decoding a small model on a
+CPU reads every weight (and the KV so far) once per token, so its ceiling is
+the memory bandwidth; a long prefill is a few large matmuls, so its ceiling is
+the matmul throughput of the dtype it runs in.
+
+* **copy GB/s** -- ``dst.copy_(src)`` of a buffer far larger than the caches,
+  counted honestly as bytes read + bytes written (2x the buffer). The cache
+  line reads that a write-allocate cache adds before each store are not
+  counted: that traffic is the hardware's, not the program's.
+* **read GB/s** -- a float32 ``sum`` of the same buffer: reads only, the
+  access pattern of a decode step's weight reads.
+* **matmul GFLOP/s** -- ``torch.mm`` of square matrices (2 N^3 flops) in
+  float32, bfloat16 and float16, and ``torch._int_mm`` (int8 x int8 -> int32,
+  GOP/s) where torch has a CPU kernel for it; the best of a few repeats.
+
+Everything runs with the thread count torch uses here (the local engine runs
+its forwards with torch's setting). The importable part (:func:`measure`,
+:func:`decode_share`, :func:`prefill_share`, :func:`prefill_flops`,
+:func:`decode_bytes_per_token`) lets the engine benchmarks print their
+achieved GB/s and GFLOP/s as a share of these limits.
+
+Usage: ``python benchmarks/machine_limits.py [--buffer-mib 512] [--matmul-size 2048]
+[--repeat 5] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+MATMUL_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+DEFAULT_BUFFER_MIB = 512
+"""Far above any last-level cache (a few hundred MiB would still be safe on
+large server parts), small enough for a shared 24 GiB machine."""
+DEFAULT_MATMUL_SIZE = 2048
+
+
+@dataclass(frozen=True, kw_only=True)
+class MachineLimits:
+    """Measured ceilings: bandwidth in GB/s (1e9 bytes), throughput in GFLOP/s (GOP/s: int8)."""
+
+    copy_gb_s: float
+    read_gb_s: float
+    matmul_gflop_s: dict[str, float] = field(default_factory=dict)
+    threads: int = 1
+    load_average_1m: float = 0.0
+
+    @property
+    def bandwidth_gb_s(self) -> float:
+        """The ceiling for reads: the better of the two measurements."""
+        return max(self.copy_gb_s, self.read_gb_s)
+
+
+def best_seconds(run: Callable[[], object], repeat: int) -> float:
+    """The fastest of ``repeat`` timed calls, after one untimed warm-up."""
+    run()
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def memory_bandwidth(buffer_bytes: int, repeat: int) -> tuple[float, float]:
+    """(copy GB/s counting read + write, read-only GB/s) over a ``buffer_bytes`` buffer."""
+    elements = buffer_bytes // 4
+    # fill_ touches every page, so page faults stay out of the timings.
+    src = torch.empty(elements, dtype=torch.float32).fill_(1.0)
+    dst = torch.empty_like(src).fill_(0.0)
+    nbytes = elements * 4
+    with torch.inference_mode():
+        copy = best_seconds(lambda: dst.copy_(src), repeat)
+        read = best_seconds(lambda: src.sum(), repeat)
+    return 2 * nbytes / copy / 1e9, nbytes / read / 1e9
+
+
+def matmul_throughput(dtype: torch.dtype, size: int, repeat: int) -> float:
+    """GFLOP/s of one ``size`` x ``size`` matmul in ``dtype`` (best of ``repeat``)."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(dtype)
+    b = torch.randn(size, size, generator=generator).to(dtype)
+    with torch.inference_mode():
+        seconds = best_seconds(lambda: torch.mm(a, b), repeat)
+    return 2 * size**3 / seconds / 1e9
+
+
+def int8_matmul_throughput(size: int, repeat: int) -> float | None:
+    """GOP/s of ``torch._int_mm`` (int8 in, int32 out), or None where torch has no CPU kernel."""
+    int_mm = getattr(torch, "_int_mm", None)
+    if int_mm is None:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=generator)
+    b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=generator)
+    try:
+        with torch.inference_mode():
+            seconds = best_seconds(lambda: int_mm(a, b), repeat)
+    except (RuntimeError, NotImplementedError):
+        return None
+    return 2 * size**3 / seconds / 1e9
+
+
+def measure(
+    *,
+    buffer_bytes: int = DEFAULT_BUFFER_MIB << 20,
+    matmul_size: int = DEFAULT_MATMUL_SIZE,
+    repeat: int = 5,
+) -> MachineLimits:
+    """Measure this machine's limits now (a few seconds), with torch's thread count."""
+    copy, read = memory_bandwidth(buffer_bytes, repeat)
+    flops = {
+        name: matmul_throughput(dtype, matmul_size, repeat) for name, dtype in MATMUL_DTYPES.items()
+    }
+    int8 = int8_matmul_throughput(matmul_size, repeat)
+    if int8 is not None:
+        flops["int8"] = int8
+    return MachineLimits(
+        copy_gb_s=copy,
+        read_gb_s=read,
+        matmul_gflop_s=flops,
+        threads=torch.get_num_threads(),
+        load_average_1m=os.getloadavg()[0],
+    )
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor | None]) -> int:
+    """Bytes held by ``tensors`` (None entries -- absent biases -- count nothing)."""
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def decode_bytes_per_token(*, weight_bytes: int, kv_bytes_per_token: int, context: int) -> int:
+    """Bytes one decode step must read: every matmul weight once, plus the KV so far."""
+    return weight_bytes + kv_bytes_per_token * context
+
+
+def decode_share(
+    limits: MachineLimits, *, bytes_per_token: int, tokens_per_second: float
+) -> dict[str, float]:
+    """Achieved decode bandwidth (GB/s) and its share of the measured read ceiling."""
+    achieved = bytes_per_token * tokens_per_second / 1e9
+    return {
+        "decode_gb_s": round(achieved, 2),
+        "decode_bandwidth_share": round(achieved / limits.bandwidth_gb_s, 3),
+    }
+
+
+def prefill_flops(
+    *,
+    params: int,
+    tokens: int,
+    start: int,
+    num_layers: int,
+    num_heads: int,
+    head_dim: int,
+) -> float:
+    """Flops of prefilling ``tokens`` positions after ``start`` cached ones.
+
+    2 x params x tokens for the matmuls (one multiply-add per weight per token),
+    plus attention: per layer and head, QK^T and AV each cost 2 x head_dim flops
+    per (query, key) pair, and a causal query at position p sees p + 1 keys.
+    """
+    pairs = tokens * start + tokens * (tokens + 1) // 2
+    return 2.0 * params * tokens + 4.0 * num_layers * num_heads * head_dim * pairs
+
+
+def prefill_share(
+    limits: MachineLimits, *, flops: float, seconds: float, dtype: str
+) -> dict[str, float]:
+    """Achieved prefill GFLOP/s and its share of the measured ``dtype`` matmul peak."""
+    achieved = flops / seconds / 1e9
+    peak = limits.matmul_gflop_s[dtype]
+    return {
+        "prefill_gflop_s": round(achieved, 1),
+        f"prefill_share_of_{dtype}_peak": round(achieved / peak, 3),
+    }
+
+
+def describe(limits: MachineLimits) -> str:
+    """One line for an engine benchmark's output."""
+    flops = ", ".join(f"{name} {value:.0f}" for name, value in limits.matmul_gflop_s.items())
+    return (
+        f"machine limits ({limits.threads} threads): copy {limits.copy_gb_s:.1f} GB/s, "
+        f"read {limits.read_gb_s:.1f} GB/s; matmul GFLOP/s {flops}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--buffer-mib", type=int, default=DEFAULT_BUFFER_MIB)
+    parser.add_argument("--matmul-size", type=int, default=DEFAULT_MATMUL_SIZE)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if args.buffer_mib < 16 or args.matmul_size < 64 or args.repeat < 1:
+        parser.error("need --buffer-mib >= 16, --matmul-size >= 64, --repeat >= 1")
+    limits = measure(
+        buffer_bytes=args.buffer_mib << 20, matmul_size=args.matmul_size, repeat=args.repeat
+    )
+    report = {
+        **asdict(limits),
+        "buffer_mib": args.buffer_mib,
+        "matmul_size": args.matmul_size,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpus": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{limits.threads} torch threads, {report['cpu_capability']}, {os.cpu_count()} CPUs")
+    print(f"{'memory copy (read + write)':32}{limits.copy_gb_s:>10.1f} GB/s")
+    print(f"{'memory read (float32 sum)':32}{limits.read_gb_s:>10.1f} GB/s")
+    for name, value in limits.matmul_gflop_s.items():
+        unit = "GOP/s" if name == "int8" else "GFLOP/s"
+        label = f"matmul {name} ({args.matmul_size}^2)"
+        print(f"{label:32}{value:>10.0f} {unit}")
+    for name in ("bfloat16", "float16", "int8"):
+        if name in limits.matmul_gflop_s:
+            ratio = limits.matmul_gflop_s[name] / limits.matmul_gflop_s["float32"]
+            print(f"{name} over float32: {ratio:.2f}x")
+    print(f"load average {limits.load_average_1m:.2f} (during the run)")
+
+
+if __name__ == "__main__":
+    main()
