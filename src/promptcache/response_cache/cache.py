@@ -12,7 +12,13 @@ and adds three things the stores don't know about:
 * resilience: a store that fails is logged and treated as a miss (reads) or
   skipped (writes). A cache must never fail the request it is caching;
   :attr:`ResponseCache.store_available` says whether the last store call
-  worked, for health checks and metrics (a degraded server still serves).
+  worked, for health checks and metrics (a degraded server still serves);
+* across processes: when the store offers :meth:`flight_locks
+  <promptcache.store.base.ResponseStore.flight_locks>` (Redis), a local leader
+  of the asyncio path also takes the key's lock, so every process on the store
+  computes a key once (:mod:`promptcache.response_cache.distributed`). Misses
+  that will not be stored (``write=False``) and the thread path coalesce within
+  their process only.
 
 The lead shape lets the HTTP server stream live to the leader's client
 while identical concurrent requests wait and then replay the result::
@@ -39,6 +45,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 
+from promptcache.response_cache.distributed import CoalescingCounts, CrossProcessCoalescer
 from promptcache.response_cache.flight import (
     FlightState,
     FlightTable,
@@ -85,6 +92,15 @@ class ResponseCache:
         """Whether the store's last call succeeded (False: serving without the cache)."""
         self.store_failures = 0
         """Store calls that failed since start."""
+        locks = store.flight_locks()
+        self._coalescer: CrossProcessCoalescer[CacheHit] | None = (
+            None if locks is None else CrossProcessCoalescer(locks)
+        )
+
+    @property
+    def coalescing(self) -> CoalescingCounts | None:
+        """Cross-process coalescing counts; None when the store cannot lock."""
+        return None if self._coalescer is None else self._coalescer.counts
 
     # -- plain reads and writes ------------------------------------------------
 
@@ -172,6 +188,15 @@ class ResponseCache:
             # if no flight ended since that miss, none can have, and the re-read
             # would only repeat it.
             hit = None if seen == self._flights_finished else await self.aget(key, max_age=max_age)
+            if hit is None and write and self._coalescer is not None:
+                # An entry that will not be stored cannot be shared through the store.
+                elected = await self._coalescer.lead_or_follow(
+                    key, lambda: self.aget(key, max_age=max_age)
+                )
+                if isinstance(elected, CacheHit):
+                    hit = elected
+                else:
+                    lead.remote = elected
         except BaseException:
             lead.abandon()
             raise

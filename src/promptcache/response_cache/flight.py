@@ -11,7 +11,8 @@ and async clients:
   :meth:`Lead.finish_sync` stores it and releases the flight. A leader that
   finishes without publishing (it failed, or was cancelled) stores nothing and
   wakes the waiters, and the first of them to get there leads in its place, so
-  an error is never shared and never stored.
+  an error is never shared and never stored. A leader that also holds the
+  key's cross-process lock (:attr:`Lead.remote`) releases it after storing.
 * :func:`await_turn` / :func:`wait_turn` -- the election loop for asyncio and
   for threads: return the leader's result, or a :class:`Lead` for the caller.
 
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from promptcache.response_cache.distributed import RemoteLead
 from promptcache.result import Result
 
 
@@ -87,6 +89,8 @@ class Lead:
         self._astore = astore
         self._to_store: Result | None = None
         self._finished = False
+        self.remote: RemoteLead | None = None
+        """The key's cross-process lock, when this leader holds it (asyncio path)."""
 
     @property
     def published(self) -> Result | None:
@@ -118,6 +122,9 @@ class Lead:
                 awaitable = self._astore(self.key, self._to_store)
                 if asyncio.iscoroutine(awaitable):
                     await awaitable
+            if self.remote is not None:
+                # After the store: the other processes' waiters wake to read the entry.
+                await self.remote.release()
         finally:
             self.abandon()
 
@@ -135,6 +142,8 @@ class Lead:
         """Release the flight without storing anything (a failed or cancelled leader)."""
         if not self._finished:
             self._finished = True
+            if self.remote is not None:
+                self.remote.abandon()
             self._release()
 
 

@@ -2,8 +2,9 @@
 
 ``memory://?max_entries=..&max_bytes=..&ttl=..`` (in-process LRU),
 ``sqlite:///relative/path.db?max_bytes=..&ttl=..`` (one file, several
-processes; ``sqlite:////absolute/path.db``), ``redis://host:port/db?prefix=..&ttl=..``
-(shared by several processes or hosts).
+processes; ``sqlite:////absolute/path.db``),
+``redis://host:port/db?prefix=..&ttl=..&lock_ttl=..&lock_wait=..`` (shared by
+several processes or hosts, which coalesce their misses through its locks).
 """
 
 from __future__ import annotations

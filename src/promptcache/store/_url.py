@@ -98,7 +98,7 @@ def open_store(url: str, *, create: bool = True) -> ResponseStore:
         require("redis", "redis")  # redis-py is the redis extra: say so, not "No module named"
         from promptcache.store.redis import RedisStore, RedisStoreConfig
 
-        ours = {"prefix", "ttl", "socket_timeout"}
+        ours = {"prefix", "ttl", "socket_timeout", "lock_ttl", "lock_wait"}
         redis_params = {k: v for k, v in params.items() if k not in ours}
         client_url = urlunsplit(parts._replace(query=urlencode(redis_params)))
         config_redis = RedisStoreConfig(
@@ -106,6 +106,8 @@ def open_store(url: str, *, create: bool = True) -> ResponseStore:
             prefix=params.get("prefix", RedisStoreConfig.prefix),
             ttl=_duration(params, "ttl"),
             socket_timeout=_duration(params, "socket_timeout") or RedisStoreConfig.socket_timeout,
+            lock_ttl=_or(_duration(params, "lock_ttl"), RedisStoreConfig.lock_ttl),
+            lock_wait=_or(_duration(params, "lock_wait"), RedisStoreConfig.lock_wait),
         )
         return RedisStore(config_redis, url=url)
     raise ValueError(
@@ -151,6 +153,11 @@ def _size(params: dict[str, str], name: str, default: int | None) -> int | None:
     if match is None or unit not in _SIZE_UNITS:
         raise ValueError(f"{name}={raw!r}: expected a size such as 1000, 64MB or 2GB")
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def _or(value: float | None, default: float) -> float:
+    """``value`` unless absent (0 is a value: lock_wait=0 never waits)."""
+    return default if value is None else value
 
 
 def _duration(params: dict[str, str], name: str) -> float | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -76,6 +77,14 @@ class ResponseStore(ABC):
     def close(self) -> None:  # noqa: B027 - stores without resources need nothing
         """Release connections and flush pending bookkeeping. Idempotent."""
 
+    def flight_locks(self) -> FlightLocks | None:
+        """Locks that several processes sharing this store can coalesce misses with.
+
+        None (the default): the store is private to one process, or cannot lock;
+        the response cache then coalesces within its own process only.
+        """
+        return None
+
     async def aget(self, key: str) -> StoredEntry | None:
         return await asyncio.to_thread(self.get, key)
 
@@ -98,6 +107,63 @@ class ResponseStore(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class LockUnavailable(Exception):
+    """The lock service did not answer: coalesce within this process only."""
+
+
+class FlightLock(ABC):
+    """One held cross-process flight lock (see :class:`FlightLocks`)."""
+
+    @abstractmethod
+    async def extend(self) -> bool:
+        """Reset the lock's expiry to the full TTL; False if it is no longer this owner's.
+
+        Raises :class:`LockUnavailable` when the service does not answer.
+        """
+
+    @abstractmethod
+    async def release(self) -> None:
+        """Release the lock if this owner still holds it, and wake its waiters.
+
+        Raises :class:`LockUnavailable` when the service does not answer (the lock
+        then expires on its own).
+        """
+
+
+class FlightWatch(ABC):
+    """A subscription to one key's lock releases, taken before the waiter looks."""
+
+    @abstractmethod
+    async def released(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a release; True if one was announced."""
+
+
+class FlightLocks(ABC):
+    """Per-key locks with an expiry, shared by every process on one store.
+
+    The first process to miss a key takes its lock and computes; the others
+    :meth:`watch` it and read the entry the leader stores. A lock expires
+    ``ttl`` seconds after it was taken or last extended, so a dead leader's
+    waiters take over quickly while a live one extends it.
+    """
+
+    ttl: float
+    """Seconds a lock lives without being extended."""
+    wait: float
+    """Seconds a waiter waits for another process's leader before computing itself."""
+
+    @abstractmethod
+    async def acquire(self, key: str) -> FlightLock | None:
+        """Take ``key``'s lock: the held lock, or None when another owner holds it.
+
+        Raises :class:`LockUnavailable` when the service does not answer.
+        """
+
+    @abstractmethod
+    def watch(self, key: str) -> AbstractAsyncContextManager[FlightWatch]:
+        """Subscribe to ``key``'s releases (raises :class:`LockUnavailable` on entry)."""
 
 
 def validate_ttl(ttl: float | None, *, name: str = "ttl") -> float | None:

@@ -8,6 +8,11 @@ Hit/miss counts are buffered in-process and added to the hash
 ``SCAN`` (it is an admin call, not a hot path). Evictions are Redis's own
 (``maxmemory`` policy), reported from ``INFO stats``.
 
+:meth:`RedisStore.flight_locks` gives the processes sharing one Redis per-key
+locks (:mod:`promptcache.store.redis_lock`) so that concurrent identical
+misses across them compute once; lock names are left out of ``stats`` and
+``clear``.
+
 Redis being down never fails a caller: a lookup is a miss, a write is
 dropped, and a warning is logged at most once per ``warn_interval``. The
 client reconnects by itself once Redis is back.
@@ -30,6 +35,12 @@ from redis.retry import Retry
 
 from promptcache.store._url import redact_url
 from promptcache.store.base import ResponseStore, StoredEntry, StoreStats, validate_ttl
+from promptcache.store.redis_lock import (
+    DEFAULT_LOCK_TTL,
+    DEFAULT_LOCK_WAIT,
+    LOCK_INFIX,
+    RedisFlightLocks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +61,10 @@ class RedisStoreConfig:
     warn_interval: float = 30.0
     flush_every: int = 256
     flush_interval: float = 5.0
+    lock_ttl: float = DEFAULT_LOCK_TTL
+    """Seconds a cross-process flight lock outlives a leader that stopped extending it."""
+    lock_wait: float = DEFAULT_LOCK_WAIT
+    """Seconds a miss waits for another process's leader before computing itself."""
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -63,6 +78,9 @@ class RedisStoreConfig:
         validate_ttl(self.socket_timeout, name="socket_timeout")
         if self.warn_interval < 0 or self.flush_interval < 0 or self.flush_every < 1:
             raise ValueError("warn_interval/flush_interval must be >= 0 and flush_every >= 1")
+        validate_ttl(self.lock_ttl, name="lock_ttl")
+        if isinstance(self.lock_wait, bool) or not self.lock_wait >= 0:
+            raise ValueError(f"lock_wait must be >= 0 seconds, got {self.lock_wait!r}")
 
 
 class RedisStore(ResponseStore):
@@ -85,9 +103,24 @@ class RedisStore(ResponseStore):
         self._pending_ops = 0
         self._last_flush = time.monotonic()
         self._last_warning = float("-inf")
+        self._locks = RedisFlightLocks(
+            config.url,
+            prefix=config.prefix,
+            socket_timeout=config.socket_timeout,
+            ttl=config.lock_ttl,
+            wait=config.lock_wait,
+        )
+        self._lock_prefix = f"{config.prefix}{LOCK_INFIX}".encode()
 
     def _name(self, key: str) -> str:
         return self.config.prefix + key
+
+    def flight_locks(self) -> RedisFlightLocks:
+        return self._locks
+
+    def _is_entry(self, name: bytes) -> bool:
+        """An entry's name, not the stats hash's nor a flight lock's."""
+        return name != self._stats_key.encode() and not name.startswith(self._lock_prefix)
 
     def get(self, key: str) -> StoredEntry | None:
         raw: bytes | None = self._guarded("get", self._client.get, self._name(key))
@@ -112,7 +145,7 @@ class RedisStore(ResponseStore):
             removed = 0
             batch: list[bytes] = []
             for name in self._client.scan_iter(match=self._pattern(), count=_SCAN_BATCH):
-                if name != self._stats_key.encode():
+                if self._is_entry(name):
                     batch.append(name)
                 if len(batch) >= _SCAN_BATCH:
                     removed += int(self._client.unlink(*batch))
@@ -128,11 +161,10 @@ class RedisStore(ResponseStore):
 
         def measure() -> StoreStats:
             entries = total = 0
-            stats_name = self._stats_key.encode()
             names = [
                 n
                 for n in self._client.scan_iter(match=self._pattern(), count=_SCAN_BATCH)
-                if n != stats_name
+                if self._is_entry(n)
             ]
             prefix_len = len(self.config.prefix.encode())
             for start in range(0, len(names), _SCAN_BATCH):
