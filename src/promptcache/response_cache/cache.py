@@ -102,6 +102,11 @@ class ResponseCache:
         """Cross-process coalescing counts; None when the store cannot lock."""
         return None if self._coalescer is None else self._coalescer.counts
 
+    def coalescing_counts(self) -> dict[str, int] | None:
+        """:attr:`coalescing` as plain numbers by outcome (``/metrics``, stats)."""
+        counts = self.coalescing
+        return None if counts is None else counts.as_dict()
+
     # -- plain reads and writes ------------------------------------------------
 
     def get(self, key: str, *, max_age: float | None = None) -> CacheHit | None:
