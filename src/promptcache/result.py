@@ -70,6 +70,10 @@ class Choice:
     finish_reason: FinishReason = "stop"
     stop_sequence: str | None = None
     """The stop string that ended generation, when one did (Anthropic reports it)."""
+    reasoning: str = ""
+    """What the model reasoned before answering, when an upstream returned it (GLM's,
+    DeepSeek's, vLLM's ``reasoning_content``, Anthropic's thinking blocks); the OpenAI
+    dialect renders it as ``reasoning_content``, Anthropic's as a thinking block."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +120,8 @@ class Result:
                         "text": c.text,
                         "finish_reason": c.finish_reason,
                         "stop_sequence": c.stop_sequence,
+                        # Only when present: entries without reasoning stay as they were.
+                        **({"reasoning": c.reasoning} if c.reasoning else {}),
                         "tool_calls": [
                             {"id": t.id, "name": t.name, "input": dict(t.input)}
                             for t in c.tool_calls
@@ -142,6 +148,7 @@ class Result:
                     text=c["text"],
                     finish_reason=c["finish_reason"],
                     stop_sequence=c.get("stop_sequence"),
+                    reasoning=c.get("reasoning", ""),
                     tool_calls=tuple(
                         ToolUseBlock(id=t["id"], name=t["name"], input=t["input"])
                         for t in c.get("tool_calls", [])
@@ -154,10 +161,12 @@ class Result:
 
 @dataclass(frozen=True, kw_only=True)
 class TextDelta:
-    """A streamed piece of one choice's text."""
+    """A streamed piece of one choice's text (or of its reasoning: ``text`` is then empty)."""
 
     choice_index: int
     text: str
+    reasoning: str = ""
+    """A piece of :attr:`Choice.reasoning`; consumers that only read ``text`` skip it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,3 +210,31 @@ class PrefixCacheSnapshot:
     blocks_referenced: int = 0
     """Cached blocks held by in-flight requests right now: 0 at rest, or a reference leaked."""
     evictions: int = 0
+    tiers: tuple[KVTierSnapshot, ...] = ()
+    """Per storage tier (``ram``, then ``disk`` when the disk tier is on)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KVTierSnapshot:
+    """One KV storage tier's figures (``tier``: ``ram`` or ``disk``), blocks and bytes.
+
+    ``hits``: blocks a match read from this tier. ``promotions``: blocks copied up
+    into RAM from disk (the same count on both tiers). ``demotions``: blocks the RAM
+    tier evicted and queued for disk (ram), blocks written to disk (disk: evicted
+    ones and the write-through copies of new blocks). ``write_queue_drops``: blocks
+    not written because the disk writer's queue was full. ``corrupt_blocks``: disk
+    files refused by their checksum or metadata, never served."""
+
+    tier: str
+    bytes_used: int = 0
+    bytes_budget: int = 0
+    blocks: int = 0
+    hits: int = 0
+    promotions: int = 0
+    demotions: int = 0
+    evictions: int = 0
+    write_queue_drops: int = 0
+    corrupt_blocks: int = 0
+    bytes_read: int = 0
+    read_seconds: float = 0.0
+    read_bytes_per_second: float = 0.0

@@ -37,9 +37,12 @@ def split_text(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
 
 
 async def replay_events(result: Result) -> AsyncIterator[StreamEvent]:
-    """``PromptUsage``, then every choice's text as ``TextDelta``s, then ``result``."""
+    """``PromptUsage``, then every choice's reasoning and text as ``TextDelta``s, then
+    ``result``."""
     yield PromptUsage(usage=result.usage)
     for choice in result.choices:
+        for piece in split_text(choice.reasoning):
+            yield TextDelta(choice_index=choice.index, text="", reasoning=piece)
         for piece in split_text(choice.text):
             yield TextDelta(choice_index=choice.index, text=piece)
     yield result

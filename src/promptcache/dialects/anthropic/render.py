@@ -66,6 +66,10 @@ def _first_choice(result: Result) -> Choice:
 
 def _content(choice: Choice) -> list[dict[str, Any]]:
     content: list[dict[str, Any]] = []
+    if choice.reasoning:
+        # No signature: the reasoning came from another provider (or was cached), so
+        # there is none Anthropic would verify; the SDKs read it as a string.
+        content.append({"type": "thinking", "thinking": choice.reasoning, "signature": ""})
     if choice.text or not choice.tool_calls:
         content.append({"type": "text", "text": choice.text})
     content += [
@@ -113,6 +117,7 @@ class _EventWriter:
         self.request = request
         self.started = False
         self.text_open = False
+        self.thinking_open = False
         self.pinged = False
         self.next_index = 0
 
@@ -155,8 +160,25 @@ class _EventWriter:
             {"type": "content_block_delta", "index": self.next_index, "delta": delta},
         )
 
-    def text(self, text: str) -> list[bytes]:
+    def thinking(self, text: str) -> list[bytes]:
+        """A thinking block before the text (reasoning streams first)."""
+        if self.text_open:
+            return []  # reasoning after the answer began has no place in Anthropic's order
         frames: list[bytes] = []
+        if not self.thinking_open:
+            self.thinking_open = True
+            frames += self._block_start({"type": "thinking", "thinking": "", "signature": ""})
+        frames.append(self._delta({"type": "thinking_delta", "thinking": text}))
+        return frames
+
+    def _close_thinking(self) -> list[bytes]:
+        if not self.thinking_open:
+            return []
+        self.thinking_open = False
+        return [self._delta({"type": "signature_delta", "signature": ""}), self._block_stop()]
+
+    def text(self, text: str) -> list[bytes]:
+        frames = self._close_thinking()
         if not self.text_open:
             self.text_open = True
             frames += self._block_start({"type": "text", "text": ""})
@@ -165,7 +187,7 @@ class _EventWriter:
 
     def finish(self, result: Result) -> list[bytes]:
         choice = _first_choice(result)
-        frames: list[bytes] = []
+        frames = self._close_thinking()
         if self.text_open:
             frames.append(self._block_stop())
         for call in choice.tool_calls:
@@ -208,6 +230,9 @@ async def render_stream(
         event: StreamEvent | None = first
         while event is not None:
             if isinstance(event, TextDelta):
+                if event.choice_index == 0 and event.reasoning:
+                    for frame in writer.thinking(event.reasoning):
+                        yield frame
                 if event.choice_index == 0 and event.text:
                     for frame in writer.text(event.text):
                         yield frame

@@ -1,7 +1,8 @@
 """The Anthropic dialect in reverse, for the upstream engine: canonical request -> wire body,
 wire response or SSE -> canonical events.
 
-Anthropic's cache fields map one to one onto :class:`Usage`; when an older
+Anthropic's cache fields map one to one onto :class:`Usage` and thinking blocks
+onto :attr:`Choice.reasoning`; when an older
 API version sends ``cache_creation_input_tokens`` without the per-TTL
 ``cache_creation`` split, the writes are counted at the 5-minute rate (the
 default TTL).
@@ -181,6 +182,9 @@ def usage_from_wire(usage: Mapping[str, Any] | None, base: Usage | None = None) 
 
 def _choice(content: list[Any], stop_reason: str | None, stop_sequence: str | None) -> Choice:
     text = "".join(b.get("text") or "" for b in content if b.get("type") == "text")
+    # Thinking blocks become the canonical reasoning; redacted_thinking is encrypted
+    # (nothing readable to pass on) and signatures only verify Anthropic's own blocks.
+    reasoning = "".join(b.get("thinking") or "" for b in content if b.get("type") == "thinking")
     calls = tuple(
         ToolUseBlock(id=str(b["id"]), name=str(b["name"]), input=dict(b.get("input") or {}))
         for b in content
@@ -191,6 +195,7 @@ def _choice(content: list[Any], stop_reason: str | None, stop_sequence: str | No
         tool_calls=calls,
         finish_reason=_FINISH.get(stop_reason or "end_turn", "stop"),
         stop_sequence=stop_sequence if stop_reason == "stop_sequence" else None,
+        reasoning=reasoning,
     )
 
 
@@ -238,6 +243,8 @@ async def events_from_sse(pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterato
             blocks[index] = dict(event.get("content_block") or {})
             if blocks[index].get("text"):
                 yield TextDelta(choice_index=0, text=blocks[index]["text"])
+            if blocks[index].get("type") == "thinking" and blocks[index].get("thinking"):
+                yield TextDelta(choice_index=0, text="", reasoning=blocks[index]["thinking"])
         elif kind == "content_block_delta":
             index = int(event["index"])
             delta = event.get("delta") or {}
@@ -245,6 +252,10 @@ async def events_from_sse(pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterato
                 block = blocks.setdefault(index, {"type": "text", "text": ""})
                 block["text"] = (block.get("text") or "") + delta["text"]
                 yield TextDelta(choice_index=0, text=delta["text"])
+            elif delta.get("type") == "thinking_delta" and delta.get("thinking"):
+                block = blocks.setdefault(index, {"type": "thinking", "thinking": ""})
+                block["thinking"] = (block.get("thinking") or "") + delta["thinking"]
+                yield TextDelta(choice_index=0, text="", reasoning=delta["thinking"])
             elif delta.get("type") == "input_json_delta":
                 partial_json.setdefault(index, []).append(delta.get("partial_json") or "")
         elif kind == "message_delta":

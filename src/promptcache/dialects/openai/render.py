@@ -60,6 +60,9 @@ def _choice(choice: Choice) -> dict[str, Any]:
         "refusal": None,
         "annotations": [],
     }
+    if choice.reasoning:
+        # The field GLM, DeepSeek and vLLM answer with (the OpenAI SDK keeps it as an extra).
+        message["reasoning_content"] = choice.reasoning
     if choice.tool_calls:
         message["tool_calls"] = [_tool_call(c) for c in choice.tool_calls]
     return {
@@ -218,6 +221,8 @@ async def render_stream(
             if isinstance(event, TextDelta):
                 for frame in writer.open(event.choice_index):
                     yield frame
+                if event.reasoning:
+                    yield writer.delta(event.choice_index, {"reasoning_content": event.reasoning})
                 if event.text:
                     yield writer.delta(event.choice_index, {"content": event.text})
                 continue

@@ -1,20 +1,26 @@
 """The OpenAI dialect in reverse, for the upstream engine: canonical request -> wire body,
 wire response or SSE -> canonical events.
 
-Provider cache fields are normalised here: OpenAI's and GLM's
-``prompt_tokens_details.cached_tokens`` and DeepSeek's
-``prompt_cache_hit_tokens`` all become ``Usage.cache_read_input_tokens``.
+Provider cache fields are normalised here, one reader per way of reporting
+them (the upstream's provider profile picks one): ``prompt_tokens_details.
+cached_tokens`` (OpenAI, GLM, vLLM, SGLang), OpenRouter's ``cache_write_tokens``
+beside it, DeepSeek's ``prompt_cache_hit_tokens`` and llama.cpp's
+``timings.cache_n``. Reasoning (``reasoning_content``, or vLLM's and
+OpenRouter's ``reasoning``) becomes :attr:`Choice.reasoning`.
+
+Toward an upstream that takes Anthropic's ``cache_control`` on OpenAI-shaped
+content parts (OpenRouter), ``cache_markers=True`` places the markers there.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
-from promptcache.dialects._common import dumps, image_source_to_url
+from promptcache.dialects._common import dumps, image_source_to_url, render_cache_control
 from promptcache.errors import RequestError, UpstreamError
 from promptcache.request import (
     ChatRequest,
@@ -36,17 +42,32 @@ _FINISH: Mapping[str, FinishReason] = {
 }
 
 
-def to_wire_request(request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-    """The Chat Completions body for ``request`` (``cache_control`` dropped: OpenAI-style
-    providers cache implicitly and some reject unknown fields)."""
+UsageReader: TypeAlias = Callable[[Mapping[str, Any]], Usage]
+"""Reads :class:`Usage` from a response body (or the stream chunk that carries usage)."""
+
+
+def to_wire_request(
+    request: ChatRequest, *, stream: bool, cache_markers: bool = False, cache_hints: bool = True
+) -> dict[str, Any]:
+    """The Chat Completions body for ``request``.
+
+    ``cache_markers``: Anthropic-style ``cache_control`` on the content parts that carry
+    one (and the top-level one), for gateways that pass them on to Claude; otherwise
+    they are left out (OpenAI-style providers cache implicitly, some reject unknown
+    fields). ``cache_hints``: send ``prompt_cache_key`` / ``prompt_cache_retention``.
+    Markers on tools and tool calls have no place in this shape: the caller deals
+    with them first (see the upstream provider profiles).
+    """
     messages: list[dict[str, Any]] = []
     if request.system:
-        texts = [b.text for b in request.system]
-        content: Any = texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
-        messages.append({"role": "system", "content": content})
+        parts = [_wire_part(b, cache_markers) for b in request.system]
+        messages.append({"role": "system", "content": _content(parts)})
     for message in request.messages:
-        messages += _wire_messages(message)
+        messages += _wire_messages(message, cache_markers)
     body: dict[str, Any] = {"model": request.model, "messages": messages}
+    automatic = render_cache_control(request.cache_control) if cache_markers else None
+    if automatic is not None:
+        body["cache_control"] = automatic
     sampling = request.sampling
     optional = {
         "temperature": sampling.temperature,
@@ -67,9 +88,10 @@ def to_wire_request(request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         "repetition_penalty": sampling.repetition_penalty,
         "reasoning_effort": sampling.reasoning_effort,
         "verbosity": sampling.verbosity,
-        "prompt_cache_key": request.transport.prompt_cache_key,
-        "prompt_cache_retention": request.transport.prompt_cache_retention,
     }
+    if cache_hints:
+        optional["prompt_cache_key"] = request.transport.prompt_cache_key
+        optional["prompt_cache_retention"] = request.transport.prompt_cache_retention
     body.update({k: v for k, v in optional.items() if v is not None})
     if request.tools:
         body["tools"] = [
@@ -104,21 +126,38 @@ def _wire_tool_choice(choice: Any) -> dict[str, Any]:
     return wire
 
 
-def _wire_part(block: ContentBlock) -> dict[str, Any]:
+def _wire_part(block: ContentBlock, cache_markers: bool = False) -> dict[str, Any]:
+    part: dict[str, Any]
     if isinstance(block, TextBlock):
-        return {"type": "text", "text": block.text}
-    if isinstance(block, ImageBlock):
+        part = {"type": "text", "text": block.text}
+    elif isinstance(block, ImageBlock):
         image: dict[str, Any] = {"url": image_source_to_url(block.source)}
         if "detail" in block.source:
             image["detail"] = block.source["detail"]
-        return {"type": "image_url", "image_url": image}
-    raise RequestError(f"A {block.type} block cannot be sent as an OpenAI content part.")
+        part = {"type": "image_url", "image_url": image}
+    else:
+        raise RequestError(f"A {block.type} block cannot be sent as an OpenAI content part.")
+    marker = render_cache_control(block.cache_control) if cache_markers else None
+    if marker is not None:
+        part["cache_control"] = marker
+    return part
 
 
-def _wire_messages(message: Message) -> list[dict[str, Any]]:
+def _content(parts: list[dict[str, Any]]) -> Any:
+    """A lone unmarked text part as a plain string (what every OpenAI-style server
+    takes), anything else as the list of parts."""
+    if len(parts) == 1 and parts[0]["type"] == "text" and "cache_control" not in parts[0]:
+        return parts[0]["text"]
+    return parts
+
+
+def _wire_messages(message: Message, cache_markers: bool = False) -> list[dict[str, Any]]:
     if message.role == "assistant":
         calls = [b for b in message.content if isinstance(b, ToolUseBlock)]
-        wire: dict[str, Any] = {"role": "assistant", "content": message.text() or None}
+        texts = [_wire_part(b, cache_markers) for b in message.content if isinstance(b, TextBlock)]
+        marked = any("cache_control" in t for t in texts)
+        content = texts if marked else (message.text() or None)
+        wire: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
             wire["tool_calls"] = [
                 {
@@ -133,14 +172,15 @@ def _wire_messages(message: Message) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for block in message.content:
         if isinstance(block, ToolResultBlock):
-            out.append(
-                {"role": "tool", "tool_call_id": block.tool_use_id, "content": _tool_text(block)}
-            )
+            text: Any = _tool_text(block)
+            marker = render_cache_control(block.cache_control) if cache_markers else None
+            if marker is not None:
+                text = [{"type": "text", "text": text, "cache_control": marker}]
+            out.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": text})
         else:
-            parts.append(_wire_part(block))
+            parts.append(_wire_part(block, cache_markers))
     if parts:
-        only_text = len(parts) == 1 and parts[0]["type"] == "text"
-        out.append({"role": "user", "content": parts[0]["text"] if only_text else parts})
+        out.append({"role": "user", "content": _content(parts)})
     return out
 
 
@@ -154,18 +194,73 @@ def _tool_text(block: ToolResultBlock) -> str:
 
 
 def usage_from_wire(usage: Mapping[str, Any] | None) -> Usage:
-    """Normalise an OpenAI-compatible usage object (OpenAI, GLM, DeepSeek cache fields)."""
+    """Normalise an OpenAI-compatible usage object, whichever of the known cache fields
+    it carries (``prompt_tokens_details.cached_tokens`` or DeepSeek's
+    ``prompt_cache_hit_tokens``)."""
     if not usage:
         return Usage()
-    prompt = int(usage.get("prompt_tokens") or 0)
     details = usage.get("prompt_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0)
-    cached = min(cached, prompt)
+    cached = details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens")
+    return _split(usage, read=_count(cached))
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _split(usage: Mapping[str, Any], *, read: int, written: int = 0) -> Usage:
+    """``prompt_tokens`` (which counts every prompt token) split into what was read from
+    the cache, written to it, and neither."""
+    prompt = _count(usage.get("prompt_tokens"))
+    read = min(read, prompt)
+    written = min(written, prompt - read)
     return Usage(
-        input_tokens=prompt - cached,
-        cache_read_input_tokens=cached,
-        output_tokens=int(usage.get("completion_tokens") or 0),
+        input_tokens=prompt - read - written,
+        cache_read_input_tokens=read,
+        cache_creation_5m_input_tokens=written,
+        output_tokens=_count(usage.get("completion_tokens")),
     )
+
+
+def openai_usage(body: Mapping[str, Any]) -> Usage:
+    """OpenAI's ``prompt_tokens_details.cached_tokens`` (also GLM's, vLLM's with
+    ``--enable-prompt-tokens-details`` and SGLang's with ``--enable-cache-report``)."""
+    usage = body.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    return _split(usage, read=_count(details.get("cached_tokens")))
+
+
+def openrouter_usage(body: Mapping[str, Any]) -> Usage:
+    """OpenRouter's: ``cached_tokens`` read and ``cache_write_tokens`` written (at the
+    5-minute rate: OpenRouter does not split writes by TTL)."""
+    usage = body.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    return _split(
+        usage,
+        read=_count(details.get("cached_tokens")),
+        written=_count(details.get("cache_write_tokens")),
+    )
+
+
+def deepseek_usage(body: Mapping[str, Any]) -> Usage:
+    """DeepSeek's ``prompt_cache_hit_tokens`` (+ ``prompt_cache_miss_tokens`` = prompt)."""
+    usage = body.get("usage") or {}
+    return _split(usage, read=_count(usage.get("prompt_cache_hit_tokens")))
+
+
+def llamacpp_usage(body: Mapping[str, Any]) -> Usage:
+    """llama.cpp's server: ``timings.cache_n`` prompt tokens reused from the slot's KV
+    cache, ``timings.prompt_n`` evaluated; ``usage`` when the server sent one (newer
+    builds also fill ``prompt_tokens_details.cached_tokens``)."""
+    timings = body.get("timings") or {}
+    usage = dict(body.get("usage") or {})
+    cache_n, prompt_n = _count(timings.get("cache_n")), _count(timings.get("prompt_n"))
+    if not usage.get("prompt_tokens") and (cache_n or prompt_n):
+        usage["prompt_tokens"] = cache_n + prompt_n
+    if not usage.get("completion_tokens"):
+        usage["completion_tokens"] = _count(timings.get("predicted_n"))
+    details = usage.get("prompt_tokens_details") or {}
+    return _split(usage, read=cache_n or _count(details.get("cached_tokens")))
 
 
 def _tool_calls(raw: Any) -> tuple[ToolUseBlock, ...]:
@@ -187,7 +282,23 @@ def _tool_calls(raw: Any) -> tuple[ToolUseBlock, ...]:
     return tuple(calls)
 
 
-def result_from_wire(body: Any) -> Result:
+def _reasoning(message: Mapping[str, Any]) -> str:
+    """``reasoning_content`` (GLM, DeepSeek, older vLLM) or ``reasoning`` (vLLM >= 0.10,
+    OpenRouter), whichever a message or delta carries."""
+    for name in ("reasoning_content", "reasoning"):
+        value = message.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def compatible_usage(body: Mapping[str, Any]) -> Usage:
+    """Any OpenAI-compatible server's usage, whichever known cache field it carries
+    (:func:`usage_from_wire`): for upstreams of no known provider."""
+    return usage_from_wire(body.get("usage"))
+
+
+def result_from_wire(body: Any, read_usage: UsageReader = compatible_usage) -> Result:
     """A ``chat.completion`` body from upstream as a canonical :class:`Result`."""
     try:
         choices = tuple(
@@ -196,6 +307,7 @@ def result_from_wire(body: Any) -> Result:
                 text=(c.get("message") or {}).get("content") or "",
                 tool_calls=_tool_calls((c.get("message") or {}).get("tool_calls")),
                 finish_reason=_FINISH.get(c.get("finish_reason") or "stop", "stop"),
+                reasoning=_reasoning(c.get("message") or {}),
             )
             for i, c in enumerate(body["choices"])
         )
@@ -204,7 +316,7 @@ def result_from_wire(body: Any) -> Result:
             model=str(body.get("model") or ""),
             created=int(body.get("created") or time.time()),
             choices=choices,
-            usage=usage_from_wire(body.get("usage")),
+            usage=read_usage(body),
         )
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise UpstreamError(f"The upstream returned an unexpected body: {error!r}") from error
@@ -213,15 +325,18 @@ def result_from_wire(body: Any) -> Result:
 @dataclass
 class _ChoiceState:
     text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     finish: str | None = None
 
 
-async def events_from_sse(pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterator[StreamEvent]:
+async def events_from_sse(
+    pairs: AsyncIterator[tuple[str, str]], read_usage: UsageReader = compatible_usage
+) -> AsyncIterator[StreamEvent]:
     """Decode an upstream ``chat.completion.chunk`` stream into deltas and one Result."""
     header: dict[str, Any] = {}
     states: dict[int, _ChoiceState] = {}
-    usage: Mapping[str, Any] | None = None
+    usage: Mapping[str, Any] = {}
     done = False
     async for _, data in pairs:
         if data.strip() == "[DONE]":
@@ -232,11 +347,16 @@ async def events_from_sse(pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterato
             error = chunk["error"] or {}
             raise UpstreamError(str(error.get("message") or error))
         header = header or chunk
-        usage = chunk.get("usage") or usage
+        if chunk.get("usage") or chunk.get("timings"):
+            usage = chunk  # the chunk that carries usage (llama.cpp: timings) is read whole
         for choice in chunk.get("choices") or []:
             index = int(choice.get("index", 0))
             state = states.setdefault(index, _ChoiceState())
             delta = choice.get("delta") or {}
+            reasoning = _reasoning(delta)
+            if reasoning:
+                state.reasoning.append(reasoning)
+                yield TextDelta(choice_index=index, text="", reasoning=reasoning)
             if delta.get("content"):
                 state.text.append(delta["content"])
                 yield TextDelta(choice_index=index, text=delta["content"])
@@ -262,11 +382,12 @@ async def events_from_sse(pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterato
                 text="".join(state.text),
                 tool_calls=_tool_calls([state.calls[k] for k in sorted(state.calls)]),
                 finish_reason=_FINISH.get(state.finish or "stop", "stop"),
+                reasoning="".join(state.reasoning),
             )
             for index, state in sorted(states.items())
         )
         or (Choice(),),
-        usage=usage_from_wire(usage),
+        usage=read_usage(usage),
     )
 
 
