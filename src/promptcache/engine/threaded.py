@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -33,13 +34,22 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from promptcache.engine.base import Engine, ModelInfo, PrefixCacheSnapshot, SyncEngine
+from promptcache.engine.base import (
+    Engine,
+    ModelInfo,
+    PinnedPrefix,
+    PrefixCacheSnapshot,
+    PrefixPinningEngine,
+    SyncEngine,
+    no_named_prefixes,
+)
 from promptcache.errors import (
     InternalError,
     OverloadedError,
     PromptCacheError,
     is_interpreter_exit,
 )
+from promptcache.prefix.named import NamedPrefixes
 from promptcache.request import ChatRequest
 from promptcache.result import Result, StreamEvent
 
@@ -170,6 +180,46 @@ class ThreadedEngine(Engine):
 
     def clear_prefix_cache(self) -> None:
         self.sync_engine.clear_prefix_cache()
+
+    @property
+    def named_prefixes(self) -> NamedPrefixes | None:
+        engine = self.sync_engine
+        return engine.named_prefixes if isinstance(engine, PrefixPinningEngine) else None
+
+    async def pin_prefix(
+        self, request: ChatRequest, *, ttl_seconds: float, name: str | None, model: str
+    ) -> PinnedPrefix:
+        """The sync engine's ``pin_prefix`` on a thread (its prefill runs on the model's
+        compute thread between other requests' steps). A caller that goes away stops the
+        prefill, and a prefix pinned meanwhile is unpinned: nobody knows its id."""
+        engine = self.sync_engine
+        registry = self.named_prefixes
+        if not isinstance(engine, PrefixPinningEngine) or registry is None:
+            raise no_named_prefixes(engine)
+        if self._closed:
+            raise OverloadedError("The server is shutting down.")
+        cancel = threading.Event()
+        work = asyncio.get_running_loop().run_in_executor(
+            None,
+            functools.partial(
+                engine.pin_prefix,
+                request,
+                ttl_seconds=ttl_seconds,
+                name=name,
+                model=model,
+                cancel=cancel,
+            ),
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancel.set()
+            work.add_done_callback(functools.partial(_unpin_orphan, registry, request.tenant))
+            raise
+        except PromptCacheError:
+            raise
+        except Exception as exc:
+            raise _contain(request, exc) from None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         job = _Job(
@@ -314,6 +364,11 @@ class ThreadedEngine(Engine):
                         raise
                     logger.exception("closing a generation failed")
         return [_DONE]
+
+
+def _unpin_orphan(registry: NamedPrefixes, tenant: str, work: asyncio.Future[PinnedPrefix]) -> None:
+    if not work.cancelled() and work.exception() is None:
+        registry.remove(tenant, work.result().id)
 
 
 def _contain(request: ChatRequest, exc: BaseException) -> PromptCacheError:

@@ -82,6 +82,38 @@ class CommitReport:
     blocks_evicted: int = 0
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
+class PrefixHold:
+    """Full blocks of one prefix pinned with no expiry of their own (a named prefix) until
+    :meth:`~BasePrefixCache.release_hold`; counted against the pinned cap."""
+
+    num_tokens: int
+    num_blocks: int
+    key: MatchKey = field(repr=False)
+
+
+class PinCapError(ValueError):
+    """Pinning would take the pinned blocks past ``max_pinned_fraction`` of the budget."""
+
+    def __init__(self, *, needed_blocks: int, pinned_blocks: int, max_pinned_blocks: int) -> None:
+        super().__init__(
+            f"pinning needs {needed_blocks} more blocks; {pinned_blocks} of at most "
+            f"{max_pinned_blocks} are pinned"
+        )
+        self.needed_blocks = needed_blocks
+        self.pinned_blocks = pinned_blocks
+        self.max_pinned_blocks = max_pinned_blocks
+
+
+class PrefixNotCachedError(LookupError):
+    """The prefix to hold is not (all) cached: ``cached_tokens`` of ``num_tokens`` are."""
+
+    def __init__(self, *, cached_tokens: int, num_tokens: int) -> None:
+        super().__init__(f"{cached_tokens} of the prefix's {num_tokens} full-block tokens cached")
+        self.cached_tokens = cached_tokens
+        self.num_tokens = num_tokens
+
+
 class BasePrefixCache(ABC):
     """Cached KV prefixes of one model (``model_id``), shared by every request and tenant.
 
@@ -146,6 +178,16 @@ class BasePrefixCache(ABC):
     @abstractmethod
     def release(self, match: PrefixMatch) -> None:
         """Drop what the match holds. Idempotent; call it in ``finally``."""
+
+    def hold(self, token_ids: Sequence[int], *, salt: str) -> PrefixHold:
+        """Pin the full blocks of ``token_ids`` (tenant ``salt``) until released: raises
+        :class:`PrefixNotCachedError` unless all are cached, :class:`PinCapError` when the
+        pinned cap has no room. Holds are not refreshed by hits and do not expire."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold prefixes")
+
+    def release_hold(self, hold: PrefixHold) -> None:
+        """End ``hold`` (idempotent): its blocks are evictable again unless pinned otherwise."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold prefixes")
 
     @abstractmethod
     def clear(self) -> None:

@@ -34,7 +34,9 @@ from promptcache.prefix.base import (
     BasePrefixCache,
     CommitReport,
     MatchKey,
+    PrefixHold,
     PrefixMatch,
+    PrefixNotCachedError,
     new_match_key,
 )
 from promptcache.prefix.block import CachedBlock
@@ -101,6 +103,7 @@ class PrefixCache(BasePrefixCache):
         self._cond = threading.Condition(threading.Lock())
         self._claims = InflightClaims(self._cond, wait_seconds=config.inflight_wait_seconds)
         self._held: dict[MatchKey, _Held] = {}
+        self._holds: dict[MatchKey, tuple[CachedBlock, ...]] = {}
         self._lookups = LookupCounters()
 
     @property
@@ -291,6 +294,32 @@ class PrefixCache(BasePrefixCache):
             pins_uncached=uncached,
             blocks_evicted=evicted,
         )
+
+    # -- holds (named prefixes) ----------------------------------------------
+
+    def hold(self, token_ids: Sequence[int], *, salt: str) -> PrefixHold:
+        """Pin the cached full blocks of ``token_ids`` until :meth:`release_hold`."""
+        tokens = tuple(token_ids)
+        root = hashing.root_hash(self.model_id, salt)
+        hashes = hashing.hash_prompt_blocks(tokens, block_size=self.block_size, root=root)
+        with self._cond:
+            self._tree.expire_pins(self._clock())
+            chain = self._tree.confirmed_chain(hashes, tokens, root)
+            if not chain or len(chain) < len(hashes):
+                raise PrefixNotCachedError(
+                    cached_tokens=len(chain) * self.block_size,
+                    num_tokens=len(hashes) * self.block_size,
+                )
+            self._tree.hold(chain)  # PinCapError when the cap has no room
+            key = new_match_key()
+            self._holds[key] = tuple(chain)
+        return PrefixHold(num_tokens=len(chain) * self.block_size, num_blocks=len(chain), key=key)
+
+    def release_hold(self, hold: PrefixHold) -> None:
+        with self._cond:
+            blocks = self._holds.pop(hold.key, None)
+            if blocks is not None:
+                self._tree.release_hold(blocks)
 
     # -- release / clear / stats ------------------------------------------
 

@@ -1,5 +1,6 @@
 """Pins from explicit breakpoints (and ``prompt_cache_retention: "24h"``): which blocks
-may not be evicted, and until when.
+may not be evicted, and until when; and holds, which pin a block with no expiry of
+their own (named prefixes: ``prefix/named.py`` ends them when their TTL runs out).
 
 :func:`check_pin_ttls` and :func:`aligned_pins` read the ``(position, ttl)``
 pins a commit is given; :class:`PinTable` keeps the pinned blocks.
@@ -37,15 +38,30 @@ class PinTable:
     def __init__(self) -> None:
         self._pinned: dict[int, CachedBlock] = {}
         self._expiry: list[tuple[float, int]] = []
+        self._holds: dict[int, int] = {}
+        """Serial -> how many holds pin the block (named prefixes may share blocks)."""
 
     def __len__(self) -> int:
-        return len(self._pinned)
+        """Blocks pinned by a TTL, a hold, or both (each counted once: the cap's unit)."""
+        return len(self._pinned) + sum(1 for serial in self._holds if serial not in self._pinned)
 
     def __contains__(self, block: CachedBlock) -> bool:
-        return block.serial in self._pinned
+        return block.serial in self._pinned or block.serial in self._holds
 
     def count_unpinned(self, blocks: Iterable[CachedBlock]) -> int:
-        return sum(1 for block in blocks if block.serial not in self._pinned)
+        return sum(1 for block in blocks if block not in self)
+
+    def hold(self, block: CachedBlock) -> None:
+        self._holds[block.serial] = self._holds.get(block.serial, 0) + 1
+
+    def release_hold(self, block: CachedBlock) -> bool:
+        """Drop one hold; whether the block is no longer pinned at all."""
+        count = self._holds.get(block.serial, 0)
+        if count > 1:
+            self._holds[block.serial] = count - 1
+        else:
+            self._holds.pop(block.serial, None)
+        return block not in self
 
     def pin(self, block: CachedBlock, now: float, ttl_seconds: float) -> None:
         """Pin until ``max(current expiry, now + ttl)``: a shorter pin never cuts a longer one."""
@@ -63,6 +79,7 @@ class PinTable:
 
     def discard(self, block: CachedBlock) -> None:
         self._pinned.pop(block.serial, None)
+        self._holds.pop(block.serial, None)
 
     def expire(self, now: float) -> list[CachedBlock]:
         """Unpin and return the blocks whose pin ended at or before ``now``."""
@@ -74,7 +91,8 @@ class PinTable:
                 continue  # unpinned already, or refreshed (a newer entry is queued)
             del self._pinned[serial]
             block.pin_ttl = 0.0
-            expired.append(block)
+            if serial not in self._holds:  # a held block stays pinned by its hold
+                expired.append(block)
         if len(self._expiry) > 2 * len(self._pinned) + 64:
             self._expiry = [(block.pinned_until, s) for s, block in self._pinned.items()]
             heapq.heapify(self._expiry)

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from promptcache.prefix.base import MissCause
+from promptcache.prefix.base import MissCause, PinCapError
 from promptcache.prefix.block import CachedBlock
 from promptcache.prefix.eviction import make_eviction_policy
 from promptcache.prefix.hashing import BlockHash
@@ -167,6 +167,25 @@ class BlockTree:
                 self._policy.discard(block.serial)
             pinned.append((aligned, ttl))
         return tuple(pinned), tuple(refused), tuple(uncached)
+
+    def hold(self, blocks: Sequence[CachedBlock]) -> None:
+        """Pin ``blocks`` with no expiry (a named prefix), or raise :class:`PinCapError`
+        when that would exceed the pinned cap."""
+        needed = self._pins.count_unpinned(blocks)
+        if len(self._pins) + needed > self._max_pinned_blocks:
+            raise PinCapError(
+                needed_blocks=needed,
+                pinned_blocks=len(self._pins),
+                max_pinned_blocks=self._max_pinned_blocks,
+            )
+        for block in blocks:
+            self._pins.hold(block)
+            self._policy.discard(block.serial)
+
+    def release_hold(self, blocks: Sequence[CachedBlock]) -> None:
+        for block in reversed(blocks):  # tail first, as a commit adds them
+            if self._pins.release_hold(block):
+                self.update_evictable(block)
 
     # -- storing ------------------------------------------------------------------
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot
+from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot, no_named_prefixes
 from promptcache.engine.local.executor import BatchingStats, ModelExecutor
 from promptcache.engine.local.generation import EngineParts, Generation, LockedDetokenizer
 from promptcache.engine.local.kv_buffers import KVBuffers
+from promptcache.engine.local.named_prefixes import PrefixPinner
 from promptcache.engine.local.prompt import ChatRenderer
 from promptcache.engine.local.sampling import DEFAULT_MAX_TOKENS, validate_sampling
 from promptcache.engine.local.structured_output import OutputGrammars
@@ -32,6 +33,7 @@ from promptcache.model.runtime import LlamaRuntime
 from promptcache.prefix.base import BasePrefixCache
 from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
 from promptcache.prefix.disabled import DisabledPrefixCache
+from promptcache.prefix.named import NamedPrefixes, PinnedPrefix
 from promptcache.prefix.pool import KVLayout
 from promptcache.request import ChatRequest
 from promptcache.result import StreamEvent
@@ -87,11 +89,13 @@ class LocalEngine:
         loaded: LoadedModel,
         executor: ModelExecutor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        prefix_clock: Callable[[], float] = time.time,
     ) -> None:
         """An engine serving ``loaded`` as ``config`` says (``config.model`` aside:
         :meth:`from_config` loads it). ``executor``: the thread to run model work on
         (default: a new one); ``loaded`` should have been loaded on it too, as
-        :meth:`from_config` does. ``clock``: the prefix cache's (TTLs)."""
+        :meth:`from_config` does. ``clock``: the prefix cache's (TTLs);
+        ``prefix_clock``: the named prefixes' (wall time: their ``expires_at``)."""
         config = config or LocalEngineConfig()
         self.config = config
         self._loaded = loaded
@@ -136,6 +140,16 @@ class LocalEngine:
             eos_ids=eos_ids,
             served_name=self.served_name,
         )
+        self._named = NamedPrefixes(self._cache, clock=prefix_clock)
+        self._pinner = PrefixPinner(
+            renderer=self._renderer,
+            runtime=self._runtime,
+            executor=self._executor,
+            cache=self._cache,
+            buffers=self._parts.buffers,
+            registry=self._named,
+            context_tokens=self.context_tokens,
+        )
 
     @classmethod
     def from_config(
@@ -176,6 +190,7 @@ class LocalEngine:
         return [ModelInfo(id=self.served_name, aliases=aliases)]
 
     def prefix_stats(self) -> PrefixCacheSnapshot:
+        self._named.expire()
         return self._cache.stats()
 
     def batching_stats(self) -> BatchingStats:
@@ -183,7 +198,34 @@ class LocalEngine:
         return self._decoder.stats
 
     def clear_prefix_cache(self) -> None:
+        self._named.clear()  # named prefixes too: nothing pinned is left
         self._cache.clear()
+
+    @property
+    def named_prefixes(self) -> NamedPrefixes | None:
+        """The pinned, named prefixes (None when the prefix cache is off)."""
+        return self._named if self.config.prefix_cache.enabled else None
+
+    def pin_prefix(
+        self,
+        request: ChatRequest,
+        *,
+        ttl_seconds: float,
+        name: str | None,
+        model: str,
+        cancel: threading.Event | None = None,
+    ) -> PinnedPrefix:
+        """Prefill the prefix of ``request`` (``named_prefixes.py``) and pin it for its tenant."""
+        if self.named_prefixes is None:
+            raise no_named_prefixes(self)
+        self._named.expire()
+        return self._pinner.pin(
+            request,
+            ttl_seconds=ttl_seconds,
+            name=name,
+            model=model,
+            cancel=cancel or threading.Event(),
+        )
 
     def generate(
         self, request: ChatRequest, *, cancel: threading.Event | None = None
@@ -196,6 +238,7 @@ class LocalEngine:
         iterates inside its error handling sees every error.
         """
         validate_sampling(request.sampling, vocab_size=self._runtime.vocab_size)
+        self._named.expire()  # before the cache may need the room an expired prefix held
         prompt = self._renderer.render(request)
         generation = Generation(
             self._parts,
