@@ -11,12 +11,13 @@ import pytest
 
 from promptcache.dialects import anthropic, openai
 from promptcache.dialects.replay import replay_events
-from promptcache.engine.upstream import UpstreamConfig, UpstreamEngine
+from promptcache.engine.upstream import RetryPolicy, UpstreamConfig, UpstreamEngine
 from promptcache.errors import (
     AuthenticationError,
     ModelNotFoundError,
     OverloadedError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     PromptCacheError,
     RequestError,
     UpstreamError,
@@ -63,6 +64,8 @@ REQUEST = ChatRequest(
 
 def engine(dialect: str, handler: Handler, **config: Any) -> UpstreamEngine:
     base = "https://api.example.test/v1" if dialect == "openai" else "https://api.example.test"
+    # One attempt: these tests map single answers; retries are test_upstream_retries.py's.
+    config.setdefault("retry", RetryPolicy(max_retries=0))
     return UpstreamEngine(
         UpstreamConfig(base_url=base, api_key="sk-test", dialect=dialect, **config),
         transport=httpx.MockTransport(handler),
@@ -488,7 +491,7 @@ async def test_proxying_to_our_own_openai_renderer_round_trips() -> None:
         (400, RequestError),
         (422, RequestError),
         (401, AuthenticationError),
-        (403, AuthenticationError),
+        (403, PermissionDeniedError),
         (404, ModelNotFoundError),
         (413, PayloadTooLargeError),
         (429, OverloadedError),

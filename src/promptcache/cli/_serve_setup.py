@@ -15,9 +15,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -27,7 +27,13 @@ from promptcache.engine.base import Engine
 from promptcache.response_cache import ResponseCache
 from promptcache.store import redact_url
 
+if TYPE_CHECKING:  # the engine packages load only when an upstream is configured
+    from promptcache.engine.upstream.profiles import ProviderProfile
+
 DEFAULT_STORE = "sqlite:///.promptcache/responses.db"
+KV_DTYPE_NAMES = ("float32", "float16", "bfloat16")
+"""``--kv-dtype`` choices: ``promptcache.prefix.pool.KV_DTYPES``'s names, spelled out
+here so the CLI starts without importing torch."""
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -82,28 +88,52 @@ class EngineChoice:
     max_queue: int
     workers: int
     decode_precision: str = "float16"
+    upstream_urls: tuple[str, ...] = ()
+    """Every ``--upstream-url``; two or more are replicas of one model."""
+    replica_load_factor: float | None = None
+    replica_health_interval: float | None = None
+    kv_dtype: str = "float32"
+    upstream_connect_timeout: float = 5.0
+    upstream_read_timeout: float = 600.0
+    upstream_max_retries: int = 2
+    upstream_models_refresh: float = 300.0
+    upstream_provider: str = ""
+    """``--upstream-provider`` (empty: the one the URL names, else the dialect's)."""
+    unsupported_model_behavior: str = "warn"
 
 
 def build_engine(choice: EngineChoice, console: Console) -> tuple[Engine, str]:
     """The engine and a one-line description of it (a local model's loading on ``console``)."""
+    if len(choice.upstream_urls) > 1:
+        return build_replicas(choice, console)
     if choice.upstream_url:
-        from promptcache.engine.upstream import UpstreamConfig, UpstreamEngine
+        from promptcache.engine.upstream import RetryPolicy, UpstreamConfig, UpstreamEngine
 
         upstream = UpstreamEngine(
             UpstreamConfig(
                 base_url=choice.upstream_url,
                 api_key=choice.upstream_api_key,
                 dialect=choice.upstream_dialect,
+                provider=choice.upstream_provider,
+                unsupported_model_behavior=choice.unsupported_model_behavior,
                 models=choice.upstream_models or None,
+                connect_timeout=choice.upstream_connect_timeout,
+                timeout=choice.upstream_read_timeout,
+                retry=RetryPolicy(max_retries=choice.upstream_max_retries),
+                models_refresh=choice.upstream_models_refresh,
             )
         )
         shown_url = redact_url(choice.upstream_url)
-        return upstream, f"upstream {choice.upstream_dialect} at {shown_url}"
+        provider = upstream.config.provider
+        return upstream, f"upstream {provider} ({upstream.config.dialect} API) at {shown_url}"
     from promptcache.engine.local import LocalEngine, LocalEngineConfig
     from promptcache.engine.threaded import ThreadedEngine
     from promptcache.prefix.cache import PrefixCacheConfig
 
-    prefix_options: dict[str, Any] = {"min_cache_tokens": choice.min_cache_tokens}
+    prefix_options: dict[str, Any] = {
+        "min_cache_tokens": choice.min_cache_tokens,
+        "kv_dtype": choice.kv_dtype,
+    }
     if choice.kv_cache_bytes is not None:
         prefix_options["kv_cache_bytes"] = choice.kv_cache_bytes
     console.print(f"Loading model [bold]{choice.model or 'embedded SmolLM2-135M-Instruct'}[/]…")
@@ -119,6 +149,50 @@ def build_engine(choice: EngineChoice, console: Console) -> tuple[Engine, str]:
     return engine, f"local engine serving {names}"
 
 
+def build_replicas(choice: EngineChoice, console: Console) -> tuple[Engine, str]:
+    """One engine per ``--upstream-url`` (each built as a single upstream is), routed by
+    prefix affinity (``engine/upstream/replicas.py``)."""
+    from promptcache.engine.upstream.replicas import ReplicaConfig, ReplicaEngine
+
+    defaults = ReplicaConfig()
+    config = ReplicaConfig(  # checked before any replica is connected
+        load_factor=(
+            defaults.load_factor
+            if choice.replica_load_factor is None
+            else choice.replica_load_factor
+        ),
+        health_interval=(
+            defaults.health_interval
+            if choice.replica_health_interval is None
+            else choice.replica_health_interval
+        ),
+    )
+    replicas = [
+        (url, build_engine(replace(choice, upstream_url=url, upstream_urls=()), console)[0])
+        for url in choice.upstream_urls
+    ]
+    engine = ReplicaEngine(replicas, config)
+    shown = ", ".join(r.label for r in engine.replicas)
+    return engine, (
+        f"{len(replicas)} upstream {choice.upstream_dialect} replicas ({shown}), prefix "
+        f"affinity, load factor {config.load_factor}"
+    )
+
+
+def provider_profile(
+    url: str | None, provider: str | None, dialect: str | None
+) -> ProviderProfile | None:
+    """The upstream's provider profile: ``--upstream-provider``, else the one the URL
+    names, else the plain profile of ``--upstream-dialect``; None for the local engine."""
+    if not url:
+        if provider:
+            raise ValueError("--upstream-provider applies to an upstream: give --upstream-url")
+        return None
+    from promptcache.engine.upstream.profiles import resolve_provider
+
+    return resolve_provider(url, provider, dialect)
+
+
 def open_cache(store_url: str, ttl: float | None) -> ResponseCache | None:
     if store_url.lower() in ("none", "off", ""):
         return None
@@ -128,6 +202,54 @@ def open_cache(store_url: str, ttl: float | None) -> ResponseCache | None:
         path = Path(store_url.removeprefix("sqlite:///").split("?", 1)[0])
         path.parent.mkdir(parents=True, exist_ok=True)
     return ResponseCache(open_store(store_url), ttl=ttl)
+
+
+KEY_MODES = ("server", "forward")
+
+
+def resolve_key_mode(
+    mode: str, *, upstream_url: str | None, upstream_api_key: str | None, api_keys: bool
+) -> bool:
+    """Whether callers' keys are forwarded (``--upstream-key-mode forward``), after the
+    checks that make the other options mean something beside it."""
+    if mode not in KEY_MODES:
+        raise typer.BadParameter("must be server or forward", param_hint="--upstream-key-mode")
+    if mode == "server":
+        return False
+    if not upstream_url:
+        raise typer.BadParameter(
+            "forward sends callers' keys to an upstream: give --upstream-url",
+            param_hint="--upstream-key-mode",
+        )
+    if upstream_api_key:
+        raise typer.BadParameter(
+            "with forward, each caller's own key goes to the upstream, so the server's "
+            "--upstream-api-key (or PROMPTCACHE_UPSTREAM_API_KEY) would never be sent: drop it",
+            param_hint="--upstream-key-mode",
+        )
+    if api_keys:
+        raise typer.BadParameter(
+            "with forward, the caller's one key goes to the provider, so promptcache's own "
+            "--api-key (PROMPTCACHE_API_KEYS) cannot also be asked for: drop it",
+            param_hint="--upstream-key-mode",
+        )
+    return True
+
+
+def tenant_secret_for(given: str | None, *, needed: bool) -> str | None:
+    """The tenant HMAC secret: ``--tenant-secret``/``PROMPTCACHE_TENANT_SECRET``, else
+    the one kept in ``./.promptcache/tenant-secret`` (created once, mode 0600) when
+    keys make tenants (``needed``); None when every caller is the one open tenant."""
+    from promptcache.server.auth import DEFAULT_TENANT_SECRET_FILE, load_tenant_secret
+
+    if given is not None:
+        if len(given.strip()) < 16:
+            raise typer.BadParameter("must be at least 16 characters", param_hint="--tenant-secret")
+        return given.strip()
+    if not needed:
+        return None
+    DEFAULT_TENANT_SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
+    return load_tenant_secret(DEFAULT_TENANT_SECRET_FILE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,6 +266,8 @@ class Banner:
     admin: str
     """How ``DELETE /v1/cache`` is protected, in words."""
     metrics_key: bool
+    forwarded: bool = False
+    """Callers' own keys go to the upstream (``--upstream-key-mode forward``)."""
 
 
 def admin_text(*, admin_endpoints: bool, admin_keys: bool, api_keys: bool) -> str:
@@ -164,7 +288,10 @@ def print_banner(banner: Banner, console: Console) -> None:
     console.print(f"[bold green]promptcache[/] listening on [bold]{base}[/]")
     console.print(f"  engine: {banner.engine}", highlight=False)
     console.print(f"  response cache: {banner.store}", highlight=False)
-    console.print(f"  api keys: {'required' if keys else 'none (open)'}")
+    if banner.forwarded:
+        console.print("  api keys: each caller's own, forwarded to the upstream (one tenant each)")
+    else:
+        console.print(f"  api keys: {'required' if keys else 'none (open)'}")
     console.print(f"  cache clearing: {banner.admin}")
     console.print(f"  metrics: {'key required' if banner.metrics_key else 'open'}")
     console.print(f"  automatic checkpoints: {'on' if banner.auto else 'off'}")

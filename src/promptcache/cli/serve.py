@@ -19,16 +19,17 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 import uvicorn
 from rich.console import Console
 
-from promptcache.checkpoints import AutoCacheConfig
+from promptcache.checkpoints import AutoCacheConfig, UnsupportedModelBehavior
 from promptcache.cli._app import app
 from promptcache.cli._serve_setup import (
     DEFAULT_STORE,
+    KV_DTYPE_NAMES,
     Banner,
     EngineChoice,
     admin_text,
@@ -38,6 +39,9 @@ from promptcache.cli._serve_setup import (
     open_cache,
     parse_size,
     print_banner,
+    provider_profile,
+    resolve_key_mode,
+    tenant_secret_for,
     unprotected_admin_message,
 )
 from promptcache.cost.ledger import CostLedger
@@ -142,12 +146,35 @@ def serve(
             help="Key GET /metrics requires as 'Authorization: Bearer KEY' (default: open).",
         ),
     ] = None,
-    upstream_url: Annotated[
-        str | None, typer.Option(help="Proxy to this provider base URL instead of the local model.")
+    upstream_urls: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--upstream-url",
+            help="Proxy to this provider base URL instead of the local model; repeat it for "
+            "replicas of one model (each request routed by prefix affinity).",
+        ),
     ] = None,
     upstream_dialect: Annotated[
-        str, typer.Option(help="Upstream API: openai or anthropic.")
-    ] = "openai",
+        str | None,
+        typer.Option(
+            help="Upstream API: openai or anthropic (default: the provider's, else openai)."
+        ),
+    ] = None,
+    upstream_provider: Annotated[
+        str | None,
+        typer.Option(
+            help="Upstream provider profile (what is sent, how usage is read): openai, "
+            "openrouter, anthropic, glm, deepseek, vllm, sglang or llamacpp (default: "
+            "detected from the URL, else plain --upstream-dialect)."
+        ),
+    ] = None,
+    unsupported_model_behavior: Annotated[
+        str,
+        typer.Option(
+            help="cache_control toward a provider or model that cannot honour it: ignore "
+            "(drop), warn (drop, one warning per model) or raise (a 400)."
+        ),
+    ] = "warn",
     upstream_api_key: Annotated[
         str | None,
         typer.Option(envvar="PROMPTCACHE_UPSTREAM_API_KEY", help="Key sent to the upstream."),
@@ -155,6 +182,50 @@ def serve(
     upstream_model: Annotated[
         list[str] | None,
         typer.Option(help="Model id the upstream serves (repeatable; default: any)."),
+    ] = None,
+    upstream_key_mode: Annotated[
+        str,
+        typer.Option(
+            help="server: send --upstream-api-key; forward: send each caller's own key "
+            "(bring your own key; each key its own tenant)."
+        ),
+    ] = "server",
+    tenant_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PROMPTCACHE_TENANT_SECRET",
+            help="HMAC secret tenant ids are derived under (default: made once in "
+            "./.promptcache/tenant-secret); gateways sharing a store must share it.",
+        ),
+    ] = None,
+    upstream_connect_timeout: Annotated[
+        float, typer.Option(help="Seconds to connect to the upstream.")
+    ] = 5.0,
+    upstream_read_timeout: Annotated[
+        float, typer.Option(help="Seconds the upstream may go silent before a 504.")
+    ] = 600.0,
+    upstream_max_retries: Annotated[
+        int,
+        typer.Option(
+            help="Retries on connect errors, timeouts, 429, 5xx, 529 (backoff, Retry-After)."
+        ),
+    ] = 2,
+    upstream_models_refresh: Annotated[
+        float, typer.Option(help="Seconds a discovered upstream model list is kept.")
+    ] = 300.0,
+    replica_load_factor: Annotated[
+        float | None,
+        typer.Option(
+            help="Replicas: no replica takes more than this times the mean requests in "
+            "flight; the rest move on along the ring (default 1.25; > 1)."
+        ),
+    ] = None,
+    replica_health_interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Replicas: seconds between health checks (default 5; 0: none, a failed "
+            "replica then gets a request again after its backoff)."
+        ),
     ] = None,
     max_queue: Annotated[
         int, typer.Option(help="Requests waiting for the local engine before 429s.")
@@ -169,6 +240,13 @@ def serve(
             help="Decode weights of the local engine: float16 (~2x faster decode) or float32."
         ),
     ] = "float16",
+    kv_dtype: Annotated[
+        str | None,
+        typer.Option(
+            help="KV dtype of the local engine's prefix cache and attention: float32 "
+            "(default, exact) or float16/bfloat16 (twice the cached tokens per byte).",
+        ),
+    ] = None,
     max_body_bytes: Annotated[
         str, typer.Option(help="Largest accepted request body, e.g. 8MB.")
     ] = str(DEFAULT_MAX_BODY_BYTES),
@@ -210,20 +288,52 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the OpenAI and Anthropic APIs with both caches in front of the model."""
-    if upstream_dialect not in ("openai", "anthropic"):
+    upstream_url = upstream_urls[0] if upstream_urls else None
+    replica_options = {
+        "--replica-load-factor": replica_load_factor,
+        "--replica-health-interval": replica_health_interval,
+    }
+    for flag, value in replica_options.items():
+        if value is not None and len(upstream_urls or ()) < 2:
+            raise typer.BadParameter(
+                "applies to replicas: give --upstream-url once per replica", param_hint=flag
+            )
+    if upstream_dialect is not None and upstream_dialect not in ("openai", "anthropic"):
         raise typer.BadParameter("must be openai or anthropic", param_hint="--upstream-dialect")
+    if unsupported_model_behavior not in ("ignore", "warn", "raise"):
+        raise typer.BadParameter(
+            "must be ignore, warn or raise", param_hint="--unsupported-model-behavior"
+        )
+    if kv_dtype is not None and kv_dtype not in KV_DTYPE_NAMES:
+        choices = ", ".join(KV_DTYPE_NAMES)
+        raise typer.BadParameter(f"must be one of {choices}", param_hint="--kv-dtype")
+    if upstream_url and kv_dtype is not None:
+        raise typer.BadParameter(
+            "applies to the local engine; an --upstream-url proxy holds no KV",
+            param_hint="--kv-dtype",
+        )
     api_keys = [*(api_key or []), *keys_from_env("PROMPTCACHE_API_KEYS")]
     admin_keys = [*(admin_key or []), *keys_from_env("PROMPTCACHE_ADMIN_KEYS")]
+    forward_keys = resolve_key_mode(
+        upstream_key_mode,
+        upstream_url=upstream_url,
+        upstream_api_key=upstream_api_key,
+        api_keys=bool(api_keys),
+    )
     if admin_endpoints and not admin_keys:
         refusal = unprotected_admin_message(host)
         if refusal is not None:
             console.print(f"[bold red]error:[/] {refusal}", highlight=False)
             raise typer.Exit(2)
     try:
+        profile = provider_profile(upstream_url, upstream_provider, upstream_dialect)
         auto = (
             AutoCacheConfig(
                 ttl="1h" if auto_cache_ttl == "1h" else "5m",
                 min_messages_to_cache=auto_cache_min_messages,
+                unsupported_model_behavior=cast(
+                    UnsupportedModelBehavior, unsupported_model_behavior
+                ),
             )
             if auto_cache
             else None
@@ -245,11 +355,18 @@ def serve(
             cache_sampled=cache_sampled,
             request_timeout=request_timeout or None,
             auto_cache=auto,
-            # An OpenAI-compatible upstream has no explicit breakpoints to honour.
-            model_supports_caching=not (upstream_url and upstream_dialect == "openai"),
+            # Per model at an upstream: Claude through OpenRouter takes markers, GPT does not.
+            model_supports_caching=True if profile is None else profile.honours_markers,
             model_aliases=aliases,
+            forward_keys=forward_keys,
+            tenant_secret=tenant_secret_for(
+                tenant_secret, needed=bool(api_keys or admin_keys or forward_keys)
+            ),
         )
-        ledger = CostLedger(prices=PriceTable.from_toml(prices) if prices else None)
+        table = PriceTable.from_toml(prices) if prices else PriceTable.builtin()
+        if profile is not None:  # unlisted models priced with the provider's multipliers
+            table = table.with_default_profile(profile.pricing)
+        ledger = CostLedger(prices=table)
         cache = open_cache(store, cache_ttl)
         engine, engine_text = _build_engine(
             EngineChoice(
@@ -257,12 +374,22 @@ def serve(
                 kv_cache_bytes=parse_size(kv_cache_bytes) if kv_cache_bytes else None,
                 min_cache_tokens=min_cache_tokens,
                 upstream_url=upstream_url,
-                upstream_dialect=upstream_dialect,
+                upstream_urls=tuple(upstream_urls or ()),
+                replica_load_factor=replica_load_factor,
+                replica_health_interval=replica_health_interval,
+                upstream_dialect=profile.dialect if profile else "openai",
+                upstream_provider=profile.name if profile else "",
+                unsupported_model_behavior=unsupported_model_behavior,
                 upstream_api_key=upstream_api_key,
                 upstream_models=tuple(upstream_model or ()),
                 max_queue=max_queue,
                 workers=engine_workers,
                 decode_precision=decode_precision,
+                kv_dtype=kv_dtype or "float32",
+                upstream_connect_timeout=upstream_connect_timeout,
+                upstream_read_timeout=upstream_read_timeout,
+                upstream_max_retries=upstream_max_retries,
+                upstream_models_refresh=upstream_models_refresh,
             )
         )
         server_app = create_app(  # checks each alias names a served model
@@ -305,6 +432,7 @@ def serve(
                     api_keys=bool(api_keys),
                 ),
                 metrics_key=bool(metrics_key),
+                forwarded=forward_keys,
             ),
             console,
         ),

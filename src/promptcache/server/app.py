@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from promptcache.engine.base import Engine
 from promptcache.engine.threaded import ThreadedEngine
 from promptcache.response_cache import ResponseCache
-from promptcache.server import health, routes, routes_admin
+from promptcache.server import health, routes, routes_admin, routes_prefixes
 from promptcache.server.auth import KeyRing
 from promptcache.server.config import ServerConfig
 from promptcache.server.errors import install_error_handlers
@@ -60,8 +60,15 @@ def create_app(
     metrics = ServerMetrics(
         prefix_snapshot=engine.prefix_stats,
         queue_depth=_queue_depth_reader(engine),
+        replica_snapshot=engine.replica_stats,
+        coalescing=cache.coalescing_counts if cache is not None else None,
     )
-    keyring = KeyRing(api_keys=config.api_keys, admin_keys=config.admin_keys)
+    keyring = KeyRing(
+        api_keys=config.api_keys,
+        admin_keys=config.admin_keys,
+        forward=config.forward_keys,
+        secret=config.tenant_secret,
+    )
     catalog = ModelCatalog(engine.models(), config.model_aliases)
     flow = ChatFlow(
         config=config,
@@ -73,6 +80,7 @@ def create_app(
         observers=observers,
     )
     routes.register(app, flow)
+    routes_prefixes.register(app, flow)
     routes_admin.register(
         app,
         AdminContext(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from promptcache.checkpoints import AutoCacheConfig
@@ -41,11 +41,17 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cache_sampled: bool = False
     auto_cache: AutoCacheConfig | None = None
-    model_supports_caching: bool = True
-    """Whether the engine honours ``cache_control`` (False for an OpenAI-dialect upstream)."""
+    model_supports_caching: bool | Callable[[str], bool] = True
+    """Whether the engine honours ``cache_control``, for every model or per model name
+    (an upstream's provider profile: Claude through OpenRouter does, GPT does not)."""
     request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
     """Seconds one chat request may take, queueing and streaming included (None: no
     limit); past it the client gets a 504 and the generation is cancelled."""
+    forward_keys: bool = False
+    """``--upstream-key-mode forward``: each caller's own key goes to the upstream and
+    names its tenant (``api_keys`` must be empty; see :mod:`promptcache.server.auth`)."""
+    tenant_secret: str | None = field(default=None, repr=False)
+    """The HMAC secret tenant ids are derived under; None: the unkeyed hash."""
     model_aliases: Mapping[str, str] = field(default_factory=dict)
     """Extra model names, name -> served model (``"*"``: every unknown name); see
     :class:`promptcache.server.models.ModelCatalog`. Responses echo the name asked for."""

@@ -50,6 +50,7 @@ from promptcache.checkpoints import plan_checkpoints
 from promptcache.dialects.base import Dialect
 from promptcache.dialects.replay import replay_events
 from promptcache.engine.base import Engine
+from promptcache.engine.upstream.credentials import UpstreamCall, bind_call
 from promptcache.errors import (
     PromptCacheError,
     RequestError,
@@ -127,7 +128,12 @@ class ChatFlow:
             async with asyncio.timeout_at(deadline):
                 parsed = await self._parse(http, dialect)
                 directives = parse_cache_control(http.headers.get("cache-control"))
-                response = await self._serve(parsed, directives, dialect, started, deadline)
+                # The caller's provider key (forward mode) travels beside the request,
+                # never in it: ChatRequest feeds cache keys, memos and logs.
+                call = UpstreamCall(
+                    api_key=self.keyring.forwarded_key(http.headers), deadline=deadline
+                )
+                response = await self._serve(parsed, directives, dialect, started, call)
         except PromptCacheError as error:
             response = error_response(dialect, error)
         except TimeoutError:
@@ -214,7 +220,7 @@ class ChatFlow:
         directives: CacheDirectives,
         dialect: Dialect,
         started: float,
-        deadline: float | None,
+        call: UpstreamCall,
     ) -> Response:
         request = parsed.request
         if parsed.asked_model is not None:
@@ -224,7 +230,7 @@ class ChatFlow:
         if key is None or cache is None:
             self.metrics.count_cache(CacheStatus.BYPASS)
             return await self._generate(
-                request, dialect, started, deadline, key=None, status=CacheStatus.BYPASS
+                request, dialect, started, call, key=None, status=CacheStatus.BYPASS
             )
         if not directives.read:
             # no-cache: not looked up (BYPASS), but the fresh result is stored.
@@ -237,7 +243,7 @@ class ChatFlow:
                 request,
                 dialect,
                 started,
-                deadline,
+                call,
                 key=key,
                 status=CacheStatus.BYPASS,
                 publish=store,
@@ -260,7 +266,7 @@ class ChatFlow:
             request,
             dialect,
             started,
-            deadline,
+            call,
             key=key,
             status=CacheStatus.MISS,
             publish=publish,
@@ -301,7 +307,7 @@ class ChatFlow:
         request: ChatRequest,
         dialect: Dialect,
         started: float,
-        deadline: float | None,
+        call: UpstreamCall,
         *,
         key: str | None,
         status: CacheStatus,
@@ -315,7 +321,7 @@ class ChatFlow:
             headers["x-promptcache-key"] = key
         try:
             planned = self._plan(request)
-            events = self.engine.stream(planned)
+            events = bind_call(self.engine, call).stream(planned)
             if not request.transport.stream:
                 result = await self._collect(events, route, started)
                 if publish is not None:
@@ -341,7 +347,7 @@ class ChatFlow:
         observed = Tap(
             first=first,
             events=events,
-            deadline=deadline,
+            deadline=call.deadline,
             timed_out=self._timed_out,
             on_first_token=lambda: self.metrics.observe_ttft(route, time.perf_counter() - started),
             on_result=lambda result: self._observe(request, result, route, status, key),

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from promptcache.dialects.base import Dialect
+from promptcache.engine.base import Engine
+from promptcache.engine.upstream.credentials import UpstreamCall, bind_call
 from promptcache.errors import ModelNotFoundError, PromptCacheError
 from promptcache.request import ChatRequest
 from promptcache.result import ModelInfo, Result, StreamEvent
@@ -99,6 +101,14 @@ class ModelCatalog:
             )
         return served
 
+    def listing(self, discovered: Iterable[ModelInfo]) -> list[ModelInfo]:
+        """What ``GET /v1/models`` lists for an open catalog whose engine discovered
+        ``discovered``: those models, each with the aliases that target it, then the
+        alias targets it did not list."""
+        by_target = {info.id: info.aliases for info in self.models}
+        listed = [replace(m, aliases=(*m.aliases, *by_target.pop(m.id, ()))) for m in discovered]
+        return listed + [info for info in self.models if info.id in by_target]
+
     def resolve(self, name: str) -> str:
         """The served model for ``name``, or :class:`ModelNotFoundError` (404)."""
         model_id = self._by_name.get(name.lower())
@@ -114,6 +124,19 @@ class ModelCatalog:
             "promptcache serve --model-alias NAME=SERVED answers to other names).",
             param="model",
         )
+
+
+async def listed_models(
+    catalog: ModelCatalog, engine: Engine, call: UpstreamCall
+) -> list[ModelInfo]:
+    """The models ``GET /v1/models`` lists: the catalog's, or -- for an engine that
+    accepts any model and can ask its upstream (``discover_models``) -- the upstream's
+    own list, asked with the caller's key when keys are forwarded, plus the aliases."""
+    bound = bind_call(engine, call)
+    discover = getattr(bound, "discover_models", None)
+    if discover is None or not getattr(bound, "accepts_any_model", False):
+        return catalog.models
+    return catalog.listing(await discover())
 
 
 def parse_alias(spec: str) -> tuple[str, str]:

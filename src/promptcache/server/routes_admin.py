@@ -24,13 +24,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from promptcache.dialects.openai import OPENAI
-from promptcache.engine.base import Engine
+from promptcache.engine.base import Engine, ReplicaFleetSnapshot
+from promptcache.engine.upstream.credentials import UpstreamCall
 from promptcache.errors import PermissionDeniedError, PromptCacheError
 from promptcache.response_cache import CacheStatus, ResponseCache
 from promptcache.server.auth import KeyRing, MetricsGuard
 from promptcache.server.config import ServerConfig
 from promptcache.server.metrics import CONTENT_TYPE, ServerMetrics
-from promptcache.server.models import ModelCatalog
+from promptcache.server.models import ModelCatalog, listed_models
 from promptcache.server.responses import error_response, json_response
 from promptcache.server.routes import dialect_for_headers
 from promptcache.store import redact_url
@@ -58,6 +59,20 @@ def _engine_figures(engine: Engine) -> dict[str, Any]:
         if isinstance(value, int):
             figures[name] = value
     return figures
+
+
+def replica_figures(fleet: ReplicaFleetSnapshot) -> dict[str, Any]:
+    """``engine.replicas`` of ``GET /v1/cache/stats``: each replica's counts and cached share."""
+    return {
+        "load_factor": fleet.load_factor,
+        "moved_for_load": fleet.moved_for_load,
+        "moved_for_failure": fleet.moved_for_failure,
+        "refused_none_healthy": fleet.unavailable,
+        "replicas": [
+            {**dataclasses.asdict(r), "cached_share": round(r.cached_share, 6)}
+            for r in fleet.replicas
+        ],
+    }
 
 
 def cache_stats(ctx: AdminContext, tenant: str | None = None) -> dict[str, Any]:
@@ -88,6 +103,8 @@ def cache_stats(ctx: AdminContext, tenant: str | None = None) -> dict[str, Any]:
             # Stores redact their own URL; this also covers one that does not.
             "url": redact_url(store.url),
             "hit_ratio": round(store.hit_ratio, 6),
+            # This process's misses across the gateways on the store (None: it cannot lock).
+            "cross_process": ctx.cache.coalescing_counts(),
         }
     snapshot = ctx.engine.prefix_stats()
     if snapshot is not None:
@@ -95,6 +112,9 @@ def cache_stats(ctx: AdminContext, tenant: str | None = None) -> dict[str, Any]:
         queried = snapshot.tokens_queried
         prefix["token_hit_ratio"] = round(snapshot.tokens_hit / queried, 6) if queried else 0.0
         body["prefix_cache"] = prefix
+    fleet = ctx.engine.replica_stats()
+    if fleet is not None:
+        body["engine"]["replicas"] = replica_figures(fleet)
     for name, section in ctx.stats_sections.items():
         body[name] = section(tenant)
     return body
@@ -107,9 +127,15 @@ def register(app: Starlette, ctx: AdminContext) -> None:
         dialect = dialect_for_headers(request.headers)
         try:
             ctx.keyring.tenant(request.headers)
+            timeout = ctx.config.request_timeout
+            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+            call = UpstreamCall(
+                api_key=ctx.keyring.forwarded_key(request.headers), deadline=deadline
+            )
+            listed = await listed_models(ctx.catalog, ctx.engine, call)
         except PromptCacheError as error:
             return error_response(dialect, error)
-        return json_response(dialect.render_models(ctx.catalog.models))
+        return json_response(dialect.render_models(listed))
 
     async def stats(request: Request) -> Response:
         try:

@@ -4,22 +4,25 @@
 beside it hold what it is built from.
 """
 
+from promptcache.engine.upstream.credentials import REDACTED, UpstreamCall, scrub
 from promptcache.engine.upstream.engine import (
     DIALECTS,
-    REDACTED,
     Dialect,
     UpstreamConfig,
     UpstreamEngine,
     error_from_response,
-    scrub,
 )
+from promptcache.engine.upstream.transport import RetryPolicy, UpstreamTimeoutError
 
 __all__ = [
     "DIALECTS",
     "REDACTED",
     "Dialect",
+    "RetryPolicy",
+    "UpstreamCall",
     "UpstreamConfig",
     "UpstreamEngine",
+    "UpstreamTimeoutError",
     "error_from_response",
     "scrub",
 ]

@@ -16,11 +16,14 @@ which clients and logs see.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -30,11 +33,22 @@ from promptcache.dialects._common import iter_sse
 from promptcache.dialects.anthropic import wire as anthropic_wire
 from promptcache.dialects.openai import wire as openai_wire
 from promptcache.engine.base import Engine, ModelInfo
+from promptcache.engine.upstream.credentials import UpstreamCall, auth_headers, scrub
+from promptcache.engine.upstream.discovery import ModelDirectory
+from promptcache.engine.upstream.profiles import (
+    ProviderProfile,
+    resolve_provider,
+    unhonoured_markers,
+    unset_lacking,
+    without_markers,
+)
+from promptcache.engine.upstream.transport import RetryPolicy, UpstreamSender, attempts_text
 from promptcache.errors import (
     AuthenticationError,
     ModelNotFoundError,
     OverloadedError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     PromptCacheError,
     RequestError,
     UpstreamError,
@@ -45,14 +59,17 @@ from promptcache.store import redact_url
 
 Dialect = Literal["openai", "anthropic"]
 DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic")
-REDACTED = "***"
+_BEHAVIORS = ("ignore", "warn", "raise")
+_WARNED_MODELS_MAX = 1024
+"""Models remembered as warned about (so a client cycling model ids cannot grow it)."""
+logger = logging.getLogger(__name__)
 _SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
 
 _STATUS_ERRORS: Mapping[int, Callable[[str], PromptCacheError]] = {
     400: RequestError,
     422: RequestError,
     401: AuthenticationError,
-    403: AuthenticationError,
+    403: PermissionDeniedError,
     404: ModelNotFoundError,
     413: PayloadTooLargeError,
     429: OverloadedError,
@@ -72,10 +89,26 @@ class UpstreamConfig:
 
     base_url: str
     api_key: str | None = field(default=None, repr=False)
-    dialect: str = "openai"
-    """"openai" (any OpenAI-compatible API) or "anthropic"; validated, as it comes from users."""
+    dialect: str = ""
+    """"openai" (any OpenAI-compatible API) or "anthropic"; validated, as it comes from users.
+    Empty: the provider's (``provider``, or the one the URL names, else "openai")."""
+    provider: str = ""
+    """An upstream provider profile (``engine/upstream/profiles.py``): openai, openrouter,
+    anthropic, glm, deepseek, vllm, sglang or llamacpp. Empty: the one ``base_url``
+    names, else the plain profile of ``dialect``. Resolved once built: after
+    construction ``provider`` and ``dialect`` hold what is used."""
+    unsupported_model_behavior: str = "warn"
+    """What explicit ``cache_control`` markers meet toward a provider or model that cannot
+    honour them: "ignore" drops them, "warn" drops them with one warning per model,
+    "raise" refuses the request (a 400 naming ``cache_control`` and the provider)."""
     models: Sequence[str] | None = None
     timeout: float = 600.0
+    """Read timeout, in seconds: the longest wait for the upstream's next bytes."""
+    connect_timeout: float = 5.0
+    """Seconds to open a connection (the OpenAI and Anthropic SDKs' 5 s)."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    models_refresh: float = 300.0
+    """Seconds a discovered model list (``GET /models``) is served before it is asked again."""
     anthropic_version: str = "2023-06-01"
     default_max_tokens: int = anthropic_wire.DEFAULT_MAX_TOKENS
     extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -87,10 +120,22 @@ class UpstreamConfig:
                 f"base_url must be an http(s) URL such as https://api.openai.com/v1, "
                 f"got {redact_url(self.base_url)!r}"
             )
-        if self.dialect not in DIALECTS:
+        if self.dialect and self.dialect not in DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
+        if self.unsupported_model_behavior not in _BEHAVIORS:
+            raise ValueError(
+                f"unsupported_model_behavior must be one of {', '.join(_BEHAVIORS)}, "
+                f"got {self.unsupported_model_behavior!r}"
+            )
+        profile = resolve_provider(self.base_url, self.provider or None, self.dialect or None)
+        object.__setattr__(self, "provider", profile.name)
+        object.__setattr__(self, "dialect", profile.dialect)
         if not self.timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {self.timeout!r}")
+        if not self.connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be > 0 seconds, got {self.connect_timeout!r}")
+        if not self.models_refresh > 0:
+            raise ValueError(f"models_refresh must be > 0 seconds, got {self.models_refresh!r}")
         if self.default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
         if self.models is not None and (
@@ -129,6 +174,10 @@ class UpstreamEngine(Engine):
         self, config: UpstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.config = config
+        self.profile: ProviderProfile = resolve_provider(
+            config.base_url, config.provider, config.dialect
+        )
+        self._warned_models: set[str] = set()
         base = config.base_url.rstrip("/")
         anthropic_v1 = config.dialect == "anthropic" and not base.endswith("/v1")
         prefix = "v1/" if anthropic_v1 else ""
@@ -139,6 +188,8 @@ class UpstreamEngine(Engine):
         self._owner = urlsplit(base).hostname or "upstream"
         self._secrets = config.secrets()
         self._discovered: list[ModelInfo] = []
+        self._call = UpstreamCall()
+        self._call_headers: dict[str, str] = {}
         # Credentials in the URL go as Basic auth, which is what httpx would send
         # for them anyway, but kept out of the URL that httpx logs every request at.
         base_url = httpx.URL(base + "/")
@@ -150,9 +201,11 @@ class UpstreamEngine(Engine):
             base_url=base_url,
             auth=auth,
             headers=self._headers(),
-            timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 10.0)),
+            timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
             transport=transport,
         )
+        self.sender = UpstreamSender(self._client, policy=config.retry)
+        self._directory = ModelDirectory(refresh=config.models_refresh)
 
     def _headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "application/json"}
@@ -166,6 +219,17 @@ class UpstreamEngine(Engine):
         headers.update(self.config.extra_headers)
         return headers
 
+    def bind(self, call: UpstreamCall) -> UpstreamEngine:
+        """This engine for one request (a shallow copy sharing the client): ``call``'s
+        deadline bounds its retries, and ``call.api_key``, when given, is the key sent
+        (in the dialect's header) and scrubbed from every message that comes back."""
+        bound = copy.copy(self)
+        bound._call = call
+        if call.api_key:
+            bound._call_headers = auth_headers(self.config.dialect, call.api_key)
+            bound._secrets = (call.api_key, *self._secrets)
+        return bound
+
     @property
     def accepts_any_model(self) -> bool:
         """True when no model list was configured: every model id is passed through."""
@@ -177,22 +241,86 @@ class UpstreamEngine(Engine):
         return [ModelInfo(id=m, owned_by=self._owner) for m in self.config.models]
 
     async def discover_models(self) -> list[ModelInfo]:
-        """Ask the upstream's ``GET /models`` and remember the answer for :meth:`models`."""
-        response = await self._send("GET", self._models_path)
-        data = response.json().get("data") or []
-        self._discovered = [
-            ModelInfo(id=str(m["id"]), owned_by=str(m.get("owned_by") or self._owner))
-            for m in data
-            if isinstance(m, dict) and m.get("id")
-        ]
-        return self.models()
+        """The upstream's models (``GET /models``), with this call's key when one is bound:
+        kept for ``models_refresh`` seconds per key, the last good list served while the
+        upstream fails (see :class:`~promptcache.engine.upstream.discovery.ModelDirectory`).
+        With the server's own key the answer is also what :meth:`models` lists."""
+        if self.config.models is not None:
+            return self.models()
+        found = await self._directory.get(self._call.api_key, self._fetch_models)
+        if self._call.api_key is None:
+            self._discovered = found
+        return list(found)
+
+    async def _fetch_models(self) -> list[ModelInfo]:
+        params = {"limit": "1000"} if self.config.dialect == "anthropic" else None
+        found: list[ModelInfo] = []
+        for _ in range(20):  # Anthropic pages (1000 a page); OpenAI answers in one
+            response = await self._send("GET", self._models_path, params=params)
+            try:
+                body = response.json()
+            except ValueError as error:
+                raise UpstreamError("The upstream's model list is not JSON.") from error
+            page = body.get("data") if isinstance(body, dict) else None
+            found += [model_info(m, self._owner) for m in page or () if _model_entry(m)]
+            if not (isinstance(body, dict) and body.get("has_more") and body.get("last_id")):
+                break
+            params = {"limit": "1000", "after_id": str(body["last_id"])}
+        return found
+
+    def honours_cache_markers(self, model: str) -> bool:
+        """Whether ``cache_control`` markers reach ``model`` at this provider (so whether
+        ``--auto-cache`` places them)."""
+        return self.profile.honours_markers(model)
 
     def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        if self.config.dialect == "anthropic":
+        profile = self.profile
+        for name in unset_lacking(profile, request):
+            raise RequestError(
+                f"'{name}' cannot be sent to the {profile.name} upstream: it has no such "
+                "parameter and would answer as if it were not set. Leave it out.",
+                param=name,
+            )
+        request = self._honourable(request)
+        if profile.dialect == "anthropic":
             return anthropic_wire.to_wire_request(
                 request, stream=stream, default_max_tokens=self.config.default_max_tokens
             )
-        return openai_wire.to_wire_request(request, stream=stream)
+        body = openai_wire.to_wire_request(
+            request,
+            stream=stream,
+            cache_markers=profile.honours_markers(request.model),
+            cache_hints=profile.cache_hints,
+        )
+        for name, spelled in profile.renamed.items():
+            if name in body:
+                body[spelled] = body.pop(name)
+        return body
+
+    def _honourable(self, request: ChatRequest) -> ChatRequest:
+        """``request`` without the ``cache_control`` markers the provider cannot honour,
+        as ``unsupported_model_behavior`` says (markers only steer caching: dropping
+        them never changes an answer)."""
+        found = unhonoured_markers(self.profile, request)
+        if not found:
+            return request
+        behavior = self.config.unsupported_model_behavior
+        what = (
+            f"the {self.profile.name} upstream takes no cache_control for model "
+            f"{request.model!r} (it caches prompts implicitly, or has no place for it)"
+        )
+        if behavior == "raise":
+            raise RequestError(
+                f"cache_control ({', '.join(found[:3])}) cannot be honoured: {what}. "
+                "Remove the markers, or start the server with "
+                "--unsupported-model-behavior ignore or warn.",
+                param="cache_control",
+            )
+        if behavior == "warn" and request.model not in self._warned_models:
+            if len(self._warned_models) < _WARNED_MODELS_MAX:
+                self._warned_models.add(request.model)
+            logger.warning("cache_control dropped: %s (warned once per model).", what)
+        return without_markers(self.profile, request)
 
     async def complete(self, request: ChatRequest) -> Result:
         response = await self._send("POST", self._chat_path, json=self._body(request, stream=False))
@@ -202,44 +330,53 @@ class UpstreamEngine(Engine):
             raise UpstreamError("The upstream returned a body that is not JSON.") from error
         if self.config.dialect == "anthropic":
             return anthropic_wire.result_from_wire(body)
-        return openai_wire.result_from_wire(body)
+        return openai_wire.result_from_wire(body, self.profile.read_usage)
+
+    def _decode(self, pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterator[StreamEvent]:
+        if self.config.dialect == "anthropic":
+            return anthropic_wire.events_from_sse(pairs)
+        return openai_wire.events_from_sse(pairs, self.profile.read_usage)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         body = self._body(request, stream=True)
-        decode = (
-            anthropic_wire.events_from_sse
-            if self.config.dialect == "anthropic"
-            else openai_wire.events_from_sse
-        )
+        # Retried (by the sender) only until the response headers say 2xx: no event
+        # has reached the client before then, and none is ever sent twice after.
+        response = await self._send("POST", self._chat_path, json=body, stream=True)
         try:
             # Leaving this block -- normally, on error, or because the consumer
             # closed the generator -- closes the upstream response.
-            async with self._client.stream("POST", self._chat_path, json=body) as response:
-                if response.is_error:
-                    await response.aread()
-                    raise error_from_response(response, secrets=self._secrets)
-                async for event in decode(iter_sse(response.aiter_lines())):
-                    yield event
+            async for event in self._decode(iter_sse(response.aiter_lines())):
+                yield event
         except (httpx.HTTPError, json.JSONDecodeError) as error:
             raise self._transport_error(error) from error
+        finally:
+            await response.aclose()
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as error:
-            raise self._transport_error(error) from error
-        if response.is_error:
-            raise error_from_response(response, secrets=self._secrets)
-        return response
+    async def _send(
+        self, method: str, path: str, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """The upstream's 2xx response, after the retries the policy allows; anything
+        else raised as promptcache's error for it, naming the upstream."""
+        request = self._client.build_request(method, path, headers=self._call_headers, **kwargs)
+        return await self.sender.send(
+            request,
+            deadline=self._call.deadline,
+            secrets=self._secrets,
+            refuse=self._refusal,
+            stream=stream,
+        )
+
+    def _refusal(self, response: httpx.Response, attempts: int) -> PromptCacheError:
+        return error_from_response(
+            response, secrets=self._secrets, upstream=self.sender.upstream, attempts=attempts
+        )
 
     def _transport_error(self, error: Exception) -> UpstreamError:
-        if isinstance(error, httpx.TimeoutException):
-            what = "The upstream timed out"
-        elif isinstance(error, json.JSONDecodeError):
-            what = "The upstream sent an event that is not JSON"
-        else:
-            what = "The upstream could not be reached"
-        return UpstreamError(scrub(f"{what}: {error}", self._secrets))
+        if isinstance(error, json.JSONDecodeError):
+            return UpstreamError(
+                f"The upstream {self.sender.upstream} sent an event that is not JSON."
+            )
+        return self.sender.transport_error(error, secrets=self._secrets)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -258,23 +395,44 @@ def _error_message(response: httpx.Response) -> str:
     return response.text.strip() or response.reason_phrase
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of each secret replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
+def _model_entry(entry: object) -> bool:
+    return isinstance(entry, dict) and bool(entry.get("id"))
+
+
+def model_info(entry: dict[str, Any], owner: str) -> ModelInfo:
+    """One ``GET /models`` entry: OpenAI's ``created`` (epoch seconds) or Anthropic's
+    ``created_at`` (an ISO date); ``owned_by`` when the provider names one."""
+    created = entry.get("created")
+    if not isinstance(created, int) and isinstance(entry.get("created_at"), str):
+        try:
+            stamp = datetime.fromisoformat(entry["created_at"].replace("Z", "+00:00"))
+            created = int(stamp.timestamp())
+        except ValueError:
+            created = 0
+    return ModelInfo(
+        id=str(entry["id"]),
+        owned_by=str(entry.get("owned_by") or owner),
+        created=created if isinstance(created, int) else 0,
+    )
 
 
 def error_from_response(
-    response: httpx.Response, *, secrets: Iterable[str] = ()
+    response: httpx.Response,
+    *,
+    secrets: Iterable[str] = (),
+    upstream: str | None = None,
+    attempts: int = 1,
 ) -> PromptCacheError:
     """The promptcache exception for an upstream error response, its message kept but
     scrubbed of ``secrets``: a provider may quote the key it refused ("Incorrect API
-    key provided: sk-...")."""
+    key provided: sk-..."). ``upstream`` (its host) and ``attempts`` go into the
+    message of a failure that is the upstream's, not the request's."""
     status = response.status_code
     message = scrub(_error_message(response), secrets)
     make = _STATUS_ERRORS.get(status)
     if make is not None:
-        return make(message)
-    return UpstreamError(f"The upstream answered {status}: {message}", upstream_status=status)
+        return make(message + attempts_text(attempts) if status in (429, 529) else message)
+    who = f"The upstream {upstream}" if upstream else "The upstream"
+    return UpstreamError(
+        f"{who} answered {status}: {message}{attempts_text(attempts)}", upstream_status=status
+    )
