@@ -10,6 +10,7 @@
     ├── OverloadedError            the engine queue is full
     ├── InternalError              a fault inside promptcache, contained to one request
     ├── UpstreamError              the upstream provider failed (its status kept)
+    │   └── UpstreamUnavailableError   no upstream replica is healthy (503)
     ├── RequestTimeoutError        the request ran past the server's deadline
     └── StoreError                 a response-cache store is unusable (names the fix)
 
@@ -72,6 +73,10 @@ class UpstreamError(PromptCacheError):
     ) -> None:
         super().__init__(message, param=param)
         self.upstream_status = upstream_status
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """No replica of the upstream can take the request: every one is out (503)."""
 
 
 class InternalError(PromptCacheError):

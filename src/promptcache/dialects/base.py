@@ -32,6 +32,7 @@ from promptcache.errors import (
     RequestTimeoutError,
     UnsupportedMediaTypeError,
     UpstreamError,
+    UpstreamUnavailableError,
 )
 from promptcache.request import ChatRequest
 from promptcache.result import ModelInfo, Result, StreamEvent
@@ -110,6 +111,7 @@ ERROR_STATUS: Mapping[type[PromptCacheError], int] = {
     OverloadedError: 429,
     InternalError: 500,
     UpstreamError: 502,
+    UpstreamUnavailableError: 503,
     RequestTimeoutError: 504,
 }
 """Exception class -> HTTP status; a subclass takes its nearest listed base's status,

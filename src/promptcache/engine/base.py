@@ -22,10 +22,9 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Protocol
 
-from promptcache.errors import RequestError
-from promptcache.prefix.named import NamedPrefixes, PinnedPrefix
 from promptcache.request import ChatRequest
 from promptcache.result import ModelInfo, PrefixCacheSnapshot, Result, StreamEvent
 
@@ -45,34 +44,37 @@ class SyncEngine(Protocol):
     def clear_prefix_cache(self) -> None: ...
 
 
-@runtime_checkable
-class PrefixPinningEngine(Protocol):
-    """A :class:`SyncEngine` that can pin named prefixes (the local engine, with its
-    prefix cache on): ``named_prefixes`` None means it cannot."""
+@dataclass(frozen=True, kw_only=True)
+class ReplicaSnapshot:
+    """One upstream replica's figures (``replica``: its host:port, never a credential)."""
+
+    replica: str
+    healthy: bool
+    in_flight: int
+    requests: int
+    errors: int
+    ejections: int
+    prompt_tokens: int
+    cached_tokens: int
+    last_error: str | None = None
 
     @property
-    def named_prefixes(self) -> NamedPrefixes | None: ...
-
-    def pin_prefix(
-        self,
-        request: ChatRequest,
-        *,
-        ttl_seconds: float,
-        name: str | None,
-        model: str,
-        cancel: threading.Event,
-    ) -> PinnedPrefix:
-        """Prefill ``request``'s prefix (up to the end of its last block) and pin it."""
-        ...
+    def cached_share(self) -> float:
+        """Share of this replica's prompt tokens its prefix cache served."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
-def no_named_prefixes(engine: object) -> RequestError:
-    """The refusal of an engine that keeps no KV prefix cache to pin into."""
-    return RequestError(
-        f"Named prefixes need the local engine's KV prefix cache; this server's engine "
-        f"({type(engine).__name__}) keeps none (an upstream engine, or the prefix cache is "
-        "off). Requests are still answered; only /v1/cache/prefixes is unavailable."
-    )
+@dataclass(frozen=True, kw_only=True)
+class ReplicaFleetSnapshot:
+    """An engine over replicas (``engine/upstream/replicas.py``): each one's figures, and
+    requests moved off their ring choice by the load bound or by a failure."""
+
+    load_factor: float
+    replicas: tuple[ReplicaSnapshot, ...]
+    moved_for_load: int = 0
+    moved_for_failure: int = 0
+    unavailable: int = 0
+    """Requests refused because no replica was healthy (503)."""
 
 
 class Engine(ABC):
@@ -98,17 +100,9 @@ class Engine(ABC):
     def clear_prefix_cache(self) -> None:
         return None
 
-    @property
-    def named_prefixes(self) -> NamedPrefixes | None:
-        """The registry of pinned, named prefixes (None: this engine cannot pin any)."""
+    def replica_stats(self) -> ReplicaFleetSnapshot | None:
+        """Per-replica figures of an engine that routes over replicas; None otherwise."""
         return None
-
-    async def pin_prefix(
-        self, request: ChatRequest, *, ttl_seconds: float, name: str | None, model: str
-    ) -> PinnedPrefix:
-        """Prefill and pin the prefix of ``request`` for its tenant, for ``ttl_seconds``;
-        ``model`` is the name shown for it. RequestError when this engine cannot."""
-        raise no_named_prefixes(self)
 
     async def aclose(self) -> None:
         return None
@@ -117,8 +111,8 @@ class Engine(ABC):
 __all__ = [
     "Engine",
     "ModelInfo",
-    "PinnedPrefix",
     "PrefixCacheSnapshot",
-    "PrefixPinningEngine",
+    "ReplicaFleetSnapshot",
+    "ReplicaSnapshot",
     "SyncEngine",
 ]
