@@ -23,8 +23,10 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from promptcache.errors import RequestError
+from promptcache.prefix.named import NamedPrefixes, PinnedPrefix
 from promptcache.request import ChatRequest
 from promptcache.result import ModelInfo, PrefixCacheSnapshot, Result, StreamEvent
 
@@ -77,6 +79,36 @@ class ReplicaFleetSnapshot:
     """Requests refused because no replica was healthy (503)."""
 
 
+@runtime_checkable
+class PrefixPinningEngine(Protocol):
+    """A :class:`SyncEngine` that can pin named prefixes (the local engine, with its
+    prefix cache on): ``named_prefixes`` None means it cannot."""
+
+    @property
+    def named_prefixes(self) -> NamedPrefixes | None: ...
+
+    def pin_prefix(
+        self,
+        request: ChatRequest,
+        *,
+        ttl_seconds: float,
+        name: str | None,
+        model: str,
+        cancel: threading.Event,
+    ) -> PinnedPrefix:
+        """Prefill ``request``'s prefix (up to the end of its last block) and pin it."""
+        ...
+
+
+def no_named_prefixes(engine: object) -> RequestError:
+    """The refusal of an engine that keeps no KV prefix cache to pin into."""
+    return RequestError(
+        f"Named prefixes need the local engine's KV prefix cache; this server's engine "
+        f"({type(engine).__name__}) keeps none (an upstream engine, or the prefix cache is "
+        "off). Requests are still answered; only /v1/cache/prefixes is unavailable."
+    )
+
+
 class Engine(ABC):
     @abstractmethod
     def models(self) -> list[ModelInfo]: ...
@@ -100,6 +132,18 @@ class Engine(ABC):
     def clear_prefix_cache(self) -> None:
         return None
 
+    @property
+    def named_prefixes(self) -> NamedPrefixes | None:
+        """The registry of pinned, named prefixes (None: this engine cannot pin any)."""
+        return None
+
+    async def pin_prefix(
+        self, request: ChatRequest, *, ttl_seconds: float, name: str | None, model: str
+    ) -> PinnedPrefix:
+        """Prefill and pin the prefix of ``request`` for its tenant, for ``ttl_seconds``;
+        ``model`` is the name shown for it. RequestError when this engine cannot."""
+        raise no_named_prefixes(self)
+
     def replica_stats(self) -> ReplicaFleetSnapshot | None:
         """Per-replica figures of an engine that routes over replicas; None otherwise."""
         return None
@@ -111,7 +155,9 @@ class Engine(ABC):
 __all__ = [
     "Engine",
     "ModelInfo",
+    "PinnedPrefix",
     "PrefixCacheSnapshot",
+    "PrefixPinningEngine",
     "ReplicaFleetSnapshot",
     "ReplicaSnapshot",
     "SyncEngine",
