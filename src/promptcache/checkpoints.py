@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 UnsupportedModelBehavior: TypeAlias = Literal["ignore", "warn", "raise"]
 _BEHAVIORS = ("ignore", "warn", "raise")
 _TTLS = ("5m", "1h")
+_WARNED_MODELS_MAX = 1024
+_warned_models: set[str] = set()
+"""Models already warned about; bounded, so a client cycling model ids cannot grow it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,14 +76,21 @@ class AutoCacheConfig:
 
 
 def plan_checkpoints(
-    request: ChatRequest, config: AutoCacheConfig, *, model_supports_caching: bool = True
+    request: ChatRequest,
+    config: AutoCacheConfig,
+    *,
+    model_supports_caching: bool | Callable[[str], bool] = True,
 ) -> ChatRequest:
     """Return ``request`` with automatic breakpoints added (or unchanged).
 
-    Raises :class:`RequestError` when the model does not support prompt caching
-    and ``unsupported_model_behavior`` is ``"raise"``.
+    ``model_supports_caching``: for every model, or asked per model name. Raises
+    :class:`RequestError` when the model does not support prompt caching and
+    ``unsupported_model_behavior`` is ``"raise"``.
     """
-    if not model_supports_caching:
+    supported = model_supports_caching
+    if callable(supported):
+        supported = supported(request.model)
+    if not supported:
         return _unsupported(request, config)
     if len(request.messages) < config.min_messages_to_cache:
         return request
@@ -104,10 +115,16 @@ def plan_checkpoints(
 
 
 def _unsupported(request: ChatRequest, config: AutoCacheConfig) -> ChatRequest:
-    message = f"Model {request.model!r} does not support prompt caching; no checkpoints added."
+    message = (
+        f"Model {request.model!r} does not support prompt caching with cache_control "
+        "markers; no checkpoints added (an upstream that caches implicitly still does)."
+    )
     if config.unsupported_model_behavior == "raise":
         raise RequestError(message, param="model")
-    if config.unsupported_model_behavior == "warn":
+    if config.unsupported_model_behavior == "warn" and request.model not in _warned_models:
+        # Once per model, not per request (LangChain's middleware warns each call).
+        if len(_warned_models) < _WARNED_MODELS_MAX:
+            _warned_models.add(request.model)
         logger.warning(message)
     return request
 

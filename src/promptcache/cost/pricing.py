@@ -53,11 +53,18 @@ tokens**; they go stale. Override or extend them with a TOML file
 Numbers may be given as TOML numbers or as strings (``"0.0375"``) for exact
 decimals. Lookup is case-insensitive: exact name first, then the longest glob
 pattern that matches, then the longest entry the name starts with (so
-``claude-sonnet-4-5-20250929`` finds ``claude-sonnet-4-5``), then the default.
+``claude-sonnet-4-5-20250929`` finds ``claude-sonnet-4-5``), then the same for
+the name without a gateway's vendor prefix (OpenRouter's
+``anthropic/claude-sonnet-4.5`` finds ``claude-sonnet-4``), then the default.
+
+In front of an upstream provider the default's multipliers are that provider's
+(:meth:`PriceTable.with_default_profile`: ``deepseek`` toward DeepSeek,
+``local`` toward self-hosted vLLM, SGLang or llama.cpp).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import tomllib
 from collections.abc import Mapping
@@ -235,8 +242,20 @@ class PriceTable:
         return cls()
 
     def lookup(self, model: str) -> ModelPrice:
-        """The price for ``model``: exact, then longest glob, then longest prefix, then default."""
+        """The price for ``model``: exact, then longest glob, then longest prefix (for the
+        name, then for it without a vendor prefix), then the default."""
+        found = self._find(model)
+        return self.default if found is None else found
+
+    def _find(self, model: str) -> ModelPrice | None:
         name = model.lower()
+        for candidate in (name, name.rpartition("/")[2]) if "/" in name else (name,):
+            found = self._match(candidate)
+            if found is not None:
+                return found
+        return None
+
+    def _match(self, name: str) -> ModelPrice | None:
         exact = self.models.get(name)
         if exact is not None:
             return exact
@@ -246,17 +265,17 @@ class PriceTable:
         prefixes = [k for k in self.models if not _is_glob(k) and name.startswith(k)]
         if prefixes:
             return self.models[max(prefixes, key=len)]
-        return self.default
+        return None
 
     def knows(self, model: str) -> bool:
         """Whether ``model`` matches an entry (rather than falling back to the default)."""
-        name = model.lower()
-        return any(
-            name == k
-            or (_is_glob(k) and fnmatch.fnmatchcase(name, k))
-            or (not _is_glob(k) and name.startswith(k))
-            for k in self.models
-        )
+        return self._find(model) is not None
+
+    def with_default_profile(self, profile: str) -> PriceTable:
+        """This table with the default price's cache multipliers taken from ``profile``
+        (the provider's, for the models the table does not list)."""
+        default = dataclasses.replace(self.default, profile=profile_named(profile, self.profiles))
+        return dataclasses.replace(self, default=default)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> PriceTable:

@@ -392,6 +392,8 @@ def _error_message(response: httpx.Response) -> str:
         return str(error["message"])
     if isinstance(error, str):
         return error
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])  # vLLM's and SGLang's {"object": "error", "message": ...}
     return response.text.strip() or response.reason_phrase
 
 
