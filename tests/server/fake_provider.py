@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.applications import Starlette
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -44,7 +44,7 @@ class FakeProvider:
         self.models = list(models)
         self.script: deque[Step] = deque()
         self.seen: list[Seen] = []
-        self.app = Starlette()
+        self.app = FastAPI()
         self.app.add_route("/v1/chat/completions", self._chat, methods=["POST"])
         self.app.add_route("/v1/messages", self._messages, methods=["POST"])
         self.app.add_route("/v1/models", self._models, methods=["GET"])
@@ -106,13 +106,16 @@ class FakeProvider:
         if refusal is not None:
             return refusal
         assert seen.body is not None
+        text = "echo: " + _last_text(seen.body)
+        if seen.body.get("stream"):
+            return StreamingResponse(_anthropic_stream(text), media_type="text/event-stream")
         return JSONResponse(
             {
                 "id": "msg_fake",
                 "type": "message",
                 "role": "assistant",
                 "model": seen.body["model"],
-                "content": [{"type": "text", "text": "echo: " + _last_text(seen.body)}],
+                "content": [{"type": "text", "text": text}],
                 "stop_reason": "end_turn",
                 "stop_sequence": None,
                 "usage": {"input_tokens": 5, "output_tokens": 2},
@@ -161,6 +164,30 @@ async def _openai_stream(text: str) -> AsyncIterator[str]:
     yield _chunk({"content": text})
     yield _chunk({}, "stop")
     yield "data: [DONE]\n\n"
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+
+async def _anthropic_stream(text: str) -> AsyncIterator[str]:
+    message: dict[str, Any] = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": "m-1",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 5, "output_tokens": 1},
+    }
+    yield _event("message_start", {"message": message})
+    yield _event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+    yield _event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}})
+    yield _event("content_block_stop", {"index": 0})
+    delta = {"stop_reason": "end_turn", "stop_sequence": None}
+    yield _event("message_delta", {"delta": delta, "usage": {"output_tokens": 2}})
+    yield _event("message_stop", {})
 
 
 async def _dying_stream() -> AsyncIterator[str]:
