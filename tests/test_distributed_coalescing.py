@@ -13,7 +13,7 @@ import contextlib
 import pytest
 import redis
 
-from promptcache.response_cache import CacheStatus, ResponseCache
+from promptcache.response_cache import CacheStatus, Lead, ResponseCache
 from promptcache.result import Choice, Result, Usage
 from promptcache.store import open_store
 from promptcache.store.redis import RedisStore
@@ -59,6 +59,19 @@ async def _until_locked(url: str, key: str) -> None:
                 return
             await asyncio.sleep(0.02)
         raise AssertionError(f"nobody took the lock on {key}")
+    finally:
+        client.close()
+
+
+async def _until_followed(url: str, key: str) -> None:
+    """Wait (bounded) until some process watches ``key``'s lock as a follower."""
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(250):
+            if client.pubsub_numsub(f"promptcache:{LOCK_INFIX}{key}")[0][1] >= 1:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"nobody follows the lock on {key}")
     finally:
         client.close()
 
@@ -157,6 +170,39 @@ def test_a_live_leader_keeps_its_lock_past_the_ttl(redis_server: str) -> None:
     client.close()
 
 
+def test_a_leader_cancelled_while_storing_stores_before_it_releases(
+    redis_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway_a, gateway_b = _cache(redis_server), _cache(redis_server)
+    upstream = Upstream()
+    store_put = gateway_a.store.aput
+
+    async def slow_put(key: str, value: bytes, *, ttl: float | None = None) -> None:
+        await asyncio.sleep(0.3)
+        await store_put(key, value, ttl=ttl)
+
+    monkeypatch.setattr(gateway_a.store, "aput", slow_put)
+
+    async def scenario() -> tuple[Result, CacheStatus, float]:
+        lead = await gateway_a.lookup_or_lead("k")
+        assert isinstance(lead, Lead)
+        following = asyncio.create_task(
+            gateway_b.get_or_compute("k", lambda: upstream.compute("b"))
+        )
+        await _until_followed(redis_server, "k")
+        lead.publish(_result("from a"))
+        finishing = asyncio.create_task(lead.finish())
+        await asyncio.sleep(0.05)
+        finishing.cancel()  # a streaming client hung up while its entry was being stored
+        with contextlib.suppress(asyncio.CancelledError):
+            await finishing
+        return await following
+
+    result, status, _ = asyncio.run(scenario())
+    assert (result.choices[0].text, status) == ("from a", CacheStatus.HIT)
+    assert upstream.calls == 0 and _counts(gateway_b)["takeovers"] == 0
+
+
 def test_the_wait_is_bounded_by_lock_wait(redis_server: str) -> None:
     url = redis_server + "?lock_ttl=5&lock_wait=0.3"
     holder = open_store(url)
@@ -215,11 +261,7 @@ def test_a_cancelled_follower_leaves_no_subscription_or_lock(redis_server: str) 
         assert held is not None
         waiting = asyncio.create_task(gateway.get_or_compute("k", Upstream().compute))
         channel = f"promptcache:{LOCK_INFIX}k"
-        for _ in range(100):
-            if client.pubsub_numsub(channel)[0][1] == 1:
-                break
-            await asyncio.sleep(0.02)
-        assert client.pubsub_numsub(channel)[0][1] == 1  # following
+        await _until_followed(redis_server, "k")
         waiting.cancel()  # the client went away (or its deadline passed)
         with contextlib.suppress(asyncio.CancelledError):
             await waiting

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Generic, TypeVar
 
@@ -65,6 +65,7 @@ class RemoteLead:
         self._lock = lock
         self._counts = counts
         self._released = False
+        self._lost_once = False
         self._keeper = asyncio.create_task(self._keep_alive(ttl / 3))
 
     async def _keep_alive(self, interval: float) -> None:
@@ -75,12 +76,17 @@ class RemoteLead:
             except LockUnavailable:
                 continue  # it may answer next time; until then the lock runs down
             if not held:
-                self._counts.locks_lost += 1
-                logger.warning(
-                    "promptcache: a cross-process flight lock expired before its leader "
-                    "finished; another process may compute the same response"
-                )
+                self._lost()
                 return
+
+    def _lost(self) -> None:
+        self._lost_once = True
+        self._counts.locks_lost += 1
+        logger.warning(
+            "promptcache: a cross-process flight lock expired before its leader finished "
+            "(an event-loop stall longer than two thirds of lock_ttl?); another process "
+            "may compute the same response"
+        )
 
     async def release(self) -> None:
         """Stop extending and release (waking the waiters). Idempotent."""
@@ -89,7 +95,8 @@ class RemoteLead:
         self._released = True
         self._keeper.cancel()
         with contextlib.suppress(LockUnavailable):  # then it expires on its own
-            await self._lock.release()
+            if not await self._lock.release() and not self._lost_once:
+                self._lost()  # it ran out between two extensions
 
     def abandon(self) -> None:
         """:meth:`release` from synchronous code: scheduled, not awaited."""
@@ -97,13 +104,19 @@ class RemoteLead:
             return
         self._keeper.cancel()
         with contextlib.suppress(RuntimeError):  # no running loop: the lock expires
-            task = asyncio.get_running_loop().create_task(self.release())
-            _pending.add(task)
-            task.add_done_callback(_pending.discard)
+            detached(self.release())
 
 
-_pending: set[asyncio.Task[None]] = set()
-"""Releases scheduled by :meth:`RemoteLead.abandon` (held so they are not collected)."""
+_detached: set[asyncio.Task[None]] = set()
+"""Tasks no caller awaits (the event loop holds tasks only weakly)."""
+
+
+def detached(work: Coroutine[object, object, None]) -> asyncio.Task[None]:
+    """Run ``work`` to its end whatever becomes of the caller."""
+    task = asyncio.get_running_loop().create_task(work)
+    _detached.add(task)
+    task.add_done_callback(_detached.discard)
+    return task
 
 
 class CrossProcessCoalescer(Generic[HitT]):
@@ -181,4 +194,4 @@ class CrossProcessCoalescer(Generic[HitT]):
                 await watch.released(min(remaining, self._poll))
 
 
-__all__ = ["CoalescingCounts", "CrossProcessCoalescer", "RemoteLead"]
+__all__ = ["CoalescingCounts", "CrossProcessCoalescer", "RemoteLead", "detached"]

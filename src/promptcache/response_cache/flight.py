@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from promptcache.response_cache.distributed import RemoteLead
+from promptcache.response_cache.distributed import RemoteLead, detached
 from promptcache.result import Result
 
 
@@ -89,6 +89,7 @@ class Lead:
         self._astore = astore
         self._to_store: Result | None = None
         self._finished = False
+        self._settling: asyncio.Task[None] | None = None
         self.remote: RemoteLead | None = None
         """The key's cross-process lock, when this leader holds it (asyncio path)."""
 
@@ -112,9 +113,20 @@ class Lead:
             self._to_store = result
 
     async def finish(self) -> None:
-        """Store the published result (if any) and release the flight. Idempotent."""
+        """Store the published result (if any) and release the flight. Idempotent.
+
+        Shielded: a caller cancelled meanwhile (a streaming client that hung up
+        after its last frame) does not cut it short, for a flight released before
+        its store completes would send the waiters -- here and in other
+        processes -- to a missing entry, and they would compute it again.
+        """
         if self._finished:
             return
+        if self._settling is None:
+            self._settling = detached(self._settle())
+        await asyncio.shield(self._settling)
+
+    async def _settle(self) -> None:
         try:
             # Stored before the flight is released, so a request arriving
             # meanwhile either joins this flight or finds the entry.

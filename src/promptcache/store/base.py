@@ -124,8 +124,9 @@ class FlightLock(ABC):
         """
 
     @abstractmethod
-    async def release(self) -> None:
-        """Release the lock if this owner still holds it, and wake its waiters.
+    async def release(self) -> bool:
+        """Release the lock if this owner still holds it, and wake its waiters; False
+        when it was no longer this owner's (it expired, or another took it).
 
         Raises :class:`LockUnavailable` when the service does not answer (the lock
         then expires on its own).

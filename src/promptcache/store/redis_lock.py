@@ -68,13 +68,14 @@ class RedisFlightLock(FlightLock):
             raise LockUnavailable(str(exc)) from exc
         return True
 
-    async def release(self) -> None:
+    async def release(self) -> bool:
         try:
             await self._lock.release()
         except LockError:  # expired or taken over: nothing of ours to release
-            return
+            return False
         except RedisError as exc:
             raise LockUnavailable(str(exc)) from exc
+        return True
 
 
 class _RedisWatch(FlightWatch):
