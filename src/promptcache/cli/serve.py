@@ -44,6 +44,7 @@ from promptcache.cli._serve_setup import (
     tenant_secret_for,
     unprotected_admin_message,
 )
+from promptcache.cli._warm import read_warm_file, warm_prefixes
 from promptcache.cost.ledger import CostLedger
 from promptcache.cost.pricing import PriceTable
 from promptcache.engine.base import Engine
@@ -286,6 +287,13 @@ def serve(
         Path | None,
         typer.Option(help='TOML or JSON file: {"aliases": {"NAME": "SERVED", ...}}.'),
     ] = None,
+    warm: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON lines, one POST /v1/cache/prefixes body a line (+ \"api_key\": its "
+            "tenant): prefilled and pinned before the server listens; a bad line stops the start."
+        ),
+    ] = None,
 ) -> None:
     """Serve the OpenAI and Anthropic APIs with both caches in front of the model."""
     upstream_url = upstream_urls[0] if upstream_urls else None
@@ -399,6 +407,8 @@ def serve(
             observers=[CostObserver(ledger)],
             stats_sections={"costs": ledger.snapshot},
         )
+        if warm is not None:
+            _warm_up(engine, warm, server_app)
     except (ValueError, OSError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -445,6 +455,15 @@ def serve(
             asyncio.run(asyncio.wait_for(engine.aclose(), max(shutdown_timeout, 1.0)))
         if cache is not None:
             cache.store.close()
+
+
+def _warm_up(engine: Engine, path: Path, server_app: Any) -> None:
+    """``--warm``: every line checked, then each prefix pinned (``_warm.py``)."""
+    flow = server_app.state.flow
+    lines = read_warm_file(path, keyring=flow.keyring, catalog=flow.catalog)
+    pinned = asyncio.run(warm_prefixes(engine, path, lines, console))
+    tokens = sum(prefix.cached_tokens for prefix in pinned)
+    console.print(f"Pinned {len(pinned)} prefixes ({tokens} tokens) from {path}.", highlight=False)
 
 
 def _has(module: str) -> bool:
