@@ -255,14 +255,14 @@ def test_decode_threads_apply_to_short_forwards_and_are_restored(tiny_model: Loa
     try:
         torch.set_num_threads(2)
         runtime.prefill(PROMPT, kv, 0)
-        step = runtime.forward([5], kv, len(PROMPT))
+        step = runtime.step(5, kv, len(PROMPT))
         assert torch.get_num_threads() == 2, "the caller's thread count is restored"
     finally:
         torch.set_num_threads(previous)
     reference = LlamaRuntime(tiny_model.model, decode_threads=2)
     other = reference.new_kv(64)
     reference.prefill(PROMPT, other, 0)
-    torch.testing.assert_close(reference.forward([5], other, len(PROMPT)), step)
+    torch.testing.assert_close(reference.step(5, other, len(PROMPT)), step)
 
 
 def test_by_default_decode_steps_try_both_thread_counts_and_restore_the_callers(
@@ -283,7 +283,7 @@ def test_by_default_decode_steps_try_both_thread_counts_and_restore_the_callers(
         kv = runtime.new_kv(64)
         runtime.prefill(PROMPT, kv, 0)
         for offset in range(12):
-            runtime.forward([5 + offset], kv, len(PROMPT) + offset)
+            runtime.step(5 + offset, kv, len(PROMPT) + offset)
             assert torch.get_num_threads() == 2, "the caller's thread count is restored"
         assert set(seen[1:]) == {1, 2}, "decode steps measured both counts"
         assert runtime.short_forward_threads in (1, 2)
@@ -291,17 +291,25 @@ def test_by_default_decode_steps_try_both_thread_counts_and_restore_the_callers(
         torch.set_num_threads(previous)
 
 
-def test_half_precision_decode_weights_touch_only_one_token_steps(tiny_model: LoadedModel) -> None:
+def test_half_precision_decode_weights_touch_only_decode_steps(tiny_model: LoadedModel) -> None:
     exact = LlamaRuntime(tiny_model.model)
-    fast = LlamaRuntime(tiny_model.model, decode_weight_dtype=torch.float16)
+    fast = LlamaRuntime(tiny_model.model, decode_precision="float16")
+    assert fast.decode_precision == "float16" and fast.prefill_precision == "float32"
     kv_exact, kv_fast = exact.new_kv(64), fast.new_kv(64)
     # Prefill keeps the exact weights: identical logits and KV.
     torch.testing.assert_close(
         fast.prefill(PROMPT, kv_fast, 0), exact.prefill(PROMPT, kv_exact, 0), rtol=0, atol=0
     )
     torch.testing.assert_close(kv_fast, kv_exact, rtol=0, atol=0)
-    step_fast = fast.forward([5], kv_fast, len(PROMPT))
-    step_exact = exact.forward([5], kv_exact, len(PROMPT))
+    # A one-token prompt forward is prompt work: exact weights, whatever its length.
+    torch.testing.assert_close(
+        fast.forward([5], kv_fast.clone(), len(PROMPT)),
+        exact.forward([5], kv_exact.clone(), len(PROMPT)),
+        rtol=0,
+        atol=0,
+    )
+    step_fast = fast.step(5, kv_fast, len(PROMPT))
+    step_exact = exact.step(5, kv_exact, len(PROMPT))
     assert step_fast.dtype == torch.float32 and kv_fast.dtype == torch.float32
     scale = float(step_exact.abs().max())
     torch.testing.assert_close(step_fast, step_exact, rtol=0, atol=1e-2 * scale)
@@ -310,7 +318,7 @@ def test_half_precision_decode_weights_touch_only_one_token_steps(tiny_model: Lo
 
 @pytest.mark.parametrize("half", [False, True])
 def test_decode_batch_rows_match_steps_run_alone(tiny_model: LoadedModel, half: bool) -> None:
-    runtime = LlamaRuntime(tiny_model.model, decode_weight_dtype=torch.float16 if half else None)
+    runtime = LlamaRuntime(tiny_model.model, decode_precision="float16" if half else "float32")
     prompts = [PROMPT[:10], PROMPT[:25], PROMPT[5:12]]
     tokens = [7, 100, 42]
     alone, batched = [], []
@@ -320,7 +328,7 @@ def test_decode_batch_rows_match_steps_run_alone(tiny_model: LoadedModel, half: 
         alone.append(kv)
         batched.append(kv.clone())
     want = torch.stack(
-        [runtime.forward([t], kv, len(p)) for t, kv, p in zip(tokens, alone, prompts, strict=True)]
+        [runtime.step(t, kv, len(p)) for t, kv, p in zip(tokens, alone, prompts, strict=True)]
     )
     got = runtime.decode_batch(
         [(t, kv, len(p)) for t, kv, p in zip(tokens, batched, prompts, strict=True)]

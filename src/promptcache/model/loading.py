@@ -35,7 +35,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -181,6 +181,7 @@ def load_model(
         if not from_cache:
             _convert_gguf(path, target, name=name, digest=digest, progress=report)
         weights, tokenizer, generation = read_weights(target)
+        weights = replace(weights, gguf=path)  # its 4-bit blocks: int4 decode
     elif path.is_dir() and (path / "config.json").is_file():
         digest = _directory_sha256(path, memo=root / "hashes.json", progress=report)
         name = path.resolve().name

@@ -43,14 +43,15 @@ import torch.nn.functional as F
 
 from promptcache.model.architecture import SUPPORTED_MODEL_TYPES, Architecture, lm_head
 from promptcache.model.layers import LayerMath
+from promptcache.model.precision import WeightSet, decode_weights, exact_set, prompt_weights
 from promptcache.model.rope import SUPPORTED_ROPE_TYPES, RopeTable
 from promptcache.model.thread_tuning import ThreadCountTuner
 from promptcache.model.torch_threads import torch_threads
-from promptcache.model.weights import ModelWeights, cast_layer, fused_layer, required_tensor
+from promptcache.model.weights import ModelWeights, fused_layer, required_tensor
 
 __all__ = [
+    "KV_DTYPES",
     "PREFILL_CHUNK_TOKENS",
-    "REDUCED_PRECISION_BATCH_ROWS",
     "SHORT_FORWARD_TOKENS",
     "SUPPORTED_MODEL_TYPES",
     "SUPPORTED_ROPE_TYPES",
@@ -62,8 +63,8 @@ PREFILL_CHUNK_TOKENS = 512
 decode steps and cancellation in between chunks of a long prompt."""
 SHORT_FORWARD_TOKENS = 64
 """Forwards of at most this many tokens run on ``decode_threads`` threads."""
-REDUCED_PRECISION_BATCH_ROWS = 4
-"""Largest decode batch run on the ``decode_weight_dtype`` copies (see ``decode_batch``)."""
+KV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+"""Dtypes a KV buffer may have (``--kv-dtype``): attention runs in the buffer's dtype."""
 
 
 class LlamaRuntime:
@@ -75,7 +76,8 @@ class LlamaRuntime:
         *,
         use_onednn: bool | None = None,
         decode_threads: int | None = None,
-        decode_weight_dtype: torch.dtype | None = None,
+        decode_precision: str = "float32",
+        prefill_precision: str = "float32",
     ) -> None:
         """Read ``model``'s weights (fusing projections in place; values unchanged).
 
@@ -90,12 +92,14 @@ class LlamaRuntime:
         matmuls: on a 2-core machine two threads decode ~1.4x faster than one while
         both cores are free, and ~3x slower while another process holds a core,
         so no fixed value is right on both. Long prefills always use torch's setting.
-        ``decode_weight_dtype``: opt-in lower-precision copies of the matmul weights
-        (e.g. ``torch.float16``) for one-token steps only. Decoding a small model on a
-        CPU is memory-bandwidth-bound, so halving the bytes read per token nearly
-        doubles decode speed; the residual stream, norms, attention and the KV
-        buffer stay in the model dtype, and prefill keeps the exact weights. Costs
-        the copies' memory and ~1e-3 relative logit error in decode steps.
+        ``decode_precision``: the weights of decode steps (:meth:`step`,
+        :meth:`decode_batch`): ``int4`` (the GGUF's 4-bit blocks), ``float16``,
+        ``float32`` (exact) or ``auto`` -- see :mod:`promptcache.model.precision`.
+        Decoding a small model on a CPU is memory-bandwidth-bound, so fewer bytes
+        per weight decode faster; the residual stream, norms, attention and the
+        KV buffer stay in the model dtype.
+        ``prefill_precision``: the weights of prompt forwards (:meth:`forward`,
+        :meth:`prefill`): ``bfloat16``, ``float32`` (exact) or ``auto`` (measured).
         """
         if decode_threads is not None and decode_threads <= 0:
             raise ValueError(f"decode_threads must be positive, got {decode_threads}.")
@@ -114,12 +118,11 @@ class LlamaRuntime:
             fused_layer(tensors, f"model.layers.{index}.")
             for index in range(int(config.num_hidden_layers))
         ]
-        self._decode_layers, self._decode_lm_head = self._layers, self._lm_head
-        if decode_weight_dtype is not None and decode_weight_dtype != self._lm_head.dtype:
-            self._decode_layers = [cast_layer(layer, decode_weight_dtype) for layer in self._layers]
-            self._decode_lm_head = self._lm_head.to(decode_weight_dtype)
         self._rope = RopeTable(config, self._head_dim, self._dtype)
         self._math = LayerMath(arch, self._dtype, onednn=use_onednn)
+        exact = exact_set(self._layers, self._lm_head)
+        self._decode = decode_weights(decode_precision, weights, exact)
+        self._prompt = prompt_weights(prefill_precision, exact, onednn=self._math.onednn)
         self._decode_threads = decode_threads
         all_threads = torch.get_num_threads()
         self._thread_tuner = (
@@ -153,16 +156,34 @@ class LlamaRuntime:
         """The model's trained context length (``max_position_embeddings``)."""
         return self._max_positions
 
-    def new_kv(self, capacity: int) -> torch.Tensor:
-        """A zeroed KV buffer ``[num_layers, 2, num_kv_heads, capacity, head_dim]``."""
+    def new_kv(self, capacity: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A zeroed KV buffer ``[num_layers, 2, num_kv_heads, capacity, head_dim]``.
+
+        ``dtype``: one of :data:`KV_DTYPES` (default: the model's). Keys and values
+        are rounded to it when written, and attention runs over them in it."""
         if capacity <= 0:
             raise ValueError(f"KV capacity must be positive, got {capacity}.")
         shape = (self.num_layers, 2, self._num_kv_heads, capacity, self._head_dim)
-        return torch.zeros(shape, dtype=self._dtype)
+        return torch.zeros(shape, dtype=self._dtype if dtype is None else dtype)
 
-    def kv_bytes_per_token(self) -> int:
+    def kv_bytes_per_token(self, dtype: torch.dtype | None = None) -> int:
         """Bytes of KV state one token occupies (keys and values, all layers)."""
-        return self.num_layers * 2 * self._num_kv_heads * self._head_dim * self._dtype.itemsize
+        itemsize = (self._dtype if dtype is None else dtype).itemsize
+        return self.num_layers * 2 * self._num_kv_heads * self._head_dim * itemsize
+
+    @property
+    def decode_precision(self) -> str:
+        """What decode steps multiply by: ``int4``, ``float16`` or ``float32``."""
+        return self._decode.precision
+
+    @property
+    def prefill_precision(self) -> str:
+        """What prompt forwards multiply by: ``bfloat16`` or ``float32``."""
+        return self._prompt.precision
+
+    def weight_bytes(self, role: str = "decode") -> int:
+        """Bytes of matmul weights one forward of ``role`` ("decode"/"prefill") reads."""
+        return (self._decode if role == "decode" else self._prompt).weight_bytes
 
     @torch.inference_mode()
     def forward(
@@ -173,27 +194,33 @@ class LlamaRuntime:
         *,
         all_logits: bool = False,
     ) -> torch.Tensor:
-        """Run ``input_ids`` at positions ``[start, start + n)`` over ``kv[..., :start, :]``.
+        """Run prompt tokens ``input_ids`` at positions ``[start, start + n)`` over
+        ``kv[..., :start, :]``, on the prompt weights (``prefill_precision``) however
+        few they are; generated tokens go through :meth:`step` instead.
 
         Writes the tokens' keys/values into ``kv`` and returns the logits of the
         last token (``[vocab]``), or of every token (``[n, vocab]``) with
         ``all_logits``.
         """
         ids = _as_ids(input_ids)
-        count = int(ids.shape[0])
-        if count > SHORT_FORWARD_TOKENS:
-            return self._forward(ids, kv, start, all_logits=all_logits)
+        if int(ids.shape[0]) > SHORT_FORWARD_TOKENS:
+            return self._forward(ids, kv, start, self._prompt, all_logits=all_logits)
+        with torch_threads(self.short_forward_threads):
+            return self._forward(ids, kv, start, self._prompt, all_logits=all_logits)
+
+    @torch.inference_mode()
+    def step(self, token: int, kv: torch.Tensor, position: int) -> torch.Tensor:
+        """One generated token at ``position``, on the decode weights; its logits ``[vocab]``.
+
+        Timed for the thread-count tuner: decode steps are alike and frequent."""
+        ids = _as_ids([token])
         if self._thread_tuner is None:
-            threads = self._decode_threads or torch.get_num_threads()
-            with torch_threads(threads):
-                return self._forward(ids, kv, start, all_logits=all_logits)
-        if count > 1:  # only one-token steps are timed: they are alike and frequent
-            with torch_threads(self._thread_tuner.preferred):
-                return self._forward(ids, kv, start, all_logits=all_logits)
+            with torch_threads(self._decode_threads or torch.get_num_threads()):
+                return self._forward(ids, kv, position, self._decode, all_logits=False)
         threads = self._thread_tuner.next_threads()
         began = time.perf_counter()
         with torch_threads(threads):
-            logits = self._forward(ids, kv, start, all_logits=all_logits)
+            logits = self._forward(ids, kv, position, self._decode, all_logits=False)
         self._thread_tuner.record(threads, time.perf_counter() - began)
         return logits
 
@@ -205,7 +232,13 @@ class LlamaRuntime:
         return self._decode_threads or torch.get_num_threads()
 
     def _forward(
-        self, ids: torch.Tensor, kv: torch.Tensor, start: int, *, all_logits: bool
+        self,
+        ids: torch.Tensor,
+        kv: torch.Tensor,
+        start: int,
+        weights: WeightSet,
+        *,
+        all_logits: bool,
     ) -> torch.Tensor:
         count = int(ids.shape[0])
         end = start + count
@@ -213,16 +246,11 @@ class LlamaRuntime:
         cos, sin = self._rope.span(start, end)
         mask, causal = self._math.mask(start, count)
         x = F.embedding(ids, self._embed)
-        layers, lm_head = (
-            (self._decode_layers, self._decode_lm_head)
-            if count == 1
-            else (self._layers, self._lm_head)
-        )
-        for index, layer in enumerate(layers):
+        for index, layer in enumerate(weights.layers):
             x = self._math.layer(x, layer, kv[index], start, end, cos, sin, mask, causal)
         if not all_logits:
             x = x[-1:]
-        logits = self._math.linear(self._math.norm(x, self._final_norm), lm_head, None)
+        logits = self._math.linear(self._math.norm(x, self._final_norm), weights.lm_head, None)
         return logits if all_logits else logits[0]
 
     def prefill(
@@ -289,7 +317,7 @@ class LlamaRuntime:
             out.append(token)
             if token in stops or len(out) == max_new_tokens:
                 break
-            logits = self.forward([token], kv, position)
+            logits = self.step(token, kv, position)
             position += 1
         return out
 
@@ -300,32 +328,27 @@ class LlamaRuntime:
         ``steps``: (token, KV buffer, position) per sequence, each buffer its own.
         The matmuls -- the weight reads that bound decoding on a CPU -- run once
         for the whole batch; attention runs per sequence over its own buffer.
-        Which weights: the ``decode_weight_dtype`` copies for up to
-        ``REDUCED_PRECISION_BATCH_ROWS`` rows, the exact ones beyond. CPU float16
-        matmuls have no batched kernel -- each extra row costs about as much as
-        the first (SmolLM2, 2 cores: +5-8 ms) -- while oneDNN's float32 one
-        reads the weights once (twice the bytes: ~40 ms) and adds little per
-        row, so it wins from about six rows. Each row equals :meth:`forward` of
-        that step alone with the same weights, up to float summation order.
+        Every batch size runs on the decode weights (``decode_precision``), so
+        how many requests decode at once never changes which weights a token
+        sees. With ``int4`` each row of the layer matmuls is bitwise what the step
+        alone computes (the kernel accumulates each row on its own); other
+        matmuls (the output head, float precisions) agree up to float
+        summation order.
         """
         if len(steps) == 1:
             token, kv, position = steps[0]
-            return self.forward([token], kv, position)[None]
+            return self.step(token, kv, position)[None]
         for _, kv, position in steps:
             self._check(kv, position, position + 1)
         positions = [position for _, _, position in steps]
         cos, sin = self._rope.at(positions)
         x = F.embedding(torch.tensor([token for token, _, _ in steps]), self._embed)
         with torch_threads(self.short_forward_threads):
-            layers, lm_head = (
-                (self._decode_layers, self._decode_lm_head)
-                if len(steps) <= REDUCED_PRECISION_BATCH_ROWS
-                else (self._layers, self._lm_head)
-            )
-            for number, layer in enumerate(layers):
+            for number, layer in enumerate(self._decode.layers):
                 buffers = [kv[number] for _, kv, _ in steps]
                 x = self._math.batched_step(x, layer, buffers, positions, cos, sin)
-            return self._math.linear(self._math.norm(x, self._final_norm), lm_head, None)
+            norm = self._math.norm(x, self._final_norm)
+            return self._math.linear(norm, self._decode.lm_head, None)
 
     def _check(self, kv: torch.Tensor, start: int, end: int) -> None:
         expected = (self.num_layers, 2, self._num_kv_heads, self._head_dim)
@@ -335,9 +358,9 @@ class LlamaRuntime:
                 f"KV buffer has shape {shape}; expected "
                 f"[{expected[0]}, 2, {expected[2]}, capacity, {expected[3]}]."
             )
-        if kv.dtype != self._dtype:
+        if kv.dtype not in KV_DTYPES:
             raise ValueError(
-                f"KV buffer dtype {kv.dtype} does not match the model's {self._dtype}."
+                f"KV buffer dtype {kv.dtype} is not one of {', '.join(map(str, KV_DTYPES))}."
             )
         if start < 0 or end > shape[3]:
             raise ValueError(

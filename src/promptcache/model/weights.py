@@ -9,17 +9,22 @@ a warm start importing transformers' modeling code (about two seconds of it).
 into one matrix each (one matmul instead of three or two per step) and
 re-points the named tensors -- and the parameters of any module attached to
 them -- at slices of the fused tensors, so the model keeps working and no
-weight is held twice. :func:`cast_layer` makes reduced-precision copies for
-the optional fast decode path.
+weight is held twice. :func:`cast_layer` makes reduced-precision copies (16-bit
+decode or prefill); :func:`int4_layer` puts a GGUF's own 4-bit blocks in place
+of the float matrices they de-quantise to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from promptcache.model.gguf_blocks import QuantizedMatrix
+from promptcache.model.quantized import Int4Weight
 
 if TYPE_CHECKING:
     from transformers import PreTrainedConfig
@@ -80,6 +85,9 @@ class ModelWeights:
 
     config: PreTrainedConfig
     tensors: NamedTensors
+    gguf: Path | None = None
+    """The GGUF file the tensors were de-quantised from, if any: its 4-bit blocks
+    can be decoded from directly (``decode_precision="int4"``)."""
 
     @classmethod
     def of_module(cls, model: torch.nn.Module) -> ModelWeights:
@@ -90,19 +98,23 @@ class ModelWeights:
         return cls(config=config, tensors=NamedTensors.of_module(model))
 
 
+Matrix = torch.Tensor | Int4Weight
+"""A projection's weights: a float tensor, or 4-bit blocks packed for the int4 kernel."""
+
+
 @dataclass(frozen=True)
 class LayerWeights:
     """One decoder layer's tensors, projections fused."""
 
     input_norm: torch.Tensor
-    qkv_weight: torch.Tensor
+    qkv_weight: Matrix
     qkv_bias: torch.Tensor | None
-    o_weight: torch.Tensor
+    o_weight: Matrix
     o_bias: torch.Tensor | None
     post_norm: torch.Tensor
-    gate_up_weight: torch.Tensor
+    gate_up_weight: Matrix
     gate_up_bias: torch.Tensor | None
-    down_weight: torch.Tensor
+    down_weight: Matrix
     down_bias: torch.Tensor | None
 
 
@@ -133,22 +145,64 @@ def fused_layer(tensors: MutableMapping[str, torch.Tensor], prefix: str) -> Laye
 
 
 def cast_layer(layer: LayerWeights, dtype: torch.dtype) -> LayerWeights:
-    """``layer`` with its matmul weights and biases cast to ``dtype`` (norms unchanged)."""
+    """``layer`` with its float matmul weights and biases cast to ``dtype`` (norms and
+    int4 matrices unchanged)."""
 
     def cast(tensor: torch.Tensor | None) -> torch.Tensor | None:
         return None if tensor is None else tensor.to(dtype)
 
+    def cast_matrix(matrix: Matrix) -> Matrix:
+        return matrix.to(dtype) if isinstance(matrix, torch.Tensor) else matrix
+
     return replace(
         layer,
-        qkv_weight=layer.qkv_weight.to(dtype),
+        qkv_weight=cast_matrix(layer.qkv_weight),
         qkv_bias=cast(layer.qkv_bias),
-        o_weight=layer.o_weight.to(dtype),
+        o_weight=cast_matrix(layer.o_weight),
         o_bias=cast(layer.o_bias),
-        gate_up_weight=layer.gate_up_weight.to(dtype),
+        gate_up_weight=cast_matrix(layer.gate_up_weight),
         gate_up_bias=cast(layer.gate_up_bias),
-        down_weight=layer.down_weight.to(dtype),
+        down_weight=cast_matrix(layer.down_weight),
         down_bias=cast(layer.down_bias),
     )
+
+
+def int4_layer(
+    layer: LayerWeights, matrices: Mapping[str, QuantizedMatrix], prefix: str
+) -> tuple[LayerWeights, int]:
+    """``layer`` with each fused projection whose parts all have 4-bit blocks in
+    ``matrices`` (by HF name, ``{prefix}self_attn.q_proj.weight`` ...) run from
+    them; the others keep ``layer``'s tensors. Returns it and how many of the four
+    fused projections are int4.
+
+    Each matrix must de-quantise to exactly the float32 tensor it replaces (rows
+    sampled, at an odd stride so both rows of each RoPE pair are seen): a wrong
+    name or row order fails loudly here instead of decoding nonsense."""
+    attn, mlp = f"{prefix}self_attn.", f"{prefix}mlp."
+    groups = {
+        "qkv_weight": [f"{attn}{name}_proj.weight" for name in ("q", "k", "v")],
+        "o_weight": [f"{attn}o_proj.weight"],
+        "gate_up_weight": [f"{mlp}gate_proj.weight", f"{mlp}up_proj.weight"],
+        "down_weight": [f"{mlp}down_proj.weight"],
+    }
+    changes: dict[str, Int4Weight] = {}
+    for field_name, names in groups.items():
+        parts = [matrices.get(name) for name in names]
+        present = [part for part in parts if part is not None]
+        if len(present) != len(parts) or len({part.format for part in present}) != 1:
+            continue
+        matrix = present[0] if len(present) == 1 else QuantizedMatrix.stack(present)
+        exact = getattr(layer, field_name)
+        rows = torch.arange(0, matrix.shape[0], 7)
+        if not isinstance(exact, torch.Tensor) or not torch.equal(
+            matrix.take_rows(rows).dequantize(), exact[rows].to(torch.float32)
+        ):
+            raise ValueError(
+                f"The GGUF blocks of {', '.join(names)} do not de-quantise to the "
+                "converted model's weights; cannot decode from them."
+            )
+        changes[field_name] = Int4Weight.of(matrix)
+    return replace(layer, **changes), len(changes)  # type: ignore[arg-type]
 
 
 def required_tensor(tensors: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:

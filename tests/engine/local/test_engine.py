@@ -365,6 +365,9 @@ def test_a_stream_closed_after_prefill_still_stores_its_prefix(engine: LocalEngi
 def test_decode_precision_is_validated_and_named_in_the_error() -> None:
     from promptcache.engine.local import LocalEngineConfig
 
-    assert LocalEngineConfig().decode_precision == "float16"
+    assert LocalEngineConfig().decode_precision == "auto"
+    assert LocalEngineConfig().prefill_precision == "auto"
     with pytest.raises(ValueError, match="decode_precision"):
         LocalEngineConfig(decode_precision="int3")
+    with pytest.raises(ValueError, match="prefill_precision"):
+        LocalEngineConfig(prefill_precision="float8")

@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import torch
-
 from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot, no_named_prefixes
 from promptcache.engine.local.executor import BatchingStats, ModelExecutor
 from promptcache.engine.local.generation import EngineParts, Generation, LockedDetokenizer
@@ -39,7 +37,8 @@ from promptcache.request import ChatRequest
 from promptcache.result import StreamEvent
 
 DEFAULT_DECODE_BATCH = 8
-DECODE_PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
+DECODE_PRECISIONS = ("auto", "int4", "float16", "float32")
+PREFILL_PRECISIONS = ("auto", "bfloat16", "float32")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,13 +49,19 @@ class LocalEngineConfig:
     served_name: str | None = None
     prefix_cache: PrefixCacheConfig = field(default_factory=PrefixCacheConfig)
     max_context_tokens: int | None = None
-    decode_precision: str = "float16"
-    """Weights used by single-token decode steps: ``float16`` halves the memory
-    traffic that bounds decode speed on CPU (~2x tokens/s); prefill, the KV cache
-    and all non-matmul maths stay float32. Cache hits and misses decode through
-    the same path, so the hit-equals-miss guarantee holds either way;
-    ``float32`` matches transformers' own decode bit for bit (for a request
-    decoded alone: batched with others, up to float summation order)."""
+    decode_precision: str = "auto"
+    """Weights of decode steps (``promptcache.model.precision``): ``int4`` -- the
+    GGUF's own 4-bit blocks (Q4_0/Q4_1) on PyTorch's CPU int4 kernel, ~4x fewer
+    bytes per token than float16; ``float16``; ``float32`` -- transformers' own
+    decode bit for bit (for a request decoded alone). ``auto``: int4 for a
+    Q4_0/Q4_1 GGUF, else float16. The KV cache and all non-matmul maths stay
+    float32; hits and misses decode through the same weights, so the
+    hit-equals-miss guarantee holds for each."""
+    prefill_precision: str = "auto"
+    """Weights of prompt forwards: ``bfloat16`` (oneDNN, where the CPU has
+    bfloat16 matmuls), ``float32``, or ``auto`` -- bfloat16 where a start-up
+    probe measures it faster here. Every prompt token -- hit suffix or miss --
+    goes through these, so the guarantee holds for each."""
     decode_batch: int = DEFAULT_DECODE_BATCH
     """Most concurrent requests whose decode steps run as one forward (1: none)."""
 
@@ -64,7 +69,12 @@ class LocalEngineConfig:
         if self.decode_precision not in DECODE_PRECISIONS:
             raise ValueError(
                 f"LocalEngineConfig.decode_precision must be one of "
-                f"{sorted(DECODE_PRECISIONS)}, got {self.decode_precision!r}"
+                f"{list(DECODE_PRECISIONS)}, got {self.decode_precision!r}"
+            )
+        if self.prefill_precision not in PREFILL_PRECISIONS:
+            raise ValueError(
+                f"LocalEngineConfig.prefill_precision must be one of "
+                f"{list(PREFILL_PRECISIONS)}, got {self.prefill_precision!r}"
             )
         if self.decode_batch < 1:
             raise ValueError(
@@ -105,7 +115,8 @@ class LocalEngine:
             functools.partial(
                 LlamaRuntime,
                 loaded.weights,
-                decode_weight_dtype=DECODE_PRECISIONS[config.decode_precision],
+                decode_precision=config.decode_precision,
+                prefill_precision=config.prefill_precision,
             )
         )
         self._decoder = self._executor.lane(

@@ -1,0 +1,215 @@
+"""Which weights a forward multiplies by: decode and prompt precisions.
+
+The runtime keeps the model's exact float32 weights and, per role, the copies
+a precision asks for:
+
+* **decode** (one generated token per sequence per step; bound by the bytes of
+  weights read): ``int4`` -- the GGUF's own 4-bit blocks on the CPU int4
+  kernel (:mod:`promptcache.model.quantized`), the output head on the exact
+  float32 weights (a tied Q8_0 embedding de-quantises to float32 exactly);
+  ``float16`` -- half-size copies; ``float32`` -- the exact weights.
+  ``auto`` is ``int4`` when the model came from a GGUF whose layer matrices are
+  Q4_0/Q4_1, else ``float16``.
+* **prompt** (prefill chunks; bound by matmul throughput): ``bfloat16`` --
+  oneDNN's bfloat16 matmuls (AVX-512 BF16 / AMX where the CPU has them),
+  ``float32`` -- the exact weights. ``auto`` measures both on the model's own
+  matmul shapes once per process (a bounded probe) and keeps bfloat16 only
+  where oneDNN supports it here and it is measured faster.
+
+Why by role and not by how many tokens a forward has: the cache guarantee. A
+prompt token's keys and values are always computed by the prompt weights --
+in a long miss chunk, in a short suffix after a hit, or alone (a full hit
+recomputes the last prompt token) -- and every generated token by the decode
+weights, so a hit and a miss compute every token the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from promptcache.model.gguf_blocks import read_gguf_matrices
+from promptcache.model.quantized import int4_kernels_work
+from promptcache.model.weights import LayerWeights, ModelWeights, cast_layer, int4_layer
+
+__all__ = [
+    "DECODE_PRECISIONS",
+    "PROMPT_PRECISIONS",
+    "WeightSet",
+    "decode_weights",
+    "prompt_weights",
+]
+
+DECODE_PRECISIONS = ("auto", "int4", "float16", "float32")
+PROMPT_PRECISIONS = ("auto", "bfloat16", "float32")
+_PROBE_ROWS = 256
+_PROBE_MIN_GAIN = 1.2
+"""bfloat16 prefill must be at least this much faster than float32 to be chosen."""
+
+
+@dataclass(frozen=True)
+class WeightSet:
+    """The layers and output head one role multiplies by, and what they are."""
+
+    precision: str
+    layers: list[LayerWeights]
+    lm_head: torch.Tensor
+    weight_bytes: int
+    """Bytes of matmul weights one pass over every layer and the head reads."""
+
+
+def exact_set(layers: list[LayerWeights], lm_head: torch.Tensor) -> WeightSet:
+    return WeightSet("float32", layers, lm_head, _bytes(layers, lm_head))
+
+
+def decode_weights(precision: str, weights: ModelWeights, exact: WeightSet) -> WeightSet:
+    """The decode-role weights for ``precision`` (one of :data:`DECODE_PRECISIONS`)."""
+    if precision not in DECODE_PRECISIONS:
+        raise ValueError(
+            f"decode_precision must be one of {', '.join(DECODE_PRECISIONS)}; got {precision!r}."
+        )
+    if precision == "auto":
+        found = None if _int4_unavailable(weights) else _int4_set(weights, exact)
+        return found or decode_weights("float16", weights, exact)
+    if precision == "float32":
+        return exact
+    if precision == "float16":
+        layers = [cast_layer(layer, torch.float16) for layer in exact.layers]
+        lm_head = exact.lm_head.to(torch.float16)
+        return WeightSet("float16", layers, lm_head, _bytes(layers, lm_head))
+    why = _int4_unavailable(weights)
+    found = None if why else _int4_set(weights, exact)
+    if found is None:
+        raise ValueError(
+            "decode_precision 'int4' is not available: "
+            + (why or "the GGUF has no Q4_0/Q4_1 layer matrices.")
+        )
+    return found
+
+
+def _int4_set(weights: ModelWeights, exact: WeightSet) -> WeightSet | None:
+    """The int4 decode weights, or None when the GGUF has no 4-bit layer matrices.
+
+    Packed once per GGUF file and process (a few seconds on 2 busy cores): every
+    runtime over the same file -- several engines in one process, tests --
+    shares the packed matrices."""
+    assert weights.gguf is not None
+    stat = weights.gguf.stat()
+    key = (str(weights.gguf.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _PACKED_LOCK:
+        built = _PACKED.get(key)
+        if built is None:
+            matrices = read_gguf_matrices(weights.gguf, weights.config)
+            built = [
+                int4_layer(layer, matrices, f"model.layers.{index}.")
+                for index, layer in enumerate(exact.layers)
+            ]
+            _PACKED.clear()  # one file at a time: a process serves one model
+            _PACKED[key] = built
+    if not any(count for _, count in built):
+        return None
+    int4 = [
+        replace(layer, input_norm=own.input_norm, post_norm=own.post_norm)
+        for (layer, _), own in zip(built, exact.layers, strict=True)
+    ]
+    # Projections without 4-bit blocks (another format in the file) decode in float16.
+    layers = [cast_layer(layer, torch.float16) for layer in int4]
+    return WeightSet("int4", layers, exact.lm_head, _bytes(layers, exact.lm_head))
+
+
+_PACKED: dict[tuple[str, int, int], list[tuple[LayerWeights, int]]] = {}
+_PACKED_LOCK = threading.Lock()
+
+
+def prompt_weights(precision: str, exact: WeightSet, *, onednn: bool) -> WeightSet:
+    """The prompt-role weights for ``precision`` (one of :data:`PROMPT_PRECISIONS`).
+
+    The output head stays exact: a prefill computes one row of logits (unless all
+    are asked for), and those logits start decoding."""
+    if precision not in PROMPT_PRECISIONS:
+        raise ValueError(
+            f"prefill_precision must be one of {', '.join(PROMPT_PRECISIONS)}; got {precision!r}."
+        )
+    if precision == "auto":
+        hidden = int(_float(exact.layers[0].gate_up_weight).shape[1])
+        inter = int(_float(exact.layers[0].down_weight).shape[1])
+        precision = "bfloat16" if onednn and bfloat16_prefill_pays(hidden, inter) else "float32"
+    if precision == "float32":
+        return exact
+    if not bfloat16_matmuls_supported():
+        raise ValueError(
+            "prefill_precision 'bfloat16' is not available: oneDNN has no bfloat16 "
+            "matmuls on this CPU."
+        )
+    layers = [cast_layer(layer, torch.bfloat16) for layer in exact.layers]
+    return WeightSet("bfloat16", layers, exact.lm_head, _bytes(layers, exact.lm_head))
+
+
+def bfloat16_matmuls_supported() -> bool:
+    """Whether oneDNN runs bfloat16 matmuls natively on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(
+            torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@functools.cache
+def bfloat16_prefill_pays(hidden: int, intermediate: int) -> bool:
+    """Whether a prefill chunk's MLP matmuls run at least 1.2x faster in bfloat16 than
+    in float32 here: measured once per shape and process, best of three, on random
+    weights of the model's shapes (~0.1-0.3 s)."""
+    if not bfloat16_matmuls_supported():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    up = torch.randn(2 * intermediate, hidden, generator=generator)
+    down = torch.randn(hidden, intermediate, generator=generator)
+    x = torch.randn(_PROBE_ROWS, hidden, generator=generator)
+
+    def run(dtype: torch.dtype) -> float:
+        w1, w2, h = up.to(dtype), down.to(dtype), x.to(dtype)
+        best = float("inf")
+        with torch.inference_mode():
+            for _ in range(3):
+                began = time.perf_counter()
+                F.linear(F.linear(h, w1)[:, :intermediate], w2)
+                best = min(best, time.perf_counter() - began)
+        return best
+
+    try:
+        run(torch.bfloat16)  # warm: oneDNN builds its kernels on first use
+        return run(torch.float32) >= _PROBE_MIN_GAIN * run(torch.bfloat16)
+    except RuntimeError:
+        return False
+
+
+def _int4_unavailable(weights: ModelWeights) -> str:
+    """Why int4 decode cannot run for ``weights`` ('' when it can)."""
+    if weights.gguf is None:
+        return "the model was not loaded from a GGUF file (int4 decodes its 4-bit blocks)."
+    if not int4_kernels_work():
+        return "this torch build has no working CPU int4 kernels."
+    return ""
+
+
+def _float(matrix: object) -> torch.Tensor:
+    assert isinstance(matrix, torch.Tensor)
+    return matrix
+
+
+def _bytes(layers: list[LayerWeights], lm_head: torch.Tensor) -> int:
+    total = lm_head.numel() * lm_head.element_size()
+    for layer in layers:
+        for matrix in (layer.qkv_weight, layer.o_weight, layer.gate_up_weight, layer.down_weight):
+            if isinstance(matrix, torch.Tensor):
+                total += matrix.numel() * matrix.element_size()
+            else:
+                total += matrix.nbytes
+    return int(total)

@@ -1,0 +1,121 @@
+"""Decoding straight from a GGUF's 4-bit blocks, on PyTorch's CPU int4 kernels.
+
+A decode step of a small model on a CPU is bound by the bytes of weights it
+reads. The float16 copies of the de-quantised GGUF read 2 bytes per weight; the
+GGUF's own Q4_0/Q4_1 blocks read 4.5-5 bits. PyTorch ships a CPU kernel for
+exactly this shape of data -- ``_weight_int4pack_mm_for_cpu``, group-wise 4-bit
+weights with a scale and an offset per group of ``group_size`` weights along
+the input dimension -- and a GGUF block is such a group (32 weights).
+
+How faithful the mapping is, from the kernel's source
+(``aten/src/ATen/native/cpu/int4mm_kernel.cpp``):
+
+* the kernel de-quantises ``w = (q - 8) * scale + zero`` (q the unsigned nibble),
+  so Q4_1's ``w = d * q + m`` is ``scale = d``, ``zero = m + 8 d``, and Q4_0's
+  ``w = d * (q - 8)`` is ``scale = d``, ``zero = 0``. The nibbles are the
+  GGUF's, unchanged;
+* its vectorised (AVX-512/AVX2) form exists for bfloat16 only: activations,
+  scales, offsets and outputs are bfloat16 (the float16/float32 forms are a
+  scalar loop, ~50x slower). So ``d`` and ``m + 8 d`` are rounded from
+  float16 to bfloat16 (8 significant bits instead of 11): measured on
+  SmolLM2-135M Q4_1, a 0.18% RMS relative change of the weights, plus the
+  rounding of activations and outputs to bfloat16 -- comparable to llama.cpp
+  itself, which rounds activations to 8-bit blocks for these dot products.
+  ``benchmarks/quantized_accuracy.py`` measures the effect on output;
+* products accumulate in float32, over the input dimension in one fixed order
+  per output row: a row's result does not depend on the other rows of the
+  batch (checked by ``tests/model/test_quantized.py``), so batching decode
+  steps never changes a sequence's tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from promptcache.model.gguf_blocks import BLOCK, QuantizedMatrix
+
+__all__ = ["Int4Weight", "int4_kernels_work"]
+
+_ROW_MULTIPLE = 16
+"""The kernel packs output rows in tiles of 16, 32, 48 or 64."""
+
+
+@dataclass(frozen=True)
+class Int4Weight:
+    """A ``[out_features, in_features]`` matrix packed for the CPU int4 kernel."""
+
+    packed: torch.Tensor
+    """uint8, the layout ``_convert_weight_to_int4pack_for_cpu`` makes."""
+    scales_and_zeros: torch.Tensor
+    """bfloat16 ``[in_features / 32, out_features, 2]``: (scale, zero) per group."""
+    out_features: int
+    in_features: int
+
+    @classmethod
+    def of(cls, matrix: QuantizedMatrix) -> Int4Weight:
+        """``matrix``'s blocks, packed (nibbles as they are; scales to bfloat16)."""
+        rows, cols = matrix.shape
+        if rows % _ROW_MULTIPLE or cols % BLOCK:
+            raise ValueError(
+                f"a [{rows}, {cols}] matrix does not fit the int4 kernel "
+                f"(rows a multiple of {_ROW_MULTIPLE}, columns of {BLOCK})"
+            )
+        scales = matrix.scales.to(torch.float32)
+        zeros = (
+            torch.zeros_like(scales)
+            if matrix.minimums is None
+            else matrix.minimums.to(torch.float32) + 8.0 * scales
+        )
+        pairs = torch.stack([scales.T, zeros.T], dim=-1).to(torch.bfloat16).contiguous()
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            matrix.nibbles.to(torch.int32), 1
+        )
+        return cls(packed=packed, scales_and_zeros=pairs, out_features=rows, in_features=cols)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes one pass over the matrix reads."""
+        return int(
+            self.packed.numel() * self.packed.element_size()
+            + self.scales_and_zeros.numel() * self.scales_and_zeros.element_size()
+        )
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weights this kernel multiplies by (for measuring, not for maths)."""
+        eye = torch.eye(self.in_features, dtype=torch.bfloat16)
+        return self.matmul(eye).to(torch.float32).T.contiguous()
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T`` for bfloat16 ``x`` ``[rows, in_features]``; bfloat16 out."""
+        out: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x, self.packed, BLOCK, self.scales_and_zeros
+        )
+        return out
+
+    def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``F.linear(x, W, bias)`` for ``x`` of any float dtype, the result in ``x``'s."""
+        out = self.matmul(x.to(torch.bfloat16).contiguous()).to(x.dtype)
+        return out if bias is None else out + bias.to(out.dtype)
+
+
+def int4_kernels_work() -> bool:
+    """Whether this torch has the CPU int4 kernels and they compute what they should
+    (a tiny Q4_1 matrix against its float32 de-quantisation)."""
+    generator = torch.Generator().manual_seed(0)
+    rows, cols = 16, 2 * BLOCK
+    matrix = QuantizedMatrix(
+        "Q4_1",
+        torch.randint(0, 16, (rows, cols), dtype=torch.uint8, generator=generator),
+        torch.full((rows, cols // BLOCK), 0.125, dtype=torch.float16),
+        torch.full((rows, cols // BLOCK), -1.0, dtype=torch.float16),
+    )
+    x = torch.randn(3, cols, generator=generator)
+    try:
+        with torch.inference_mode():
+            got = Int4Weight.of(matrix).linear(x, None)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    want = x.to(torch.bfloat16).to(torch.float32) @ matrix.dequantize().T
+    return bool(torch.allclose(got, want, rtol=2e-2, atol=2e-2))
