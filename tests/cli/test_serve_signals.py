@@ -20,12 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from promptcache.engine.threaded import ThreadedEngine
-from promptcache.server.app import create_app
-from promptcache.server.config import ServerConfig
 from tests.server.conftest import openai_body
-from tests.server.fakes import FakeSyncEngine
-from tests.server.live import live_server
+from tests.server.live import fake_upstream
 
 
 def _free_port() -> int:
@@ -37,15 +33,8 @@ def _free_port() -> int:
 @pytest.fixture
 def slow_upstream() -> Iterator[str]:
     """An OpenAI-compatible upstream whose answers take about 1.5 s."""
-    fake = FakeSyncEngine(token_delay=0.5)
-    engine = ThreadedEngine(fake, max_queue=8, workers=2)
-    try:
-        with live_server(create_app(ServerConfig(), engine=engine, cache=None)) as url:
-            yield f"{url}/v1"
-    finally:
-        import asyncio
-
-        asyncio.run(engine.aclose())
+    with fake_upstream(token_delay=0.5) as (url, _):
+        yield url
 
 
 def _start(upstream: str, port: int, tmp_path: Path, *extra: str) -> subprocess.Popen[bytes]:

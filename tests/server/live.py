@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -10,6 +11,11 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
+
+from promptcache.engine.threaded import ThreadedEngine
+from promptcache.server.app import create_app
+from promptcache.server.config import ServerConfig
+from tests.server.fakes import FakeSyncEngine
 
 
 @contextmanager
@@ -35,3 +41,16 @@ def live_server(app: FastAPI) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+@contextmanager
+def fake_upstream(token_delay: float) -> Iterator[tuple[str, FakeSyncEngine]]:
+    """An OpenAI-compatible upstream (``<url>/v1``) answering ``echo: <prompt>`` at
+    ``token_delay`` seconds a word, and the fake engine behind it (its calls counted)."""
+    fake = FakeSyncEngine(token_delay=token_delay)
+    engine = ThreadedEngine(fake, max_queue=64, workers=4)
+    try:
+        with live_server(create_app(ServerConfig(), engine=engine, cache=None)) as url:
+            yield f"{url}/v1", fake
+    finally:
+        asyncio.run(engine.aclose())
