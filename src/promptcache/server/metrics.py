@@ -10,14 +10,15 @@ Other components (cost accounting) register their own metrics on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from promptcache.engine.base import ReplicaFleetSnapshot
 from promptcache.response_cache import CacheStatus
-from promptcache.result import PrefixCacheSnapshot
+from promptcache.result import KVTierSnapshot, PrefixCacheSnapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -48,6 +49,111 @@ class _PrefixCacheCollector(Collector):
         )
         for name, doc, value in gauges:
             yield GaugeMetricFamily(name, doc, value=value)
+        yield from _tier_metrics(snap.tiers)
+
+
+_TIER_GAUGES = (
+    ("bytes_used", "KV bytes held, per tier (ram, disk)"),
+    ("bytes_budget", "KV byte budget, per tier"),
+    ("blocks", "KV blocks held, per tier"),
+    ("read_bytes_per_second", "Disk tier read bandwidth (bytes read / seconds reading)"),
+)
+_TIER_COUNTERS = (
+    ("hits", "KV blocks a match read from this tier"),
+    ("promotions", "KV blocks copied up into RAM from disk"),
+    ("demotions", "KV blocks sent down (ram: evicted to disk) or written (disk)"),
+    ("evictions", "KV blocks evicted from this tier"),
+    ("write_queue_drops", "KV blocks not written: the disk writer's queue was full"),
+    ("corrupt_blocks", "Disk block files refused by checksum or metadata"),
+    ("bytes_read", "Bytes of KV read from this tier"),
+    ("read_seconds", "Seconds spent reading KV from this tier"),
+)
+
+
+def _tier_metrics(tiers: tuple[KVTierSnapshot, ...]) -> Iterator[Metric]:
+    if not tiers:
+        return
+    for field, doc in _TIER_GAUGES:
+        gauge = GaugeMetricFamily(f"promptcache_kv_tier_{field}", doc, labels=["tier"])
+        for tier in tiers:
+            gauge.add_metric([tier.tier], float(getattr(tier, field)))
+        yield gauge
+    for field, doc in _TIER_COUNTERS:
+        counter = CounterMetricFamily(f"promptcache_kv_tier_{field}", doc, labels=["tier"])
+        for tier in tiers:
+            counter.add_metric([tier.tier], float(getattr(tier, field)))
+        yield counter
+
+
+class _CoalescingCollector(Collector):
+    """Cross-process coalescing outcomes (leads, follows, takeovers, ...), read at scrape."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int] | None]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts()
+        if counts is None:  # the store cannot lock: nothing coalesces across processes
+            return
+        family = CounterMetricFamily(
+            "promptcache_cross_process_coalescing",
+            "Response-cache misses coalesced across the gateways on one store, by outcome",
+            labels=["outcome"],
+        )
+        for outcome, value in counts.items():
+            family.add_metric([outcome], value)
+        yield family
+
+
+class _ReplicaCollector(Collector):
+    """Per-replica figures of an engine over replicas, labelled ``replica`` (host:port)."""
+
+    def __init__(self, snapshot: Callable[[], ReplicaFleetSnapshot | None]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        fleet = self._snapshot()
+        if fleet is None:
+            return
+        rows = fleet.replicas
+        figures: tuple[tuple[str, str, str, list[float]], ...] = (
+            ("counter", "promptcache_replica_requests", "Attempts sent to the replica",
+             [r.requests for r in rows]),
+            ("counter", "promptcache_replica_errors",
+             "Attempts the replica failed (unreachable, 5xx, overloaded)",
+             [r.errors for r in rows]),
+            ("counter", "promptcache_replica_ejections", "Times the replica was taken out",
+             [r.ejections for r in rows]),
+            ("counter", "promptcache_replica_prompt_tokens",
+             "Prompt tokens of the replica's answers", [r.prompt_tokens for r in rows]),
+            ("counter", "promptcache_replica_cached_tokens",
+             "Prompt tokens the replica's prefix cache served", [r.cached_tokens for r in rows]),
+            ("gauge", "promptcache_replica_cached_token_share",
+             "Share of the replica's prompt tokens served from its cache",
+             [r.cached_share for r in rows]),
+            ("gauge", "promptcache_replica_up", "1 while the replica takes requests",
+             [1.0 if r.healthy else 0.0 for r in rows]),
+            ("gauge", "promptcache_replica_in_flight", "Requests at the replica now",
+             [r.in_flight for r in rows]),
+        )  # fmt: skip
+        for kind, name, doc, values in figures:
+            family: CounterMetricFamily | GaugeMetricFamily = (
+                CounterMetricFamily(name, doc, labels=["replica"])
+                if kind == "counter"
+                else GaugeMetricFamily(name, doc, labels=["replica"])
+            )
+            for row, value in zip(rows, values, strict=True):
+                family.add_metric([row.replica], float(value))
+            yield family
+        moved = CounterMetricFamily(
+            "promptcache_replica_moved",
+            "Requests that left their ring replica: the load bound or a failure",
+            labels=["reason"],
+        )
+        moved.add_metric(["load"], fleet.moved_for_load)
+        moved.add_metric(["failure"], fleet.moved_for_failure)
+        moved.add_metric(["none_healthy"], fleet.unavailable)
+        yield moved
 
 
 class ServerMetrics:
@@ -58,6 +164,8 @@ class ServerMetrics:
         *,
         prefix_snapshot: Callable[[], PrefixCacheSnapshot | None],
         queue_depth: Callable[[], int] | None = None,
+        coalescing: Callable[[], Mapping[str, int] | None] | None = None,
+        replica_snapshot: Callable[[], ReplicaFleetSnapshot | None] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -87,6 +195,10 @@ class ServerMetrics:
         if queue_depth is not None:
             self.queue_depth.set_function(lambda: float(queue_depth()))
         self.registry.register(_PrefixCacheCollector(prefix_snapshot))
+        if replica_snapshot is not None:
+            self.registry.register(_ReplicaCollector(replica_snapshot))
+        if coalescing is not None:
+            self.registry.register(_CoalescingCollector(coalescing))
         self.cache_outcomes = dict.fromkeys(CacheStatus, 0)
         """Plain running counts of response-cache outcomes, for ``/v1/cache/stats``."""
         # Pre-bound children: label lookup is the costly part of an increment.
