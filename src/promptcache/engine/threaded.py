@@ -140,6 +140,8 @@ class ThreadedEngine(Engine):
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._threads = [self._start_worker(i) for i in range(workers)]
+        self._pinning = 0
+        """Named prefixes being prefilled (at most ``workers`` at once)."""
 
     # -- figures for /metrics ------------------------------------------------
 
@@ -196,20 +198,32 @@ class ThreadedEngine(Engine):
         registry = self.named_prefixes
         if not isinstance(engine, PrefixPinningEngine) or registry is None:
             raise no_named_prefixes(engine)
-        if self._closed:
-            raise OverloadedError("The server is shutting down.")
+        with self._lock:
+            if self._closed:
+                raise OverloadedError("The server is shutting down.")
+            if self._pinning >= self.workers:
+                raise OverloadedError(
+                    f"{self._pinning} prefixes are being pinned already (at most "
+                    f"{self.workers} at once, --engine-workers); retry later."
+                )
+            self._pinning += 1
         cancel = threading.Event()
-        work = asyncio.get_running_loop().run_in_executor(
-            None,
-            functools.partial(
-                engine.pin_prefix,
-                request,
-                ttl_seconds=ttl_seconds,
-                name=name,
-                model=model,
-                cancel=cancel,
-            ),
-        )
+        try:
+            work = asyncio.get_running_loop().run_in_executor(
+                None,
+                functools.partial(
+                    engine.pin_prefix,
+                    request,
+                    ttl_seconds=ttl_seconds,
+                    name=name,
+                    model=model,
+                    cancel=cancel,
+                ),
+            )
+        except BaseException:
+            self._pin_done(None)
+            raise
+        work.add_done_callback(self._pin_done)
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -258,6 +272,10 @@ class ThreadedEngine(Engine):
         await asyncio.to_thread(self._join, timeout)
 
     # -- internals ---------------------------------------------------------
+
+    def _pin_done(self, _: asyncio.Future[PinnedPrefix] | None) -> None:
+        with self._lock:
+            self._pinning -= 1
 
     def _start_worker(self, index: int) -> threading.Thread:
         thread = threading.Thread(
