@@ -3,6 +3,9 @@
 Each entry is one Redis string ``<prefix><key>`` holding an 8-byte
 big-endian creation time followed by the value, written with one ``SET``
 (``PX`` for the TTL), so an entry is atomic and expires on its own.
+The async twins (``aget``, ``aput``, ``adelete``) use redis-py's asyncio
+client rather than a worker thread: a thread hop per call, and the GIL hand-offs
+between it and the event loop, cost more than the Redis call itself.
 Hit/miss counts are buffered in-process and added to the hash
 ``<prefix>__stats__`` in batches; ``stats`` counts entries and bytes with
 ``SCAN`` (it is an admin call, not a hot path). Evictions are Redis's own
@@ -20,6 +23,7 @@ client reconnects by itself once Redis is back.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import struct
@@ -39,6 +43,7 @@ from promptcache.store.redis_lock import (
     DEFAULT_LOCK_TTL,
     DEFAULT_LOCK_WAIT,
     LOCK_INFIX,
+    LoopClients,
     RedisFlightLocks,
 )
 
@@ -103,12 +108,9 @@ class RedisStore(ResponseStore):
         self._pending_ops = 0
         self._last_flush = time.monotonic()
         self._last_warning = float("-inf")
+        self._async_clients = LoopClients(config.url, socket_timeout=config.socket_timeout)
         self._locks = RedisFlightLocks(
-            config.url,
-            prefix=config.prefix,
-            socket_timeout=config.socket_timeout,
-            ttl=config.lock_ttl,
-            wait=config.lock_wait,
+            self._async_clients, prefix=config.prefix, ttl=config.lock_ttl, wait=config.lock_wait
         )
         self._lock_prefix = f"{config.prefix}{LOCK_INFIX}".encode()
 
@@ -124,21 +126,39 @@ class RedisStore(ResponseStore):
 
     def get(self, key: str) -> StoredEntry | None:
         raw: bytes | None = self._guarded("get", self._client.get, self._name(key))
-        entry = None
-        if raw is not None and len(raw) >= _HEADER.size:
-            entry = StoredEntry(raw[_HEADER.size :], _HEADER.unpack_from(raw)[0])
-        self._count("hits" if entry is not None else "misses")
+        entry = _entry(raw)
+        if self._count("hits" if entry is not None else "misses"):
+            self.flush()
         return entry
 
     def put(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        ttl = validate_ttl(ttl) if ttl is not None else self.config.ttl
-        payload = _HEADER.pack(time.time()) + value
-        px = None if ttl is None else max(1, round(ttl * 1000))
+        payload, px = self._payload(value, ttl)
         self._guarded("put", self._client.set, self._name(key), payload, px=px)
 
     def delete(self, key: str) -> bool:
         removed: int | None = self._guarded("delete", self._client.delete, self._name(key))
         return bool(removed)
+
+    async def aget(self, key: str) -> StoredEntry | None:
+        raw: bytes | None = await self._aguarded("get", self._async_clients.get().get, key)
+        entry = _entry(raw)
+        if self._count("hits" if entry is not None else "misses"):
+            await asyncio.to_thread(self.flush)  # a batch now and then: not worth a second path
+        return entry
+
+    async def aput(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        payload, px = self._payload(value, ttl)
+        await self._aguarded("put", self._async_clients.get().set, key, payload, px=px)
+
+    async def adelete(self, key: str) -> bool:
+        removed: int | None = await self._aguarded("delete", self._async_clients.get().delete, key)
+        return bool(removed)
+
+    def _payload(self, value: bytes, ttl: float | None) -> tuple[bytes, int | None]:
+        """The stored bytes (creation time, then the value) and the expiry in ms."""
+        ttl = validate_ttl(ttl) if ttl is not None else self.config.ttl
+        px = None if ttl is None else max(1, round(ttl * 1000))
+        return _HEADER.pack(time.time()) + value, px
 
     def clear(self) -> int:
         def clear_all() -> int:
@@ -218,15 +238,14 @@ class RedisStore(ResponseStore):
         self.flush()
         self._client.close()
 
-    def _count(self, field: str) -> None:
+    def _count(self, field: str) -> bool:
+        """Count a hit or miss; True when the buffered counts are due to be flushed."""
         with self._lock:
             self._pending[field] += 1
             self._pending_ops += 1
-            due = self._pending_ops >= self.config.flush_every or (
+            return self._pending_ops >= self.config.flush_every or (
                 time.monotonic() - self._last_flush >= self.config.flush_interval
             )
-        if due:
-            self.flush()
 
     def _pattern(self) -> str:
         # Escape glob characters so a prefix like "a*" matches only itself.
@@ -238,24 +257,45 @@ class RedisStore(ResponseStore):
         try:
             result = call(*args, **kwargs)
         except redis_lib.RedisError as exc:
-            self.available = False
-            now = time.monotonic()
-            with self._lock:
-                warn = now - self._last_warning >= self.config.warn_interval
-                if warn:
-                    self._last_warning = now
-            if warn:
-                logger.warning(
-                    "promptcache: Redis at %s unavailable during %s (%s: %s); serving misses "
-                    "and dropping writes until it is back",
-                    self.url,
-                    what,
-                    type(exc).__name__,
-                    exc,
-                )
+            self._unavailable(what, exc)
             return None
         self.available = True
         return result
 
+    async def _aguarded(self, what: str, call: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`_guarded` for one asyncio-client call on ``key``'s name."""
+        try:
+            result = await call(self._name(key), *args, **kwargs)
+        except redis_lib.RedisError as exc:
+            self._unavailable(what, exc)
+            return None
+        self.available = True
+        return result
+
+    def _unavailable(self, what: str, exc: redis_lib.RedisError) -> None:
+        """Note an outage, warning at most once per ``warn_interval``."""
+        self.available = False
+        now = time.monotonic()
+        with self._lock:
+            warn = now - self._last_warning >= self.config.warn_interval
+            if warn:
+                self._last_warning = now
+        if warn:
+            logger.warning(
+                "promptcache: Redis at %s unavailable during %s (%s: %s); serving misses "
+                "and dropping writes until it is back",
+                self.url,
+                what,
+                type(exc).__name__,
+                exc,
+            )
+
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r})"
+
+
+def _entry(raw: bytes | None) -> StoredEntry | None:
+    """A stored string back as its entry (None: absent, or too short to be one)."""
+    if raw is None or len(raw) < _HEADER.size:
+        return None
+    return StoredEntry(raw[_HEADER.size :], _HEADER.unpack_from(raw)[0])

@@ -10,8 +10,9 @@ separate namespaces), so waiters wake as soon as the leader has stored its
 entry; a leader that dies publishes nothing and waiters notice the expiry by
 polling.
 
-The asyncio client is per event loop: redis-py's asyncio connections belong to
-the loop that opened them.
+:class:`LoopClients` holds one asyncio client per event loop (redis-py's
+asyncio connections belong to the loop that opened them); the store's own
+async reads and writes use it too.
 """
 
 from __future__ import annotations
@@ -92,70 +93,26 @@ class _RedisWatch(FlightWatch):
         return message is not None
 
 
-class RedisFlightLocks(FlightLocks):
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str,
-        socket_timeout: float,
-        ttl: float = DEFAULT_LOCK_TTL,
-        wait: float = DEFAULT_LOCK_WAIT,
-    ) -> None:
-        if not ttl > 0 or not wait >= 0:
-            raise ValueError(f"lock_ttl must be > 0 and lock_wait >= 0, got {ttl} and {wait}")
-        self.ttl = float(ttl)
-        self.wait = float(wait)
+class LoopClients:
+    """One redis-py asyncio client per event loop, all on one URL."""
+
+    def __init__(self, url: str, *, socket_timeout: float) -> None:
         self._url = url
-        self._prefix = prefix
-        self._socket_timeout = socket_timeout
+        self.socket_timeout = socket_timeout
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis[bytes]] = (
             weakref.WeakKeyDictionary()
         )
 
-    def name(self, key: str) -> str:
-        """The lock's Redis key (and its release channel)."""
-        return f"{self._prefix}{LOCK_INFIX}{key}"
-
-    async def acquire(self, key: str) -> RedisFlightLock | None:
-        lock = _AnnouncingLock(
-            self._client(), self.name(key), timeout=self.ttl, blocking=False, thread_local=False
-        )
-        try:
-            taken = await lock.acquire(blocking=False, token=secrets.token_hex(16))
-        except RedisError as exc:
-            raise LockUnavailable(str(exc)) from exc
-        return RedisFlightLock(lock) if taken else None
-
-    def watch(self, key: str) -> AbstractAsyncContextManager[FlightWatch]:
-        return self._watch(self.name(key))
-
-    @contextlib.asynccontextmanager
-    async def _watch(self, channel: str) -> AsyncIterator[FlightWatch]:
-        pubsub = self._client().pubsub()
-        try:
-            try:
-                await pubsub.subscribe(channel)
-                # Read the confirmation: only then is a release published after this
-                # point sure to reach us, so the caller's look at the entry comes after it.
-                confirmed = await pubsub.get_message(timeout=self._socket_timeout)
-            except RedisError as exc:
-                raise LockUnavailable(str(exc)) from exc
-            if confirmed is None:
-                raise LockUnavailable(f"no subscription confirmation for {channel}")
-            yield _RedisWatch(pubsub)
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[attr-defined]  # types-redis predates it
-
-    def _client(self) -> aredis.Redis[bytes]:
+    def get(self) -> aredis.Redis[bytes]:
+        """The running loop's client (opened on first use)."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
             client = self._clients[loop] = aredis.Redis.from_url(
                 self._url,
-                socket_timeout=self._socket_timeout,
-                socket_connect_timeout=self._socket_timeout,
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=self.socket_timeout,
+                # As the sync client: one immediate retry re-dials a dead connection.
                 retry=Retry(NoBackoff(), 1),
                 health_check_interval=0,
             )
@@ -169,4 +126,60 @@ class RedisFlightLocks(FlightLocks):
                 await client.aclose()  # type: ignore[attr-defined]  # types-redis predates it
 
 
-__all__ = ["DEFAULT_LOCK_TTL", "DEFAULT_LOCK_WAIT", "LOCK_INFIX", "RedisFlightLocks"]
+class RedisFlightLocks(FlightLocks):
+    def __init__(
+        self,
+        clients: LoopClients,
+        *,
+        prefix: str,
+        ttl: float = DEFAULT_LOCK_TTL,
+        wait: float = DEFAULT_LOCK_WAIT,
+    ) -> None:
+        if not ttl > 0 or not wait >= 0:
+            raise ValueError(f"lock_ttl must be > 0 and lock_wait >= 0, got {ttl} and {wait}")
+        self.ttl = float(ttl)
+        self.wait = float(wait)
+        self._clients = clients
+        self._prefix = prefix
+
+    def name(self, key: str) -> str:
+        """The lock's Redis key (and its release channel)."""
+        return f"{self._prefix}{LOCK_INFIX}{key}"
+
+    async def acquire(self, key: str) -> RedisFlightLock | None:
+        client = self._clients.get()
+        lock = _AnnouncingLock(
+            client, self.name(key), timeout=self.ttl, blocking=False, thread_local=False
+        )
+        try:
+            taken = await lock.acquire(blocking=False, token=secrets.token_hex(16))
+        except RedisError as exc:
+            raise LockUnavailable(str(exc)) from exc
+        return RedisFlightLock(lock) if taken else None
+
+    def watch(self, key: str) -> AbstractAsyncContextManager[FlightWatch]:
+        return self._watch(self.name(key))
+
+    @contextlib.asynccontextmanager
+    async def _watch(self, channel: str) -> AsyncIterator[FlightWatch]:
+        pubsub = self._clients.get().pubsub()
+        try:
+            try:
+                await pubsub.subscribe(channel)
+                # Read the confirmation: only then is a release published after this
+                # point sure to reach us, so the caller's look at the entry comes after it.
+                confirmed = await pubsub.get_message(timeout=self._clients.socket_timeout)
+            except RedisError as exc:
+                raise LockUnavailable(str(exc)) from exc
+            if confirmed is None:
+                raise LockUnavailable(f"no subscription confirmation for {channel}")
+            yield _RedisWatch(pubsub)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[attr-defined]  # types-redis predates it
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+
+__all__ = ["DEFAULT_LOCK_TTL", "DEFAULT_LOCK_WAIT", "LOCK_INFIX", "LoopClients", "RedisFlightLocks"]
