@@ -131,7 +131,9 @@ class ChatFlow:
                 # The caller's provider key (forward mode) travels beside the request,
                 # never in it: ChatRequest feeds cache keys, memos and logs.
                 call = UpstreamCall(
-                    api_key=self.keyring.forwarded_key(http.headers), deadline=deadline
+                    api_key=self.keyring.forwarded_key(http.headers),
+                    deadline=deadline,
+                    whole=not parsed.request.transport.stream,
                 )
                 response = await self._serve(parsed, directives, dialect, started, call)
         except PromptCacheError as error:

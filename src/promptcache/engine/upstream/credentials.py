@@ -28,14 +28,17 @@ class UpstreamCall:
     (``--upstream-key-mode forward``); None sends the server's own.
     ``deadline``: the event loop's time (``loop.time()``) by which the request
     must be answered; retries never wait past it. None: no deadline.
+    ``whole``: the caller takes only the final Result (a client that did not ask
+    for a stream), so the engine may fetch it as one body rather than as events.
     """
 
     api_key: str | None = field(default=None, repr=False)
     deadline: float | None = None
+    whole: bool = False
 
     def __repr__(self) -> str:
         shown = "None" if self.api_key is None else REDACTED
-        return f"UpstreamCall(api_key={shown}, deadline={self.deadline!r})"
+        return f"UpstreamCall(api_key={shown}, deadline={self.deadline!r}, whole={self.whole})"
 
 
 @runtime_checkable

@@ -42,7 +42,13 @@ from promptcache.engine.upstream.profiles import (
     unset_lacking,
     without_markers,
 )
-from promptcache.engine.upstream.transport import RetryPolicy, UpstreamSender, attempts_text
+from promptcache.engine.upstream.transport import (
+    NoCookies,
+    RetryPolicy,
+    UpstreamSender,
+    attempts_text,
+    drain,
+)
 from promptcache.errors import (
     AuthenticationError,
     ModelNotFoundError,
@@ -203,8 +209,10 @@ class UpstreamEngine(Engine):
             headers=self._headers(),
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
             transport=transport,
+            cookies=NoCookies(),
         )
         self.sender = UpstreamSender(self._client, policy=config.retry)
+        self._urls: dict[str, httpx.URL] = {}  # joined once: httpx re-parses a relative one
         self._directory = ModelDirectory(refresh=config.models_refresh)
 
     def _headers(self) -> dict[str, str]:
@@ -338,6 +346,12 @@ class UpstreamEngine(Engine):
         return openai_wire.events_from_sse(pairs, self.profile.read_usage)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        if self._call.whole:
+            # The caller waits for the whole answer anyway: one JSON body costs the
+            # upstream and this process less than an event stream (the server reads
+            # every request as events; benchmarks/proxy_overhead.py).
+            yield await self.complete(request)
+            return
         body = self._body(request, stream=True)
         # Retried (by the sender) only until the response headers say 2xx: no event
         # has reached the client before then, and none is ever sent twice after.
@@ -345,7 +359,12 @@ class UpstreamEngine(Engine):
         try:
             # Leaving this block -- normally, on error, or because the consumer
             # closed the generator -- closes the upstream response.
-            async for event in self._decode(iter_sse(response.aiter_lines())):
+            lines = response.aiter_lines()
+            async for event in self._decode(iter_sse(lines)):
+                if isinstance(event, Result):
+                    # The decoder stops at the end marker; the bytes after it are read
+                    # too, or closing drops the connection instead of pooling it.
+                    await drain(lines)
                 yield event
         except (httpx.HTTPError, json.JSONDecodeError) as error:
             raise self._transport_error(error) from error
@@ -357,7 +376,10 @@ class UpstreamEngine(Engine):
     ) -> httpx.Response:
         """The upstream's 2xx response, after the retries the policy allows; anything
         else raised as promptcache's error for it, naming the upstream."""
-        request = self._client.build_request(method, path, headers=self._call_headers, **kwargs)
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._client.base_url.join(path)
+        request = self._client.build_request(method, url, headers=self._call_headers, **kwargs)
         return await self.sender.send(
             request,
             deadline=self._call.deadline,

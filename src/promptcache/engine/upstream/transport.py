@@ -28,14 +28,16 @@ of the transport failures are :class:`~promptcache.errors.UpstreamError` (a 502)
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import logging
 import math
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
@@ -48,6 +50,18 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 """Statuses that mean "try again": rate limited, a server fault, overloaded (529)."""
 DEFAULT_MAX_RETRIES = 2
 """The OpenAI and Anthropic SDKs' default: three attempts in all."""
+
+
+class NoCookies(http.cookiejar.CookieJar):
+    """A jar that keeps nothing: one client serves every caller (every tenant, with
+    forwarded keys), so a cookie one provider answer sets must not ride along on the
+    next caller's request. (Also spares httpx's cookie bookkeeping on every response.)"""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        return None
 
 
 class UpstreamTimeoutError(RequestTimeoutError, UpstreamError):
@@ -124,6 +138,17 @@ _RETRYABLE_TRANSPORT = (
     httpx.NetworkError,  # connect, read, write and close errors
     httpx.RemoteProtocolError,  # the upstream hung up before answering
 )
+
+
+async def drain(lines: AsyncIterator[str], limit: int = 64) -> None:
+    """Read what is left of a stream after its end marker (a blank line, a comment),
+    so httpx can put the connection back in its pool; a stream with more than
+    ``limit`` lines left is abandoned (its connection closed) instead."""
+    for _ in range(limit):
+        try:
+            await anext(lines)
+        except StopAsyncIteration:
+            return
 
 
 def _cause_chain(error: BaseException) -> Iterable[BaseException]:
