@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # the engine packages load only when an upstream is configure
     from promptcache.engine.upstream.profiles import ProviderProfile
 
 DEFAULT_STORE = "sqlite:///.promptcache/responses.db"
+DEFAULT_KV_DISK_PATH = ".promptcache/kv"
+DEFAULT_KV_DISK_BYTES = "4GB"
 KV_DTYPE_NAMES = ("float32", "float16", "bfloat16")
 """``--kv-dtype`` choices: ``promptcache.prefix.pool.KV_DTYPES``'s names, spelled out
 here so the CLI starts without importing torch."""
@@ -87,12 +89,16 @@ class EngineChoice:
     upstream_models: tuple[str, ...]
     max_queue: int
     workers: int
-    decode_precision: str = "float16"
+    decode_precision: str = "auto"
+    prefill_precision: str = "auto"
     upstream_urls: tuple[str, ...] = ()
     """Every ``--upstream-url``; two or more are replicas of one model."""
     replica_load_factor: float | None = None
     replica_health_interval: float | None = None
     kv_dtype: str = "float32"
+    kv_disk_path: str | None = None
+    """The KV disk tier's directory (None or ``kv_disk_bytes`` 0: no disk tier)."""
+    kv_disk_bytes: int = 0
     upstream_connect_timeout: float = 5.0
     upstream_read_timeout: float = 600.0
     upstream_max_retries: int = 2
@@ -136,11 +142,15 @@ def build_engine(choice: EngineChoice, console: Console) -> tuple[Engine, str]:
     }
     if choice.kv_cache_bytes is not None:
         prefix_options["kv_cache_bytes"] = choice.kv_cache_bytes
+    if choice.kv_disk_path and choice.kv_disk_bytes > 0:
+        prefix_options["disk_path"] = choice.kv_disk_path
+        prefix_options["disk_bytes"] = choice.kv_disk_bytes
     console.print(f"Loading model [bold]{choice.model or 'embedded SmolLM2-135M-Instruct'}[/]…")
     config = LocalEngineConfig(
         model=choice.model,
         prefix_cache=PrefixCacheConfig(**prefix_options),
         decode_precision=choice.decode_precision,
+        prefill_precision=choice.prefill_precision,
     )
     with loading_progress(console) as progress:
         local = LocalEngine.from_config(config, progress=progress)

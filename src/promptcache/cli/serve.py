@@ -28,6 +28,8 @@ from rich.console import Console
 from promptcache.checkpoints import AutoCacheConfig, UnsupportedModelBehavior
 from promptcache.cli._app import app
 from promptcache.cli._serve_setup import (
+    DEFAULT_KV_DISK_BYTES,
+    DEFAULT_KV_DISK_PATH,
     DEFAULT_STORE,
     KV_DTYPE_NAMES,
     Banner,
@@ -238,14 +240,37 @@ def serve(
     decode_precision: Annotated[
         str,
         typer.Option(
-            help="Decode weights of the local engine: float16 (~2x faster decode) or float32."
+            help="Decode weights of the local engine: int4 (a Q4_0/Q4_1 GGUF's own 4-bit "
+            "blocks), float16, float32 (exact), or auto (int4 where the GGUF has them, "
+            "else float16)."
         ),
-    ] = "float16",
+    ] = "auto",
+    prefill_precision: Annotated[
+        str,
+        typer.Option(
+            help="Prompt (prefill) weights of the local engine: bfloat16 (oneDNN, where "
+            "the CPU has it), float32 (exact), or auto (bfloat16 where measured faster)."
+        ),
+    ] = "auto",
     kv_dtype: Annotated[
         str | None,
         typer.Option(
             help="KV dtype of the local engine's prefix cache and attention: float32 "
             "(default, exact) or float16/bfloat16 (twice the cached tokens per byte).",
+        ),
+    ] = None,
+    kv_disk_path: Annotated[
+        str | None,
+        typer.Option(
+            help="Directory of the KV prefix cache's disk tier: blocks written from RAM, "
+            f"kept across restarts (local engine; default {DEFAULT_KV_DISK_PATH}).",
+        ),
+    ] = None,
+    kv_disk_bytes: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Disk tier budget, e.g. 20GB (default {DEFAULT_KV_DISK_BYTES}); 0 turns "
+            "the disk tier off."
         ),
     ] = None,
     max_body_bytes: Annotated[
@@ -312,6 +337,12 @@ def serve(
         raise typer.BadParameter(
             "must be ignore, warn or raise", param_hint="--unsupported-model-behavior"
         )
+    for flag, precision, allowed in (
+        ("--decode-precision", decode_precision, ("auto", "int4", "float16", "float32")),
+        ("--prefill-precision", prefill_precision, ("auto", "bfloat16", "float32")),
+    ):
+        if precision not in allowed:
+            raise typer.BadParameter(f"must be one of {', '.join(allowed)}", param_hint=flag)
     if kv_dtype is not None and kv_dtype not in KV_DTYPE_NAMES:
         choices = ", ".join(KV_DTYPE_NAMES)
         raise typer.BadParameter(f"must be one of {choices}", param_hint="--kv-dtype")
@@ -320,6 +351,12 @@ def serve(
             "applies to the local engine; an --upstream-url proxy holds no KV",
             param_hint="--kv-dtype",
         )
+    for flag, given in (("--kv-disk-path", kv_disk_path), ("--kv-disk-bytes", kv_disk_bytes)):
+        if upstream_url and given is not None:
+            raise typer.BadParameter(
+                "applies to the local engine; an --upstream-url proxy holds no KV",
+                param_hint=flag,
+            )
     api_keys = [*(api_key or []), *keys_from_env("PROMPTCACHE_API_KEYS")]
     admin_keys = [*(admin_key or []), *keys_from_env("PROMPTCACHE_ADMIN_KEYS")]
     forward_keys = resolve_key_mode(
@@ -393,7 +430,10 @@ def serve(
                 max_queue=max_queue,
                 workers=engine_workers,
                 decode_precision=decode_precision,
+                prefill_precision=prefill_precision,
                 kv_dtype=kv_dtype or "float32",
+                kv_disk_path=kv_disk_path or DEFAULT_KV_DISK_PATH,
+                kv_disk_bytes=parse_size(kv_disk_bytes or DEFAULT_KV_DISK_BYTES),
                 upstream_connect_timeout=upstream_connect_timeout,
                 upstream_read_timeout=upstream_read_timeout,
                 upstream_max_retries=upstream_max_retries,

@@ -8,7 +8,9 @@ and per tenant) and the figures of both caches.
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -38,7 +40,7 @@ def store_stats_rows(url: str) -> tuple[str, Rows]:
 def format_store_stats(stats: StoreStats) -> Rows:
     return [
         ("entries", f"{stats.entries:,}"),
-        ("bytes", _human_bytes(stats.bytes)),
+        ("bytes", human_bytes(stats.bytes)),
         ("hits", f"{stats.hits:,}"),
         ("misses", f"{stats.misses:,}"),
         ("hit ratio", f"{stats.hit_ratio:.1%}"),
@@ -51,6 +53,10 @@ URL_OPTION = typer.Option(
     envvar="PROMPTCACHE_URL",
     help="A running server, e.g. http://127.0.0.1:8000: show its costs and savings.",
 )
+KV_DISK_PATH_OPTION = typer.Option(
+    "--kv-disk-path",
+    help="A KV disk tier's directory (e.g. .promptcache/kv): show the blocks it holds.",
+)
 API_KEY_OPTION = typer.Option(
     "--api-key", envvar="PROMPTCACHE_API_KEY", help="Key for a server started with --api-key."
 )
@@ -61,8 +67,18 @@ def stats(
     store: Annotated[str, STORE_OPTION] = DEFAULT_STORE_URL,
     url: Annotated[str | None, URL_OPTION] = None,
     api_key: Annotated[str | None, API_KEY_OPTION] = None,
+    kv_disk_path: Annotated[str | None, KV_DISK_PATH_OPTION] = None,
 ) -> None:
-    """Show a response cache's figures, or (--url) what a running server's caching saved."""
+    """Show a response cache's figures, or (--url) what a running server's caching saved
+    and its KV tiers, or (--kv-disk-path) what a KV disk tier holds."""
+    if kv_disk_path is not None:
+        try:
+            title, rows = disk_tier_rows(Path(kv_disk_path).expanduser())
+        except (ValueError, OSError, sqlite3.Error) as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        render_rows(title, rows)
+        return
     if url is not None:
         try:
             body = fetch_server_stats(url, api_key=api_key)
@@ -82,6 +98,17 @@ def stats(
     render_rows(title, rows)
 
 
+def disk_tier_rows(directory: Path) -> tuple[str, Rows]:
+    """Title and rows for the KV disk tier under ``directory`` (read only)."""
+    from promptcache.prefix.disk import describe_directory  # torch: only when asked for
+
+    figures = describe_directory(directory)
+    rows: Rows = [("blocks", f"{figures.blocks:,}"), ("bytes", human_bytes(figures.bytes))]
+    if figures.fingerprint is not None:
+        rows.extend((f"written for: {name}", value) for name, value in figures.fingerprint.fields)
+    return f"KV disk tier: {directory}", rows
+
+
 def render_rows(title: str, rows: Rows) -> None:
     table = Table(title=title, show_header=True)
     table.add_column("metric")
@@ -91,7 +118,7 @@ def render_rows(title: str, rows: Rows) -> None:
     Console().print(table)
 
 
-def _human_bytes(count: int) -> str:
+def human_bytes(count: int) -> str:
     size = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -119,7 +146,55 @@ def server_stats_tables(body: dict[str, Any], *, url: str) -> list[Table]:
     if isinstance(costs, dict):
         tables.append(_costs_table(costs, url))
     tables.append(_caches_table(body, url))
+    prefix = body.get("prefix_cache")
+    tiers = prefix.get("tiers") if isinstance(prefix, dict) else None
+    if isinstance(tiers, list) and tiers:
+        tables.append(_tiers_table(tiers, url))
     return tables
+
+
+_TIER_COLUMNS = (
+    "used / budget",
+    "blocks",
+    "hits",
+    "promotions",
+    "demotions",
+    "evictions",
+    "queue drops",
+    "corrupt",
+    "read bandwidth",
+)
+
+
+def _tiers_table(tiers: list[Any], url: str) -> Table:
+    """The KV prefix cache per tier (ram, disk): what each holds and how blocks moved."""
+    table = Table(title=f"KV prefix cache tiers: {url}", title_justify="left")
+    table.add_column("tier")
+    for column in _TIER_COLUMNS:
+        table.add_column(column, justify="right")
+    for tier in tiers:
+        if not isinstance(tier, dict):
+            continue
+        bandwidth = float(tier.get("read_bytes_per_second", 0.0))
+        table.add_row(
+            str(tier.get("tier", "?")),
+            f"{human_bytes(int(tier.get('bytes_used', 0)))} / "
+            f"{human_bytes(int(tier.get('bytes_budget', 0)))}",
+            *(
+                f"{int(tier.get(name, 0)):,}"
+                for name in (
+                    "blocks",
+                    "hits",
+                    "promotions",
+                    "demotions",
+                    "evictions",
+                    "write_queue_drops",
+                    "corrupt_blocks",
+                )
+            ),
+            f"{human_bytes(int(bandwidth))}/s" if bandwidth else "-",
+        )
+    return table
 
 
 _COST_COLUMNS = (
@@ -201,7 +276,7 @@ def _caches_table(body: dict[str, Any], url: str) -> Table:
     store = body.get("response_cache")
     if isinstance(store, dict):
         rows.append(("response cache: entries", f"{int(store.get('entries', 0)):,}"))
-        rows.append(("response cache: bytes", _human_bytes(int(store.get("bytes", 0)))))
+        rows.append(("response cache: bytes", human_bytes(int(store.get("bytes", 0)))))
     prefix = body.get("prefix_cache")
     if isinstance(prefix, dict):
         rows.append(
@@ -214,9 +289,9 @@ def _caches_table(body: dict[str, Any], url: str) -> Table:
         rows.append(
             (
                 "prefix cache: KV used / pinned / budget",
-                f"{_human_bytes(int(prefix.get('kv_bytes_used', 0)))} / "
-                f"{_human_bytes(int(prefix.get('kv_bytes_pinned', 0)))} / "
-                f"{_human_bytes(int(prefix.get('kv_bytes_budget', 0)))}",
+                f"{human_bytes(int(prefix.get('kv_bytes_used', 0)))} / "
+                f"{human_bytes(int(prefix.get('kv_bytes_pinned', 0)))} / "
+                f"{human_bytes(int(prefix.get('kv_bytes_budget', 0)))}",
             )
         )
         rows.append(("prefix cache: evictions", f"{int(prefix.get('evictions', 0)):,}"))

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -41,12 +42,13 @@ from promptcache.prefix.base import (
 )
 from promptcache.prefix.block import CachedBlock
 from promptcache.prefix.config import PrefixCacheConfig
+from promptcache.prefix.disk import DiskTier, kv_fingerprint
+from promptcache.prefix.disk.tiering import Promotion, SpillingTree, write_through
 from promptcache.prefix.hashing import BlockHash
 from promptcache.prefix.inflight import InflightClaims
 from promptcache.prefix.pins import aligned_pins, check_pin_ttls
 from promptcache.prefix.pool import KVBlockPool, KVLayout
 from promptcache.prefix.stats import LookupCounters, snapshot
-from promptcache.prefix.tree import BlockTree
 from promptcache.request import PinTTL
 from promptcache.result import PrefixCacheSnapshot
 
@@ -80,6 +82,13 @@ class PrefixCache(BasePrefixCache):
     Storage is allocated lazily, in chunks, up to ``config.kv_cache_bytes``
     (none when ``config.enabled`` is false; the engine then uses
     :class:`~promptcache.prefix.disabled.DisabledPrefixCache` instead).
+
+    With ``config.disk_path`` a disk tier (:mod:`promptcache.prefix.disk`) lies
+    under the RAM tier: new and evicted blocks are written there, and a match
+    running past the RAM blocks promotes the stored ones that continue it.
+    ``fingerprint`` adds what the engine knows of the model (tokenizer, chat
+    template, RoPE) to what the cache knows (model id, layout, dtype, block
+    size): blocks stored under another fingerprint are discarded on start.
     """
 
     def __init__(
@@ -89,13 +98,16 @@ class PrefixCache(BasePrefixCache):
         *,
         model_id: str,
         clock: Callable[[], float] = time.monotonic,
+        fingerprint: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(config, layout, model_id=model_id)
         self._clock = clock
         num_blocks = config.kv_cache_bytes // self.block_bytes if config.enabled else 0
         self._pool = KVBlockPool(layout, block_size=config.block_size, num_blocks=num_blocks)
-        self._tree = BlockTree(
+        self._disk = self._open_disk(fingerprint) if config.disk_enabled else None
+        self._tree = SpillingTree(
             self._pool,
+            disk=self._disk,
             eviction=config.eviction,
             max_pinned_blocks=int(config.max_pinned_fraction * num_blocks),
             min_cache_tokens=config.min_cache_tokens,
@@ -158,22 +170,77 @@ class PrefixCache(BasePrefixCache):
                 block_size=size,
                 cancel=cancel,
             )
-            now = self._clock()
-            self._tree.expire_pins(now)
-            first_missing = len(chain)
-            miss = self._tree.miss_cause(hashes, tokens, root, chain)
-            if len(chain) * size < self.min_cache_tokens:
-                if chain:
-                    miss = "below_minimum"
-                chain = []
-            for block in chain:
-                self._tree.reference(block)
-                self._tree.refresh_pin(block, now)
-            held = _Held(root=root, hashes=hashes, blocks=tuple(chain))
-            if cancel is None or not cancel.is_set():
-                held.claims = self._claims.claim(key, hashes[first_missing:])
-            self._held[key] = held
-            self._lookups.record(queried=len(tokens), hit=len(chain) * size)
+            promotion = None
+            if self._disk is not None and (cancel is None or not cancel.is_set()):
+                promotion = Promotion.plan(
+                    self._tree,
+                    self._pool,
+                    self._disk,
+                    self._claims,
+                    key=key,
+                    hashes=hashes,
+                    tokens=tokens,
+                    root=root,
+                    chain=chain,
+                    min_tokens=self.min_cache_tokens,
+                )
+            if promotion is None:
+                return self._referenced_match(key, tokens, hashes, root, chain, cancel)
+        loaded = False
+        try:
+            promotion.load()  # disk reads: outside the lock, the blocks claimed
+            loaded = True
+        finally:
+            with self._cond:
+                from_ram = len(chain)
+                chain = promotion.finish(hashes, tokens, root)
+                self._lookups.promoted += promotion.promoted
+                if not loaded:
+                    promotion.unreference()
+        with self._cond:
+            try:
+                return self._referenced_match(
+                    key, tokens, hashes, root, chain, cancel, from_ram=from_ram
+                )
+            finally:
+                promotion.unreference()
+
+    def _referenced_match(
+        self,
+        key: MatchKey,
+        tokens: tuple[int, ...],
+        hashes: tuple[BlockHash, ...],
+        root: BlockHash,
+        chain: list[CachedBlock],
+        cancel: threading.Event | None,
+        *,
+        from_ram: int | None = None,
+    ) -> PrefixMatch:
+        """Reference ``chain`` (the cached prefix; its first ``from_ram`` blocks were in RAM
+        before, the rest just promoted from disk) for ``key`` and claim what follows it
+        (the lock is held)."""
+        size = self.block_size
+        now = self._clock()
+        self._tree.expire_pins(now)
+        first_missing = len(chain)
+        miss = self._tree.miss_cause(hashes, tokens, root, chain)
+        if len(chain) * size < self.min_cache_tokens:
+            if chain:
+                miss = "below_minimum"
+            chain = []
+        for block in chain:
+            self._tree.reference(block)
+            self._tree.refresh_pin(block, now)
+        if self._disk is not None:
+            self._disk.touch(block.hash for block in chain)
+        held = _Held(root=root, hashes=hashes, blocks=tuple(chain))
+        if cancel is None or not cancel.is_set():
+            held.claims = self._claims.claim(key, hashes[first_missing:])
+        self._held[key] = held
+        ram = len(chain) if from_ram is None else min(from_ram, len(chain))
+        self._lookups.record(
+            queried=len(tokens), hit=len(chain) * size, ram=ram, disk=len(chain) - ram
+        )
         return PrefixMatch(
             num_tokens=len(chain) * size,
             num_blocks=len(chain),
@@ -286,6 +353,10 @@ class PrefixCache(BasePrefixCache):
             for block in reversed(new_blocks):
                 tree.update_evictable(block)
             tree.unreference(extra_refs)
+        if self._disk is not None:  # a copy per block into the writer's queue, no I/O here
+            write_through(
+                self._disk, stored, first_new=len(chain), root=held.root, kv=kv, block_size=size
+            )
         return CommitReport(
             tokens_written=written * size,
             tokens_not_stored=(num_full - len(stored)) * size,
@@ -333,9 +404,22 @@ class PrefixCache(BasePrefixCache):
             self._claims.release(match.key, held.claims)
 
     def clear(self) -> None:
-        """Drop every unreferenced block, pinned or not (blocks in use stay)."""
+        """Drop every unreferenced block, pinned or not (blocks in use stay), and every
+        block of the disk tier."""
         with self._cond:
             self._tree.clear()
+        if self._disk is not None:
+            self._disk.clear()
+
+    @property
+    def disk(self) -> DiskTier | None:
+        """The disk tier under the RAM tier, when there is one."""
+        return self._disk
+
+    def close(self) -> None:
+        """Finish the disk tier's queued writes and let its directory go (no-op without)."""
+        if self._disk is not None:
+            self._disk.close()
 
     def stats(self) -> PrefixCacheSnapshot:
         with self._cond:
@@ -345,4 +429,23 @@ class PrefixCache(BasePrefixCache):
                 self._tree,
                 block_bytes=self.block_bytes,
                 budget_blocks=self._pool.num_blocks,
+                disk=self._disk.stats() if self._disk is not None else None,
             )
+
+    def _open_disk(self, extra: Mapping[str, object] | None) -> DiskTier:
+        assert self.config.disk_path is not None
+        fingerprint = kv_fingerprint(self.model_id, self.layout, self.block_size, extra or {})
+        return DiskTier(
+            Path(self.config.disk_path).expanduser(),
+            budget_bytes=self.config.disk_bytes,
+            queue_bytes=self.config.disk_write_queue_bytes,
+            block_shape=(
+                self.layout.num_layers,
+                2,
+                self.layout.num_kv_heads,
+                self.block_size,
+                self.layout.head_dim,
+            ),
+            dtype=self.layout.dtype,
+            fingerprint=fingerprint,
+        )

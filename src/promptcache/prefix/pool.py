@@ -22,6 +22,16 @@ from dataclasses import dataclass
 import torch
 
 DEFAULT_CHUNK_BYTES = 32 << 20
+KV_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+"""``--kv-dtype`` names: the dtype cached KV is stored in and the engine attends over.
+A 16-bit dtype halves the bytes per token (twice the tokens per GiB); keys and
+values are rounded to it when first written, on a miss as on a hit, so both
+attend over rounded values (see ``PrefixCacheConfig.kv_dtype`` for what that
+guarantees)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,13 +53,15 @@ class KVLayout:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"KVLayout.{name} must be a positive integer, got {value!r}")
-        if not self.dtype.is_floating_point:
-            raise ValueError(f"KVLayout.dtype must be a floating-point dtype, got {self.dtype}")
+        if self.dtype not in KV_DTYPES.values():
+            raise ValueError(
+                f"KVLayout.dtype must be one of {', '.join(KV_DTYPES)}, got {self.dtype}"
+            )
 
     @property
     def bytes_per_token(self) -> int:
-        element_size = torch.finfo(self.dtype).bits // 8
-        return self.num_layers * 2 * self.num_kv_heads * self.head_dim * element_size
+        """Bytes one cached token takes in this layout's dtype (what budgets and stats count)."""
+        return self.num_layers * 2 * self.num_kv_heads * self.head_dim * self.dtype.itemsize
 
     def check(self, kv: torch.Tensor, *, min_tokens: int, name: str) -> None:
         """Raise ValueError unless ``kv`` has this layout and room for ``min_tokens`` positions."""

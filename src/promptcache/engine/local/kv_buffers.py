@@ -18,12 +18,28 @@ class KVBuffers:
     is written (gather, prefill, decode) before attention reads it.
     """
 
-    def __init__(self, runtime: LlamaRuntime, *, keep_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self,
+        runtime: LlamaRuntime,
+        *,
+        dtype: torch.dtype | None = None,
+        keep_bytes: int = 256 << 20,
+    ) -> None:
+        """Buffers for ``runtime``'s KV in ``dtype`` (``--kv-dtype``; default: the model's).
+
+        Every request's buffer -- hit or miss, cache on or off -- has this one
+        dtype, so keys and values are rounded the same way whichever path
+        computed them, and a gather from the prefix cache is a plain copy.
+        """
         self._shape = (runtime.num_layers, 2, runtime.num_kv_heads, runtime.head_dim)
-        self._dtype = runtime.dtype
+        self._dtype = runtime.dtype if dtype is None else dtype
         self._keep_bytes = keep_bytes
         self._idle: list[torch.Tensor] = []
         self._lock = threading.Lock()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
 
     def take(self, capacity: int) -> torch.Tensor:
         with self._lock:
