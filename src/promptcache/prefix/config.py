@@ -33,6 +33,13 @@ class PrefixCacheConfig:
     last bits between a prefix computed alone and inside a longer prompt (SDPA's
     blocking), and a rounding step that flips can change a close greedy choice:
     ``benchmarks/kv_dtype.py`` counts how often, per dtype."""
+    disk_path: str | None = None
+    """Directory of the disk tier under the RAM tier (``prefix/disk/``); None: no disk tier."""
+    disk_bytes: int = 4 << 30
+    """Byte budget of the disk tier (0: no disk tier)."""
+    disk_write_queue_bytes: int = 256 << 20
+    """KV waiting for the disk writer, at most (at least one block); beyond it a block
+    is dropped, never the request slowed."""
 
     def __post_init__(self) -> None:
         _require_int("block_size", self.block_size, minimum=1)
@@ -45,6 +52,10 @@ class PrefixCacheConfig:
         if self.eviction not in EVICTION_POLICIES:
             valid = ", ".join(sorted(EVICTION_POLICIES))
             raise ValueError(f"unknown eviction policy {self.eviction!r}; valid names: {valid}")
+        _require_int("disk_bytes", self.disk_bytes, minimum=0)
+        _require_int("disk_write_queue_bytes", self.disk_write_queue_bytes, minimum=0)
+        if self.disk_path is not None and not str(self.disk_path).strip():
+            raise ValueError("disk_path must be a directory path or None (no disk tier)")
         if self.kv_dtype not in KV_DTYPES:
             valid = ", ".join(KV_DTYPES)
             raise ValueError(f"unknown kv_dtype {self.kv_dtype!r}; valid names: {valid}")
@@ -52,6 +63,10 @@ class PrefixCacheConfig:
             raise ValueError(
                 f"inflight_wait_seconds must be >= 0, got {self.inflight_wait_seconds!r}"
             )
+
+    @property
+    def disk_enabled(self) -> bool:
+        return self.enabled and self.disk_path is not None and self.disk_bytes > 0
 
     @property
     def torch_kv_dtype(self) -> torch.dtype:

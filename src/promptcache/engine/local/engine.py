@@ -21,6 +21,7 @@ from promptcache.engine.base import ModelInfo, PrefixCacheSnapshot, no_named_pre
 from promptcache.engine.local.executor import BatchingStats, ModelExecutor
 from promptcache.engine.local.generation import EngineParts, Generation, LockedDetokenizer
 from promptcache.engine.local.kv_buffers import KVBuffers
+from promptcache.engine.local.kv_fingerprint import model_fingerprint
 from promptcache.engine.local.named_prefixes import PrefixPinner
 from promptcache.engine.local.prompt import ChatRenderer
 from promptcache.engine.local.sampling import DEFAULT_MAX_TOKENS, validate_sampling
@@ -136,7 +137,14 @@ class LocalEngine:
             dtype=config.prefix_cache.torch_kv_dtype,
         )
         self._cache: BasePrefixCache = (
-            PrefixCache(config.prefix_cache, layout, model_id=loaded.model_id, clock=clock)
+            PrefixCache(
+                config.prefix_cache,
+                layout,
+                model_id=loaded.model_id,
+                clock=clock,
+                # The disk tier keeps KV across restarts: bind it to the tokenizer & co too.
+                fingerprint=model_fingerprint(loaded) if config.prefix_cache.disk_enabled else None,
+            )
             if config.prefix_cache.enabled
             else DisabledPrefixCache(config.prefix_cache, layout, model_id=loaded.model_id)
         )
@@ -207,6 +215,12 @@ class LocalEngine:
     def batching_stats(self) -> BatchingStats:
         """How concurrent decode steps were batched so far."""
         return self._decoder.stats
+
+    def close(self) -> None:
+        """Finish the KV disk tier's queued writes and let its directory go (if there is
+        one; at interpreter exit this happens anyway)."""
+        if isinstance(self._cache, PrefixCache):
+            self._cache.close()
 
     def clear_prefix_cache(self) -> None:
         self._named.clear()  # named prefixes too: nothing pinned is left
