@@ -156,3 +156,26 @@ def test_the_tenant_secret_is_made_once_private_and_kept(tmp_path: object) -> No
     path.write_text("short")
     with pytest.raises(ValueError, match="no usable tenant secret"):
         load_tenant_secret(path)
+
+
+def test_forward_mode_options_that_would_mean_nothing_are_refused() -> None:
+    import typer
+
+    from promptcache.cli._serve_setup import resolve_key_mode, tenant_secret_for
+
+    upstream = "https://api.openai.com/v1"
+    assert not resolve_key_mode("server", upstream_url=None, upstream_api_key="k", api_keys=True)
+    assert resolve_key_mode("forward", upstream_url=upstream, upstream_api_key=None, api_keys=False)
+    refusals = [
+        ("both", {"upstream_url": upstream, "upstream_api_key": None, "api_keys": False}),
+        ("forward", {"upstream_url": None, "upstream_api_key": None, "api_keys": False}),
+        ("forward", {"upstream_url": upstream, "upstream_api_key": "sk-x", "api_keys": False}),
+        ("forward", {"upstream_url": upstream, "upstream_api_key": None, "api_keys": True}),
+    ]
+    for mode, options in refusals:
+        with pytest.raises(typer.BadParameter):
+            resolve_key_mode(mode, **options)  # type: ignore[arg-type]
+    assert tenant_secret_for(None, needed=False) is None
+    assert tenant_secret_for("  a-long-enough-secret  ", needed=True) == "a-long-enough-secret"
+    with pytest.raises(typer.BadParameter, match="16 characters"):
+        tenant_secret_for("short", needed=True)
