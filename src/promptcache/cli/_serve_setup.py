@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -31,7 +32,6 @@ if TYPE_CHECKING:  # the engine packages load only when an upstream is configure
     from promptcache.engine.upstream.profiles import ProviderProfile
 
 DEFAULT_STORE = "sqlite:///.promptcache/responses.db"
-DEFAULT_KV_DISK_PATH = ".promptcache/kv"
 DEFAULT_KV_DISK_BYTES = "4GB"
 KV_DTYPE_NAMES = ("float32", "float16", "bfloat16")
 """``--kv-dtype`` choices: ``promptcache.prefix.pool.KV_DTYPES``'s names, spelled out
@@ -130,8 +130,11 @@ def build_engine(choice: EngineChoice, console: Console) -> tuple[Engine, str]:
             )
         )
         shown_url = redact_url(choice.upstream_url)
-        provider = upstream.config.provider
-        return upstream, f"upstream {provider} ({upstream.config.dialect} API) at {shown_url}"
+        profile = upstream.profile
+        text = f"upstream {profile.name} ({profile.dialect} API) at {shown_url}"
+        if profile.cached_tokens_note:  # else its cached_tokens read as 0
+            text += f" (cached tokens: {profile.cached_tokens_note})"
+        return upstream, text
     from promptcache.engine.local import LocalEngine, LocalEngineConfig
     from promptcache.engine.threaded import ThreadedEngine
     from promptcache.prefix.cache import PrefixCacheConfig
@@ -229,6 +232,12 @@ def resolve_key_mode(
     if not upstream_url:
         raise typer.BadParameter(
             "forward sends callers' keys to an upstream: give --upstream-url",
+            param_hint="--upstream-key-mode",
+        )
+    if "@" in urlsplit(upstream_url).netloc:
+        raise typer.BadParameter(
+            "with forward, each caller's own key goes to the upstream; credentials in "
+            "--upstream-url would go with it (or replace it): drop them from the URL",
             param_hint="--upstream-key-mode",
         )
     if upstream_api_key:

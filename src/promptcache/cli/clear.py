@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from promptcache.cli._app import app
-from promptcache.cli._serve_setup import DEFAULT_KV_DISK_PATH
-from promptcache.cli.stats import STORE_OPTION, human_bytes
+from promptcache.cli.stats import DEFAULT_KV_DISK_PATH, STORE_OPTION, human_bytes
 from promptcache.errors import StoreError
 from promptcache.store import DEFAULT_STORE_URL, open_store, redact_url
 

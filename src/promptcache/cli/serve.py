@@ -29,7 +29,6 @@ from promptcache.checkpoints import AutoCacheConfig, UnsupportedModelBehavior
 from promptcache.cli._app import app
 from promptcache.cli._serve_setup import (
     DEFAULT_KV_DISK_BYTES,
-    DEFAULT_KV_DISK_PATH,
     DEFAULT_STORE,
     KV_DTYPE_NAMES,
     Banner,
@@ -47,6 +46,7 @@ from promptcache.cli._serve_setup import (
     unprotected_admin_message,
 )
 from promptcache.cli._warm import read_warm_file, warm_prefixes
+from promptcache.cli.stats import DEFAULT_KV_DISK_PATH
 from promptcache.cost.ledger import CostLedger
 from promptcache.cost.pricing import PriceTable
 from promptcache.engine.base import Engine

@@ -53,6 +53,8 @@ URL_OPTION = typer.Option(
     envvar="PROMPTCACHE_URL",
     help="A running server, e.g. http://127.0.0.1:8000: show its costs and savings.",
 )
+DEFAULT_KV_DISK_PATH = ".promptcache/kv"
+"""Where ``serve`` keeps the KV disk tier, and ``clear --kv`` looks (here: no torch import)."""
 KV_DISK_PATH_OPTION = typer.Option(
     "--kv-disk-path",
     help="A KV disk tier's directory (e.g. .promptcache/kv): show the blocks it holds.",
