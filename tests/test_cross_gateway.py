@@ -2,7 +2,8 @@
 
 In front of a slow fake upstream (an OpenAI-compatible app in this process that
 counts its calls), concurrent identical requests split across both gateways
-cost one upstream call, streamed or not; a leader killed mid-generation leaves
+cost one upstream call, streamed or not (one tenant across the fleet: the same API
+key under the same ``--tenant-secret``); a leader killed mid-generation leaves
 its followers on the other gateway an answer (one of them leads again); with
 Redis stopped every request still succeeds. Clients are the official OpenAI SDK.
 """
@@ -34,6 +35,9 @@ from tests.server.live import fake_upstream
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and processes")
 
+API_KEY = "sk-gateway-fleet-key"
+TENANT_SECRET = "a-tenant-secret-every-gateway-shares-0123456789"
+_AUTH = {"Authorization": f"Bearer {API_KEY}"}
 _CLIENT_TIMEOUT = 60.0
 """The bound on every answer: a follower left waiting forever fails the test."""
 
@@ -72,13 +76,16 @@ class Gateway:
             "--store", store,
             "--upstream-url", upstream,
             "--upstream-model", "fake-model",
+            # One tenant on every gateway: the same key under the same tenant secret.
+            "--api-key", API_KEY,
+            "--tenant-secret", TENANT_SECRET,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTCACHE_")}
         self.process = subprocess.Popen(
             command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         self.client = openai.OpenAI(
-            base_url=f"{self.base}/v1", api_key="unused", max_retries=0, timeout=_CLIENT_TIMEOUT
+            base_url=f"{self.base}/v1", api_key=API_KEY, max_retries=0, timeout=_CLIENT_TIMEOUT
         )
 
     def wait_ready(self) -> None:
@@ -95,7 +102,7 @@ class Gateway:
         raise RuntimeError("promptcache serve did not start")
 
     def cross_process(self) -> dict[str, int]:
-        stats = httpx.get(f"{self.base}/v1/cache/stats", timeout=10).json()
+        stats = httpx.get(f"{self.base}/v1/cache/stats", headers=_AUTH, timeout=10).json()
         counts: dict[str, int] = stats["response_cache"]["cross_process"]
         return counts
 
@@ -181,7 +188,7 @@ def test_sixteen_identical_requests_across_two_gateways_make_one_upstream_call(
     assert sum(c["leads"] for c in counts) == 2
     assert sum(c["follows"] for c in counts) == 2
     assert all(c["takeovers"] == c["wait_timeouts"] == c["unavailable"] == 0 for c in counts)
-    metrics = httpx.get(f"{a.base}/metrics", timeout=10).text
+    metrics = httpx.get(f"{a.base}/metrics", headers=_AUTH, timeout=10).text
     assert (
         f'promptcache_cross_process_coalescing_total{{outcome="leads"}} {counts[0]["leads"]}.0'
         in metrics
