@@ -60,6 +60,8 @@ def _first_choice(result: Result) -> Choice:
 
 def _content(choice: Choice) -> list[dict[str, Any]]:
     content: list[dict[str, Any]] = []
+    if choice.reasoning:  # an upstream's reasoning (no signature: none to verify)
+        content.append({"reasoningContent": {"reasoningText": {"text": choice.reasoning}}})
     if choice.text or not choice.tool_calls:
         content.append({"text": choice.text})
     content += [
@@ -99,11 +101,24 @@ async def render_converse_stream(
         emitted = True
         yield eventstream.event("messageStart", {"role": "assistant"})
         index = 0
-        text_open = False
+        text_open = reasoning_open = False
         event: StreamEvent | None = first
         while event is not None:
             if isinstance(event, TextDelta):
+                if event.choice_index == 0 and event.reasoning and not text_open:
+                    reasoning_open = True
+                    yield eventstream.event(
+                        "contentBlockDelta",
+                        {
+                            "delta": {"reasoningContent": {"text": event.reasoning}},
+                            "contentBlockIndex": index,
+                        },
+                    )
                 if event.choice_index == 0 and event.text:
+                    if reasoning_open:  # the reasoning block ends where the text begins
+                        reasoning_open = False
+                        yield eventstream.event("contentBlockStop", {"contentBlockIndex": index})
+                        index += 1
                     text_open = True
                     yield eventstream.event(
                         "contentBlockDelta",
@@ -111,10 +126,14 @@ async def render_converse_stream(
                     )
             elif isinstance(event, Result):
                 choice = _first_choice(event)
+                if reasoning_open:
+                    yield eventstream.event("contentBlockStop", {"contentBlockIndex": index})
+                    index += 1
                 if text_open or not choice.tool_calls:
                     if not text_open:
                         yield eventstream.event(
-                            "contentBlockDelta", {"delta": {"text": ""}, "contentBlockIndex": 0}
+                            "contentBlockDelta",
+                            {"delta": {"text": ""}, "contentBlockIndex": index},
                         )
                     yield eventstream.event("contentBlockStop", {"contentBlockIndex": index})
                     index += 1
