@@ -1,19 +1,23 @@
-"""Decode and prefill speed: Hugging Face transformers against LlamaRuntime, one run.
+"""Decode and prefill speed per precision, side by side in one run.
 
-Both run the same float32 weights, interleaved repeat by repeat so they share
-the machine's load conditions; the best repeat of each is reported.
+Every variant is a :class:`LlamaRuntime` over the same loaded weights; repeats
+interleave the variants so they share the machine's load, and the best repeat
+of each is reported, with ratios and the 1-minute load average:
 
-* decode tokens/s -- greedy, batch 1, after a short chat prompt. HF is timed
-  through ``generate`` as ``N / (t(N + 1 new tokens) - t(1 new token))`` so
-  its prefill cancels out; the runtime is timed over its one-token steps.
-* prefill tokens/s -- one ~2,000-token prompt (HF: one ``model(...)`` call;
-  runtime: ``prefill`` in 512-token chunks).
-* the runtime's decode tokens/s right after the long prompt (2k context);
-* the runtime's opt-in float16-weight decode (``decode_weight_dtype``).
-* load seconds of the model (warm when the converted weights are cached).
+* decode tokens/s -- greedy, one stream, after a short chat prompt, for each
+  decode precision: ``float32`` (exact), ``float16`` (the former default) and
+  ``int4`` (the GGUF's 4-bit blocks; needs a Q4_0/Q4_1 GGUF such as the
+  embedded model), with the bytes of weights each token reads and the GB/s
+  that makes;
+* prefill tokens/s of one ``--prompt-tokens`` prompt (default 1,360: the issue's
+  document size) for each prefill precision: ``float32`` and ``bfloat16``
+  (where oneDNN has bfloat16 matmuls here), and what the start-up probe
+  (``auto``) chose;
+* greedy agreement: tokens each precision produces before it first differs
+  from float32 (``benchmarks/quantized_accuracy.py`` measures accuracy in depth).
 
 Usage: ``python benchmarks/decode_speed.py [--model PATH] [--new-tokens 64]
-[--prompt-tokens 2000] [--repeat 3] [--json]``
+[--prompt-tokens 1360] [--repeat 3] [--json]``
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 
 from promptcache.cli._progress import loading_progress
 from promptcache.model.loading import LoadedModel, load_model
+from promptcache.model.precision import bfloat16_matmuls_supported
 from promptcache.model.runtime import LlamaRuntime
 
 PARAGRAPH = (
@@ -44,7 +49,7 @@ def main() -> None:
         "--model", type=Path, default=None, help="GGUF or HF dir (default: embedded)"
     )
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--prompt-tokens", type=int, default=2000)
+    parser.add_argument("--prompt-tokens", type=int, default=1360)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -53,72 +58,73 @@ def main() -> None:
 
     with loading_progress(enabled=not args.json) as progress:
         loaded = load_model(args.model, progress=progress)
-    runtime = LlamaRuntime(loaded.model)
-    half = LlamaRuntime(loaded.model, decode_weight_dtype=torch.float16)
+    decoders = {"float32": LlamaRuntime(loaded.weights)}
+    decoders["float16"] = LlamaRuntime(loaded.weights, decode_precision="float16")
+    try:
+        decoders["int4"] = LlamaRuntime(loaded.weights, decode_precision="int4")
+    except ValueError as error:  # not a Q4 GGUF: say so, measure the rest
+        print(f"int4 decode not measured: {error}")
+    prefillers = {"float32": decoders["float32"]}
+    if bfloat16_matmuls_supported():
+        prefillers["bfloat16"] = LlamaRuntime(loaded.weights, prefill_precision="bfloat16")
+    probe_choice = LlamaRuntime(loaded.weights, prefill_precision="auto").prefill_precision
     short = chat_ids(loaded, "Tell me a story about a lighthouse keeper.")
     long = chat_ids(loaded, PARAGRAPH * (args.prompt_tokens // 30 + 10))[-args.prompt_tokens :]
 
-    best: dict[str, float] = {}
-    same_tokens = same_half = True
+    decode: dict[str, float] = {}
+    prefill: dict[str, float] = {}
+    tokens: dict[str, list[int]] = {}
     for _ in range(args.repeat):
-        hf_rate, hf_tokens = hf_decode(loaded, short, args.new_tokens)
-        rt_rate, rt_tokens = runtime_decode(runtime, short, args.new_tokens)
-        half_rate, half_tokens = runtime_decode(half, short, args.new_tokens)
-        same_tokens = same_tokens and hf_tokens == rt_tokens
-        same_half = same_half and half_tokens == rt_tokens
-        record(best, "hf_decode_tok_s", hf_rate)
-        record(best, "runtime_decode_tok_s", rt_rate)
-        record(best, "runtime_fp16_weights_decode_tok_s", half_rate)
-        record(best, "hf_prefill_tok_s", hf_prefill(loaded, long))
-        rt_prefill_rate, rt_long_decode = runtime_prefill_then_decode(
-            runtime, long, args.new_tokens
-        )
-        record(best, "runtime_prefill_tok_s", rt_prefill_rate)
-        record(best, "runtime_decode_tok_s_at_prompt_len", rt_long_decode)
+        for name, runtime in decoders.items():
+            rate, tokens[name] = runtime_decode(runtime, short, args.new_tokens)
+            decode[name] = max(decode.get(name, 0.0), rate)
+        for name, runtime in prefillers.items():
+            prefill[name] = max(prefill.get(name, 0.0), runtime_prefill(runtime, long))
 
     report: dict[str, Any] = {
-        **{k: round(v, 2) for k, v in best.items()},
-        "decode_speedup": round(best["runtime_decode_tok_s"] / best["hf_decode_tok_s"], 2),
-        "prefill_speedup": round(best["runtime_prefill_tok_s"] / best["hf_prefill_tok_s"], 2),
-        "fp16_weights_decode_speedup": round(
-            best["runtime_fp16_weights_decode_tok_s"] / best["hf_decode_tok_s"], 2
-        ),
-        "same_greedy_tokens": same_tokens,
-        "same_greedy_tokens_fp16_weights": same_half,
+        "decode_tok_s": {k: round(v, 1) for k, v in decode.items()},
+        "decode_weight_mb_per_token": {
+            k: round(r.weight_bytes("decode") / 1e6, 1) for k, r in decoders.items()
+        },
+        "decode_gb_s": {
+            k: round(decode[k] * r.weight_bytes("decode") / 1e9, 2) for k, r in decoders.items()
+        },
+        "decode_ratio_vs_float16": {k: round(v / decode["float16"], 2) for k, v in decode.items()},
+        "greedy_tokens_before_divergence_from_float32": {
+            k: agreement(tokens["float32"], v) for k, v in tokens.items()
+        },
+        "prefill_tok_s": {k: round(v, 1) for k, v in prefill.items()},
+        "prefill_ratio_vs_float32": {
+            k: round(v / prefill["float32"], 2) for k, v in prefill.items()
+        },
+        "prefill_auto_chose": probe_choice,
         "prompt_tokens": len(long),
         "new_tokens": args.new_tokens,
-        "load_s": round(loaded.load_seconds, 2),
-        "load_from_cache": loaded.from_cache,
         "model_id": loaded.model_id,
         "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     if args.json:
         print(json.dumps(report))
         return
-    print(f"model {loaded.model_id}  (load {report['load_s']} s, cached={loaded.from_cache})")
-    print(f"{'':24}{'transformers':>14}{'LlamaRuntime':>14}{'ratio':>8}")
     print(
-        f"{'decode tok/s':24}{best['hf_decode_tok_s']:>14.1f}"
-        f"{best['runtime_decode_tok_s']:>14.1f}{report['decode_speedup']:>7.2f}x"
+        f"model {loaded.model_id}; load average {report['load_average_1m']} "
+        f"on {os.cpu_count()} CPUs"
     )
-    print(
-        f"{f'prefill tok/s ({len(long)} tok)':24}{best['hf_prefill_tok_s']:>14.1f}"
-        f"{best['runtime_prefill_tok_s']:>14.1f}{report['prefill_speedup']:>7.2f}x"
-    )
-    print(
-        f"{'decode, fp16 weights':24}{'':>14}"
-        f"{best['runtime_fp16_weights_decode_tok_s']:>14.1f}"
-        f"{report['fp16_weights_decode_speedup']:>7.2f}x"
-    )
-    print(
-        f"runtime decode after the {len(long)}-token prompt: "
-        f"{best['runtime_decode_tok_s_at_prompt_len']:.1f} tok/s"
-    )
-    print(
-        f"greedy tokens identical: {same_tokens} (fp16 weights: {same_half}); "
-        f"load average {report['load_average_1m']} on {os.cpu_count()} CPUs"
-    )
+    print(f"{'decode':10}{'tok/s':>9}{'MB/token':>10}{'GB/s':>7}{'vs fp16':>9}{'agree':>7}")
+    for name in decoders:
+        print(
+            f"{name:10}{decode[name]:>9.1f}{report['decode_weight_mb_per_token'][name]:>10.1f}"
+            f"{report['decode_gb_s'][name]:>7.2f}{report['decode_ratio_vs_float16'][name]:>8.2f}x"
+            f"{report['greedy_tokens_before_divergence_from_float32'][name]:>7}"
+        )
+    print(f"prefill of {len(long)} tokens (auto chose {probe_choice}):")
+    for name in prefillers:
+        print(
+            f"{name:10}{prefill[name]:>9.1f} tok/s"
+            f"{report['prefill_ratio_vs_float32'][name]:>8.2f}x float32"
+        )
 
 
 def chat_ids(loaded: LoadedModel, text: str) -> list[int]:
@@ -129,29 +135,12 @@ def chat_ids(loaded: LoadedModel, text: str) -> list[int]:
     return [int(i) for i in ids]
 
 
-def record(best: dict[str, float], key: str, value: float) -> None:
-    best[key] = max(best.get(key, 0.0), value)
-
-
-def hf_generate(loaded: LoadedModel, ids: list[int], count: int) -> tuple[float, list[int]]:
-    prompt = torch.tensor([ids])
-    model: Any = loaded.model  # generate() is typed loosely (a Tensor-or-module union)
-    started = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(
-            prompt,
-            attention_mask=torch.ones_like(prompt),
-            max_new_tokens=count,
-            min_new_tokens=count,
-            do_sample=False,
-        )
-    return time.perf_counter() - started, [int(t) for t in out[0, len(ids) :]]
-
-
-def hf_decode(loaded: LoadedModel, ids: list[int], count: int) -> tuple[float, list[int]]:
-    first, _ = hf_generate(loaded, ids, 1)
-    total, tokens = hf_generate(loaded, ids, count + 1)
-    return count / max(total - first, 1e-9), tokens[:count]
+def agreement(reference: list[int], tokens: list[int]) -> int:
+    """How many tokens ``tokens`` shares with ``reference`` before the first difference."""
+    for index, (want, got) in enumerate(zip(reference, tokens, strict=False)):
+        if want != got:
+            return index
+    return min(len(reference), len(tokens))
 
 
 def runtime_decode(runtime: LlamaRuntime, ids: list[int], count: int) -> tuple[float, list[int]]:
@@ -160,31 +149,16 @@ def runtime_decode(runtime: LlamaRuntime, ids: list[int], count: int) -> tuple[f
     tokens = [int(torch.argmax(logits))]
     started = time.perf_counter()
     for step in range(count - 1):
-        logits = runtime.forward(tokens[-1:], kv, len(ids) + step)
+        logits = runtime.step(tokens[-1], kv, len(ids) + step)
         tokens.append(int(torch.argmax(logits)))
     return (count - 1) / (time.perf_counter() - started), tokens
 
 
-def hf_prefill(loaded: LoadedModel, ids: list[int]) -> float:
-    model: Any = loaded.model  # PreTrainedModel.__call__ is untyped
+def runtime_prefill(runtime: LlamaRuntime, ids: list[int]) -> float:
+    kv = runtime.new_kv(len(ids))
     started = time.perf_counter()
-    with torch.inference_mode():
-        model(torch.tensor([ids]), use_cache=True)
+    runtime.prefill(ids, kv, 0)
     return len(ids) / (time.perf_counter() - started)
-
-
-def runtime_prefill_then_decode(
-    runtime: LlamaRuntime, ids: list[int], count: int
-) -> tuple[float, float]:
-    kv = runtime.new_kv(len(ids) + count)
-    started = time.perf_counter()
-    logits = runtime.prefill(ids, kv, 0)
-    prefill_rate = len(ids) / (time.perf_counter() - started)
-    token = int(torch.argmax(logits))
-    started = time.perf_counter()
-    for step in range(count - 1):
-        token = int(torch.argmax(runtime.forward([token], kv, len(ids) + step)))
-    return prefill_rate, (count - 1) / (time.perf_counter() - started)
 
 
 if __name__ == "__main__":

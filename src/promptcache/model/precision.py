@@ -138,7 +138,8 @@ def prompt_weights(precision: str, exact: WeightSet, *, onednn: bool) -> WeightS
     if precision == "auto":
         hidden = int(_float(exact.layers[0].gate_up_weight).shape[1])
         inter = int(_float(exact.layers[0].down_weight).shape[1])
-        precision = "bfloat16" if onednn and bfloat16_prefill_pays(hidden, inter) else "float32"
+        pays = onednn and bfloat16_matmuls_supported() and bfloat16_prefill_pays(hidden, inter)
+        precision = "bfloat16" if pays else "float32"
     if precision == "float32":
         return exact
     if not bfloat16_matmuls_supported():
