@@ -229,6 +229,27 @@ def test_leftovers_of_a_killed_writer_are_swept_on_start(disk_cache: Factory) ->
     assert hit_tokens(cache, A) == 7 * BLOCK
 
 
+def test_an_unreadable_index_starts_the_tier_afresh(
+    disk_cache: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = disk_cache()
+    store(cache, A)
+    assert cache.disk is not None
+    index = cache.disk.directory / "index.sqlite3"
+    files = block_files(flushed(cache), A)
+    cache.close()
+    for suffix in ("-wal", "-shm"):
+        index.with_name(index.name + suffix).unlink(missing_ok=True)
+    index.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.WARNING, logger="promptcache.prefix.disk"):
+        cache = disk_cache()
+    assert any("unreadable" in r.getMessage() for r in caplog.records)
+    assert tier(cache, "disk").blocks == 0 and hit_tokens(cache, A) == 0
+    assert not any(path.exists() for path in files)
+    store(cache, A)
+    assert tier(flushed(cache), "disk").blocks == 8
+
+
 def test_a_full_write_queue_drops_blocks_not_the_request(
     disk_cache: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -303,3 +324,6 @@ def test_the_disk_tier_is_off_by_default_and_with_zero_bytes(tmp_path: Path) -> 
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="disk_bytes"):
         PrefixCacheConfig(disk_path=str(tmp_path), disk_bytes=-1)
+    with pytest.raises(ValueError, match="smaller than one KV block"):
+        make_cache(disk_path=str(tmp_path / "kv"), disk_bytes=BLOCK_BYTES - 1)
+    assert not (tmp_path / "kv").exists()

@@ -6,9 +6,10 @@ block. Block 0's parent is :func:`root_hash` over the model identity and the
 tenant salt: the salt enters only there, yet every later hash depends on it,
 so the same prompt under another tenant never hits.
 
-Hashes live only inside one process (they are never persisted), but the
-encoding is still fixed and unambiguous: every variable-length field is
-length-prefixed, token ids are little-endian 64-bit integers.
+The KV disk tier (``prefix/disk/``) keeps hashes across restarts, so the
+encoding is fixed and unambiguous (changing it needs a new ``_DOMAIN``): every
+variable-length field is length-prefixed, token ids are little-endian 64-bit
+integers.
 """
 
 from __future__ import annotations

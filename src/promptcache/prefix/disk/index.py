@@ -18,7 +18,7 @@ from pathlib import Path
 
 from promptcache.prefix.disk.blockfile import DiskEntry
 
-__all__ = ["INDEX_NAME", "DiskEntry", "DiskIndex"]
+__all__ = ["INDEX_NAME", "DiskEntry", "DiskIndex", "remove_index"]
 
 INDEX_NAME = "index.sqlite3"
 _SCHEMA = (
@@ -26,6 +26,12 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, parent BLOB NOT NULL, "
     "tokens TEXT NOT NULL, nbytes INTEGER NOT NULL, last_used REAL NOT NULL) WITHOUT ROWID",
 )
+
+
+def remove_index(directory: Path) -> None:
+    """Delete an unreadable index (and its WAL files) so a fresh one can be made."""
+    for suffix in ("", "-wal", "-shm"):
+        (directory / (INDEX_NAME + suffix)).unlink(missing_ok=True)
 
 
 class DiskIndex:

@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 import weakref
@@ -45,7 +46,7 @@ from promptcache.prefix.disk.blockfile import (
 )
 from promptcache.prefix.disk.directory import DirectoryLock, block_path, remove_block_files
 from promptcache.prefix.disk.fingerprint import ModelFingerprint
-from promptcache.prefix.disk.index import DiskEntry, DiskIndex
+from promptcache.prefix.disk.index import DiskEntry, DiskIndex, remove_index
 from promptcache.result import KVTierSnapshot
 
 logger = logging.getLogger("promptcache.prefix.disk")
@@ -80,9 +81,16 @@ class DiskTier:
         self.dtype = dtype
         self.fingerprint = fingerprint
         self._digest = fingerprint.digest
+        block_bytes = max(1, torch.finfo(dtype).bits // 8)
+        for size in block_shape:
+            block_bytes *= size
+        if budget_bytes < block_bytes:
+            raise ValueError(
+                f"the KV disk tier's budget ({budget_bytes:,} bytes) is smaller than one KV "
+                f"block ({block_bytes:,} bytes); raise --kv-disk-bytes, or 0 for no disk tier"
+            )
         directory.mkdir(parents=True, exist_ok=True)
         self._dir_lock = DirectoryLock(directory)
-        self._index = DiskIndex(directory)
         self._lock = threading.Lock()
         self._entries: OrderedDict[bytes, DiskEntry] = OrderedDict()
         """Stored blocks, least recently used first."""
@@ -91,16 +99,19 @@ class DiskTier:
         self._used_bytes = 0
         self._generation = 0
         self._closed = False
-        block_bytes = max(1, torch.finfo(dtype).bits // 8)
-        for size in block_shape:
-            block_bytes *= size
         self._queue: queue.Queue[_Pending | None] = queue.Queue(
             maxsize=max(1, queue_bytes // block_bytes)
         )
         self.writes = self.hits = self.evictions = self.drops = self.corrupt = 0
+        self._failing = False
+        """The last write failed (logged once per streak: a full disk would flood the log)."""
         self.bytes_read = 0
         self.read_seconds = 0.0
-        self._open()
+        try:
+            self._index = self._open()
+        except BaseException:
+            self._dir_lock.release()
+            raise
         self._writer = threading.Thread(
             target=self._run, name="promptcache-kv-disk-writer", daemon=True
         )
@@ -109,7 +120,28 @@ class DiskTier:
 
     # -- start ---------------------------------------------------------------------
 
-    def _open(self) -> None:
+    def _open(self) -> DiskIndex:
+        try:
+            self._index = DiskIndex(self.directory)
+            self._reconcile()
+        except sqlite3.DatabaseError as exc:
+            logger.warning(
+                "KV disk tier index at %s is unreadable (%s): starting the tier afresh",
+                self.directory,
+                exc,
+            )
+            self._entries.clear()
+            self._used_bytes = 0
+            opened = getattr(self, "_index", None)
+            if opened is not None:
+                opened.close()
+            remove_index(self.directory)
+            self._index = DiskIndex(self.directory)
+            self._reconcile()
+        return self._index
+
+    def _reconcile(self) -> None:
+        """Align memory, index and files (the index read once; no KV is read)."""
         stored = self._index.fingerprint()
         if stored != self.fingerprint.to_json():
             if stored is not None:
@@ -258,8 +290,14 @@ class DiskTier:
             if item is not _IDLE:
                 try:
                     self._store(item)
+                    self._failing = False
                 except Exception:
-                    logger.exception("KV disk tier: writing a block failed; it is not stored")
+                    if not self._failing:
+                        logger.exception(
+                            "KV disk tier: writing a block failed; it and any failing after "
+                            "it are not stored"
+                        )
+                    self._failing = True
                 finally:
                     with self._lock:
                         if self._pending.get(item.entry.block_hash) is item:
