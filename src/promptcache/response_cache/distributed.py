@@ -103,8 +103,11 @@ class RemoteLead:
         if self._released:
             return
         self._keeper.cancel()
-        with contextlib.suppress(RuntimeError):  # no running loop: the lock expires
-            detached(self.release())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop to release it from: it expires on its own
+            return
+        detached(self.release())
 
 
 _detached: set[asyncio.Task[None]] = set()
