@@ -17,9 +17,9 @@ the matmul throughput of the dtype it runs in.
 
 Everything runs with the thread count torch uses here (the local engine runs
 its forwards with torch's setting). The importable part (:func:`measure`,
-:func:`decode_share`, :func:`prefill_share`, :func:`prefill_flops`,
-:func:`decode_bytes_per_token`) lets the engine benchmarks print their
-achieved GB/s and GFLOP/s as a share of these limits.
+:func:`engine_shares`, :func:`describe_shares`, and the pieces they use)
+lets the engine benchmarks print their achieved GB/s and GFLOP/s as a share
+of these limits.
 
 Usage: ``python benchmarks/machine_limits.py [--buffer-mib 512] [--matmul-size 2048]
 [--repeat 5] [--json]``
@@ -31,10 +31,14 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
+
+from promptcache.model.loading import LoadedModel
+from promptcache.model.runtime import LlamaRuntime
 
 MATMUL_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -186,6 +190,71 @@ def prefill_share(
         "prefill_gflop_s": round(achieved, 1),
         f"prefill_share_of_{dtype}_peak": round(achieved / peak, 3),
     }
+
+
+def layer_matmul_params(tensors: Mapping[str, torch.Tensor]) -> int:
+    """Weights of the decoder layers' matmuls (2-D ``model.layers.*`` tensors): what a
+    prompt token multiplies by (the output head runs for the last token only)."""
+    return sum(
+        t.numel()
+        for name, t in tensors.items()
+        if name.startswith("model.layers.") and t.dim() == 2
+    )
+
+
+def engine_shares(
+    limits: MachineLimits,
+    runtime: LlamaRuntime,
+    loaded: LoadedModel,
+    *,
+    prefill_tokens: int,
+    prefill_seconds: float,
+    decode_tok_s: float,
+    decode_context: int,
+    kv_dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """An engine run's achieved decode GB/s and prefill GFLOP/s as shares of ``limits``.
+
+    Decode bytes per token: the decode weights (``runtime.weight_bytes()``) plus
+    ``decode_context`` positions of KV in ``kv_dtype``. Prefill flops: a miss of
+    ``prefill_tokens`` from position 0 (:func:`prefill_flops`), against the peak
+    of the dtype the runtime's prompt weights run in.
+    """
+    per_token = decode_bytes_per_token(
+        weight_bytes=runtime.weight_bytes("decode"),
+        kv_bytes_per_token=runtime.kv_bytes_per_token(kv_dtype),
+        context=decode_context,
+    )
+    flops = prefill_flops(
+        params=layer_matmul_params(loaded.weights.tensors),
+        tokens=prefill_tokens,
+        start=0,
+        num_layers=runtime.num_layers,
+        num_heads=int(loaded.config.num_attention_heads),
+        head_dim=runtime.head_dim,
+    )
+    dtype = runtime.prefill_precision
+    return {
+        "decode_bytes_per_token": per_token,
+        **decode_share(limits, bytes_per_token=per_token, tokens_per_second=decode_tok_s),
+        "prefill_dtype": dtype,
+        **prefill_share(limits, flops=flops, seconds=prefill_seconds, dtype=dtype),
+        "limits_read_gb_s": round(limits.bandwidth_gb_s, 2),
+        f"limits_{dtype}_gflop_s": round(limits.matmul_gflop_s[dtype], 1),
+    }
+
+
+def describe_shares(shares: Mapping[str, Any]) -> str:
+    """One line: :func:`engine_shares`'s figures."""
+    dtype = shares["prefill_dtype"]
+    return (
+        f"decode {shares['decode_gb_s']:.1f} GB/s = "
+        f"{shares['decode_bandwidth_share']:.0%} of {shares['limits_read_gb_s']:.1f} GB/s "
+        f"({shares['decode_bytes_per_token'] / 1e6:.0f} MB/token); prefill "
+        f"{shares['prefill_gflop_s']:.0f} GFLOP/s = "
+        f"{shares[f'prefill_share_of_{dtype}_peak']:.0%} of the {dtype} matmul peak "
+        f"({shares[f'limits_{dtype}_gflop_s']:.0f} GFLOP/s)"
+    )
 
 
 def describe(limits: MachineLimits) -> str:
