@@ -171,6 +171,10 @@ def test_forward_mode_options_that_would_mean_nothing_are_refused() -> None:
         ("forward", {"upstream_url": None, "upstream_api_key": None, "api_keys": False}),
         ("forward", {"upstream_url": upstream, "upstream_api_key": "sk-x", "api_keys": False}),
         ("forward", {"upstream_url": upstream, "upstream_api_key": None, "api_keys": True}),
+        (
+            "forward",
+            {"upstream_url": "https://u:p@h/v1", "upstream_api_key": None, "api_keys": False},
+        ),
     ]
     for mode, options in refusals:
         with pytest.raises(typer.BadParameter):
