@@ -10,7 +10,9 @@ the run is cheap and repeatable), measured with Redis's flight locks on and off:
 * miss path: sequential misses on fresh keys with an instant computation, so the
   figure is what the lock adds to a miss (take, re-read, release + publish);
 * follower wake-up: from the leader's ``finish()`` (entry stored, lock
-  released) to a waiting gateway's answer (pub/sub, then a read).
+  released) to a waiting gateway's answer (pub/sub, then a read);
+* store read: ``RedisStore.aget`` on the asyncio client against the sync call on a
+  worker thread (what it did before), interleaved.
 
     python benchmarks/cross_gateway.py [--redis URL] [--gateways 4] [--requests 16]
                                        [--misses 400] [--wakeups 50] [--json]
@@ -35,6 +37,7 @@ from typing import Any
 
 from promptcache.response_cache import Lead, ResponseCache
 from promptcache.result import Choice, Result, Usage
+from promptcache.store.base import ResponseStore
 from promptcache.store.redis import RedisStore, RedisStoreConfig
 
 
@@ -138,7 +141,23 @@ async def _measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     )
     leader, follower = _caches(url, 2, locks=True)
     report["follower_wakeup"] = _ms(await _wakeups(leader, follower, args.wakeups))
+    reads = report["store_read"] = await _reads(url, args.misses)
+    report["store_read_p50_ratio"] = round(
+        reads["worker_thread"]["p50_ms"] / reads["asyncio"]["p50_ms"], 2
+    )
     return report
+
+
+async def _reads(url: str, count: int) -> dict[str, dict[str, float]]:
+    store = RedisStore(RedisStoreConfig(url=url))
+    store.put("read", b"x" * 2000)
+    samples: dict[str, list[float]] = {"worker_thread": [], "asyncio": []}
+    for _ in range(count):
+        for name, read in (("worker_thread", ResponseStore.aget), ("asyncio", RedisStore.aget)):
+            start = time.perf_counter()
+            await read(store, "read")
+            samples[name].append(time.perf_counter() - start)
+    return {name: _ms(values) for name, values in samples.items()}
 
 
 @contextmanager
@@ -195,6 +214,12 @@ def main() -> None:
     print(
         f"miss path p50: {miss['in_process_only']['p50_ms']} ms in-process only, "
         f"{miss['locks']['p50_ms']} ms with locks ({report['miss_p50_ratio']}x)"
+    )
+    reads = report["store_read"]
+    print(
+        f"store read p50: {reads['worker_thread']['p50_ms']} ms on a worker thread, "
+        f"{reads['asyncio']['p50_ms']} ms on the asyncio client "
+        f"({report['store_read_p50_ratio']}x faster)"
     )
     print(
         f"follower wake-up after the leader's finish: p50 {report['follower_wakeup']['p50_ms']} ms"
