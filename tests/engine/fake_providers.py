@@ -124,8 +124,8 @@ class FakeProvider:
         if self.name == "llamacpp":  # llama.cpp puts timings on the last chunk
             final["timings"] = self._usage_fields()["timings"]
         yield final
-        if include_usage:
-            yield {**head, "choices": [], **self._usage_fields()}
+        if include_usage:  # (llama.cpp's timings came on the finish chunk above)
+            yield {**head, "choices": [], "usage": self._usage_fields()["usage"]}
         yield "[DONE]"
 
     # -- Anthropic ---------------------------------------------------------------------

@@ -363,3 +363,27 @@ def test_strict_engines_would_refuse_what_the_profile_leaves_out() -> None:
 def test_usage_readers_leave_unreported_caches_at_zero() -> None:
     result = complete(engine_for(FakeProvider("sglang")), marked_request("sglang"))
     assert result.usage == Usage(input_tokens=PROMPT_TOKENS, output_tokens=COMPLETION_TOKENS)
+
+
+@pytest.mark.parametrize("like", ["openai", "openrouter", "deepseek", "llamacpp", "vllm"])
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+def test_an_unnamed_openai_compatible_upstream_reads_every_known_cache_field(
+    like: str, streamed: bool
+) -> None:
+    fake = FakeProvider(like, cached=600, written=50 if like == "openrouter" else 0)
+    engine = UpstreamEngine(
+        UpstreamConfig(base_url="http://gateway.internal/v1"),
+        transport=httpx.ASGITransport(app=fake.app()),
+    )
+    assert engine.profile.name == "openai-compatible"
+    request = ChatRequest(
+        model="m", messages=(Message(role="user", content=(TextBlock(text="hi"),)),)
+    )
+    if streamed:
+        result = stream(engine, request)[-1]
+        assert isinstance(result, Result)
+    else:
+        result = complete(engine, request)
+    assert result.usage.cache_read_input_tokens == 600
+    assert result.usage.cache_creation_input_tokens == (50 if like == "openrouter" else 0)
+    assert result.usage.prompt_tokens == PROMPT_TOKENS

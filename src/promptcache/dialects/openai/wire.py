@@ -293,9 +293,16 @@ def _reasoning(message: Mapping[str, Any]) -> str:
 
 
 def compatible_usage(body: Mapping[str, Any]) -> Usage:
-    """Any OpenAI-compatible server's usage, whichever known cache field it carries
-    (:func:`usage_from_wire`): for upstreams of no known provider."""
-    return usage_from_wire(body.get("usage"))
+    """Any OpenAI-compatible server's usage, whichever known cache fields it carries
+    (OpenAI's and OpenRouter's, DeepSeek's, llama.cpp's timings): for upstreams of no
+    known provider."""
+    usage = body.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    if "prompt_cache_hit_tokens" in usage and not details.get("cached_tokens"):
+        return deepseek_usage(body)
+    if body.get("timings") and not details.get("cached_tokens"):
+        return llamacpp_usage(body)
+    return openrouter_usage(body)
 
 
 def result_from_wire(body: Any, read_usage: UsageReader = compatible_usage) -> Result:
@@ -347,8 +354,9 @@ async def events_from_sse(
             error = chunk["error"] or {}
             raise UpstreamError(str(error.get("message") or error))
         header = header or chunk
-        if chunk.get("usage") or chunk.get("timings"):
-            usage = chunk  # the chunk that carries usage (llama.cpp: timings) is read whole
+        # Usage (and llama.cpp's timings, on the finish chunk) may come in different
+        # chunks: the latest of each is kept for the reader.
+        usage = {**usage, **{k: chunk[k] for k in ("usage", "timings") if chunk.get(k)}}
         for choice in chunk.get("choices") or []:
             index = int(choice.get("index", 0))
             state = states.setdefault(index, _ChoiceState())
