@@ -1,5 +1,8 @@
 """The upstream's model list, discovered (``GET /models``), kept and refreshed.
 
+:func:`fetch_models` reads one list (Anthropic's pages followed);
+:class:`ModelDirectory` keeps them.
+
 One list per provider key, since with ``--upstream-key-mode forward`` two
 callers' keys may see different models (organisations, projects). A list is
 served for ``refresh`` seconds, then asked for again; when that fails for a
@@ -20,13 +23,64 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from promptcache.errors import AuthenticationError, PermissionDeniedError, PromptCacheError
+import httpx
+
+from promptcache.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    PromptCacheError,
+    UpstreamError,
+)
 from promptcache.result import ModelInfo
 
 logger = logging.getLogger(__name__)
 
 Fetch = Callable[[], Awaitable[list[ModelInfo]]]
+GetPage = Callable[[dict[str, str] | None], Awaitable[httpx.Response]]
+MAX_PAGES = 20
+
+
+async def fetch_models(get_page: GetPage, *, paged: bool, owner: str) -> list[ModelInfo]:
+    """Every model of a ``GET /models`` list: one OpenAI-style page, or Anthropic's pages
+    (``limit=1000``, then ``after_id=<last_id>`` while ``has_more``; at most 20)."""
+    params = {"limit": "1000"} if paged else None
+    found: list[ModelInfo] = []
+    for _ in range(MAX_PAGES):
+        response = await get_page(params)
+        try:
+            body = response.json()
+        except ValueError as error:
+            raise UpstreamError("The upstream's model list is not JSON.") from error
+        page = body.get("data") if isinstance(body, dict) else None
+        found += [model_info(m, owner) for m in page or () if _model_entry(m)]
+        if not (paged and isinstance(body, dict) and body.get("has_more") and body.get("last_id")):
+            break
+        params = {"limit": "1000", "after_id": str(body["last_id"])}
+    return found
+
+
+def _model_entry(entry: object) -> bool:
+    return isinstance(entry, dict) and bool(entry.get("id"))
+
+
+def model_info(entry: dict[str, Any], owner: str) -> ModelInfo:
+    """One ``GET /models`` entry: OpenAI's ``created`` (epoch seconds) or Anthropic's
+    ``created_at`` (an ISO date); ``owned_by`` when the provider names one."""
+    created = entry.get("created")
+    if not isinstance(created, int) and isinstance(entry.get("created_at"), str):
+        try:
+            stamp = datetime.fromisoformat(entry["created_at"].replace("Z", "+00:00"))
+            created = int(stamp.timestamp())
+        except ValueError:
+            created = 0
+    return ModelInfo(
+        id=str(entry["id"]),
+        owned_by=str(entry.get("owned_by") or owner),
+        created=created if isinstance(created, int) else 0,
+    )
 
 
 @dataclass

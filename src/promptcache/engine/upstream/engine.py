@@ -23,7 +23,6 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -34,7 +33,7 @@ from promptcache.dialects.anthropic import wire as anthropic_wire
 from promptcache.dialects.openai import wire as openai_wire
 from promptcache.engine.base import Engine, ModelInfo
 from promptcache.engine.upstream.credentials import UpstreamCall, auth_headers, scrub
-from promptcache.engine.upstream.discovery import ModelDirectory
+from promptcache.engine.upstream.discovery import ModelDirectory, fetch_models
 from promptcache.engine.upstream.profiles import (
     ProviderProfile,
     resolve_provider,
@@ -261,20 +260,10 @@ class UpstreamEngine(Engine):
         return list(found)
 
     async def _fetch_models(self) -> list[ModelInfo]:
-        params = {"limit": "1000"} if self.config.dialect == "anthropic" else None
-        found: list[ModelInfo] = []
-        for _ in range(20):  # Anthropic pages (1000 a page); OpenAI answers in one
-            response = await self._send("GET", self._models_path, params=params)
-            try:
-                body = response.json()
-            except ValueError as error:
-                raise UpstreamError("The upstream's model list is not JSON.") from error
-            page = body.get("data") if isinstance(body, dict) else None
-            found += [model_info(m, self._owner) for m in page or () if _model_entry(m)]
-            if not (isinstance(body, dict) and body.get("has_more") and body.get("last_id")):
-                break
-            params = {"limit": "1000", "after_id": str(body["last_id"])}
-        return found
+        async def page(params: dict[str, str] | None) -> httpx.Response:
+            return await self._send("GET", self._models_path, params=params)
+
+        return await fetch_models(page, paged=self.config.dialect == "anthropic", owner=self._owner)
 
     def honours_cache_markers(self, model: str) -> bool:
         """Whether ``cache_control`` markers reach ``model`` at this provider (so whether
@@ -417,27 +406,6 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return str(body["message"])  # vLLM's and SGLang's {"object": "error", "message": ...}
     return response.text.strip() or response.reason_phrase
-
-
-def _model_entry(entry: object) -> bool:
-    return isinstance(entry, dict) and bool(entry.get("id"))
-
-
-def model_info(entry: dict[str, Any], owner: str) -> ModelInfo:
-    """One ``GET /models`` entry: OpenAI's ``created`` (epoch seconds) or Anthropic's
-    ``created_at`` (an ISO date); ``owned_by`` when the provider names one."""
-    created = entry.get("created")
-    if not isinstance(created, int) and isinstance(entry.get("created_at"), str):
-        try:
-            stamp = datetime.fromisoformat(entry["created_at"].replace("Z", "+00:00"))
-            created = int(stamp.timestamp())
-        except ValueError:
-            created = 0
-    return ModelInfo(
-        id=str(entry["id"]),
-        owned_by=str(entry.get("owned_by") or owner),
-        created=created if isinstance(created, int) else 0,
-    )
 
 
 def error_from_response(
