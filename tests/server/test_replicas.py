@@ -1,8 +1,9 @@
-"""Replicas on loopback: three ``promptcache serve`` processes on the embedded model behind
-one ``promptcache serve --upstream-url ... x3`` gateway, called with the OpenAI SDK.
+"""Replicas on loopback: three local-engine servers (uvicorn on 127.0.0.1, each with
+its own KV prefix cache over the session's embedded model) behind one gateway app on a
+:class:`ReplicaEngine` of upstream engines, called with the OpenAI SDK.
 
 Repeated long prefixes land on one replica, which reports cached tokens; a replica
-killed mid-run is skipped and the requests still succeed (and stay together on the
+stopped mid-run is skipped and the requests still succeed (and stay together on the
 next replica of the ring); the gateway's ``/v1/cache/stats`` and ``/metrics`` show it.
 With no replica reachable the gateway answers 503 in each client's dialect.
 """
@@ -10,13 +11,9 @@ With no replica reachable the gateway answers 503 in each client's dialect.
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Any
 
 import anthropic
@@ -24,8 +21,11 @@ import httpx
 import openai
 import pytest
 
+from promptcache.engine.local import LocalEngine, LocalEngineConfig
+from promptcache.engine.threaded import ThreadedEngine
 from promptcache.engine.upstream import UpstreamConfig, UpstreamEngine
 from promptcache.engine.upstream.replicas import ReplicaConfig, ReplicaEngine
+from promptcache.prefix.cache import PrefixCacheConfig
 from promptcache.server.app import create_app
 from promptcache.server.config import ServerConfig
 from tests.server.live import live_server
@@ -35,7 +35,7 @@ MANUAL = " ".join(
     f"Section {i}: the valve on line {i} is opened only after the pressure gauge reads "
     f"between {i} and {i + 3} bar, and it is closed again before the pump stops."
     for i in range(14)
-)  # about 550 tokens (2.2 KB): past the replicas' --min-cache-tokens, two routing blocks
+)  # about 550 tokens (2.2 KB): past the replicas' min_cache_tokens, two routing blocks
 
 
 def _free_port() -> int:
@@ -44,59 +44,45 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(port: int, cwd: Path, *options: str) -> subprocess.Popen[bytes]:
-    command = [
-        str(Path(sys.executable).parent / "promptcache"), "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--store", "none", *options,
-    ]  # fmt: skip
-    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _wait_ready(process: subprocess.Popen[bytes], port: int, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            error = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"promptcache serve exited: {error[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"promptcache serve on {port} was not ready in {seconds} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+def _gateway(urls: list[str], **config: Any) -> Any:
+    engine = ReplicaEngine(
+        [(url, UpstreamEngine(UpstreamConfig(base_url=url))) for url in urls],
+        ReplicaConfig(**config),
+    )
+    return create_app(ServerConfig(), engine=engine, cache=None)
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """Three local-engine replicas and a gateway in front of them (all on 127.0.0.1)."""
-    ports = [_free_port() for _ in range(3)]
-    replicas = [_serve(p, tmp_path, "--min-cache-tokens", "32") for p in ports]
-    gateway_port = _free_port()
-    gateway: subprocess.Popen[bytes] | None = None
+def fleet(local_engine: Any) -> Iterator[dict[str, Any]]:
+    """Three replicas (their own KV caches, the session's model weights) and a gateway."""
+    engines = [
+        ThreadedEngine(
+            LocalEngine(
+                LocalEngineConfig(prefix_cache=PrefixCacheConfig(min_cache_tokens=32)),
+                loaded=local_engine.loaded,
+            ),
+            max_queue=8,
+            workers=1,
+        )
+        for _ in range(3)
+    ]
+    gateways: list[Any] = []
     try:
-        for process, port in zip(replicas, ports, strict=True):
-            _wait_ready(process, port, seconds=240)  # a loaded 2-core runner is slow
-        urls = [arg for p in ports for arg in ("--upstream-url", f"http://127.0.0.1:{p}/v1")]
-        gateway = _serve(gateway_port, tmp_path, *urls, "--replica-health-interval", "0.5")
-        _wait_ready(gateway, gateway_port, seconds=30)
-        yield {
-            "base": f"http://127.0.0.1:{gateway_port}",
-            "replicas": dict(zip([f"127.0.0.1:{p}" for p in ports], replicas, strict=True)),
-        }
-    finally:
-        for process in [*replicas, *([gateway] if gateway else [])]:
-            _stop(process)
+        with ExitStack() as stack:
+            stops: dict[str, ExitStack] = {}
+            urls = []
+            for engine in engines:
+                replica = stack.enter_context(ExitStack())
+                base = replica.enter_context(
+                    live_server(create_app(ServerConfig(), engine=engine, cache=None))
+                )
+                stops[base.removeprefix("http://")] = replica
+                urls.append(f"{base}/v1")
+            gateways.append(_gateway(urls, health_interval=0.5))
+            yield {"base": stack.enter_context(live_server(gateways[0])), "stops": stops}
+    finally:  # the servers have stopped: nothing is in flight
+        for engine in [*(g.state.engine for g in gateways), *engines]:
+            asyncio.run(engine.aclose())
 
 
 def _ask(client: openai.OpenAI, question: str) -> int:
@@ -135,8 +121,7 @@ def test_one_prefix_sticks_to_one_replica_and_a_killed_one_is_skipped(
     first = used[0]
     assert rows[first]["requests"] == 4 and rows[first]["cached_share"] > 0.4
 
-    fleet["replicas"][first].kill()  # no goodbye: connections refused from now on
-    fleet["replicas"][first].wait(timeout=10)
+    fleet["stops"][first].close()  # the replica stops listening: connections refused
     cached = [_ask(client, f"After the failure, question {i}?") for i in range(3)]
     assert cached[0] == 0 and cached[2] > 400  # the next replica now holds the manual
 
@@ -153,13 +138,9 @@ def test_one_prefix_sticks_to_one_replica_and_a_killed_one_is_skipped(
     assert 'promptcache_replica_cached_token_share{replica="' in metrics
 
 
-def _dead_gateway() -> Any:
+def _dead_gateway() -> tuple[Any, list[str]]:
     urls = [f"http://127.0.0.1:{_free_port()}/v1" for _ in range(2)]  # nothing listens
-    engine = ReplicaEngine(
-        [(url, UpstreamEngine(UpstreamConfig(base_url=url))) for url in urls],
-        ReplicaConfig(health_interval=0),
-    )
-    return create_app(ServerConfig(), engine=engine, cache=None), urls
+    return _gateway(urls, health_interval=0), urls
 
 
 def test_no_healthy_replica_is_a_503_in_each_dialect() -> None:
