@@ -16,12 +16,24 @@ from promptcache.store._url import (
     redact_url,
     sqlite_path,
 )
-from promptcache.store.base import ResponseStore, StoredEntry, StoreStats
+from promptcache.store.base import (
+    FlightLock,
+    FlightLocks,
+    FlightWatch,
+    LockUnavailable,
+    ResponseStore,
+    StoredEntry,
+    StoreStats,
+)
 from promptcache.store.memory import MemoryStore, MemoryStoreConfig
 
 __all__ = [
     "DEFAULT_STORE_URL",
     "SCHEMES",
+    "FlightLock",
+    "FlightLocks",
+    "FlightWatch",
+    "LockUnavailable",
     "MemoryStore",
     "MemoryStoreConfig",
     "ResponseStore",
