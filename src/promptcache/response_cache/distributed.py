@@ -173,12 +173,18 @@ class CrossProcessCoalescer(Generic[HitT]):
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.locks.wait
         async with self.locks.watch(key) as watch:
+            # Subscribed before the first look, so no release after it goes unseen. The
+            # entry is read again only when a release is announced: a poll that heard
+            # nothing only tries the lock (whose taker re-reads), so waiting does not
+            # count a store miss per poll.
+            announced = True
             while True:
-                # Subscribed before each look, so no release after it goes unseen.
-                hit = await read()
-                if hit is not None:
-                    self.counts.follows += 1
-                    return hit
+                if announced:
+                    hit = await read()
+                    if hit is not None:
+                        self.counts.follows += 1
+                        return hit
+                # Free and no entry: the leader failed or died; lead in its place.
                 taken = await self._take(key, read)
                 if taken is not None:
                     if isinstance(taken, RemoteLead):
@@ -194,7 +200,7 @@ class CrossProcessCoalescer(Generic[HitT]):
                         key,
                     )
                     return None
-                await watch.released(min(remaining, self._poll))
+                announced = await watch.released(min(remaining, self._poll))
 
 
 __all__ = ["CoalescingCounts", "CrossProcessCoalescer", "RemoteLead", "detached"]
