@@ -153,14 +153,14 @@ def test_a_dead_leaders_lock_expires_and_a_follower_takes_over(redis_server: str
 
 
 def test_a_live_leader_keeps_its_lock_past_the_ttl(redis_server: str) -> None:
-    url = redis_server + "?lock_ttl=0.6"
+    url = redis_server + "?lock_ttl=1"
     gateway_a, gateway_b = _cache(url), _cache(url)
-    upstream = Upstream(delay=2.0)  # over three TTLs long
+    upstream = Upstream(delay=3.0)  # three TTLs long
 
     async def scenario() -> list[tuple[Result, CacheStatus, float]]:
         leading = asyncio.create_task(gateway_a.get_or_compute("k", lambda: upstream.compute("a")))
         await _until_locked(redis_server, "k")
-        await asyncio.sleep(1.3)  # past two TTLs: only extension keeps the lock
+        await asyncio.sleep(2.2)  # past two TTLs: only extension keeps the lock
         following = gateway_b.get_or_compute("k", lambda: upstream.compute("b"))
         return list(await asyncio.gather(leading, following))
 
