@@ -451,7 +451,7 @@ async def test_upstream_errors_are_scrubbed_of_extra_header_secrets() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         refused = await client.post("/v1/chat/completions", json=_chat())
     await engine.aclose()
-    assert refused.status_code == 401 and "gateway token *** revoked" in refused.text
+    assert refused.status_code == 403 and "gateway token *** revoked" in refused.text
     assert "blue" not in repr(config) and METRICS_KEY not in repr(config)
     assert UPSTREAM_KEY not in repr(config) and "upstream.test" in repr(config)
     _assert_no_secret(_transcript(refused), "the upstream's 403")
