@@ -3,6 +3,7 @@ passive ejection with backoff, health probes, the 503 when none is healthy, boun
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -232,3 +233,27 @@ def test_config_refuses_bad_values() -> None:
     fake = FakeReplica("a")
     with pytest.raises(ValueError, match="twice"):
         ReplicaEngine([(URLS[0], fake), (URLS[0] + "/", fake)])
+
+
+async def _until(condition: Any) -> bool:
+    for _ in range(250):  # up to ~5 s: the checks run every 20 ms here
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_background_checks_start_with_the_first_request_and_run_until_closed() -> None:
+    status = {"10.9.0.1": 200, "10.9.0.2": 200, "10.9.0.3": 200}
+    fleet = ReplicaEngine(
+        list(zip(URLS, [FakeReplica(f"r{i}") for i in range(3)], strict=True)),
+        ReplicaConfig(health_interval=0.02, base_backoff=0.02, max_backoff=0.05),
+        probe_transport=_probe_app(status),
+    )
+    await fleet.complete(_request("first"))
+    del status["10.9.0.3"]  # refuses connections from now on
+    assert await _until(lambda: not fleet.replica_stats().replicas[2].healthy)
+    status["10.9.0.3"] = 200  # back: a probe after its backoff puts it back
+    assert await _until(lambda: fleet.replica_stats().replicas[2].healthy)
+    await fleet.aclose()
+    assert fleet._checker._task is None

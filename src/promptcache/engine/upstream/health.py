@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
+logger = logging.getLogger(__name__)
 
 PROBE_PATHS = ("/health", "/readyz", "models")
 """Tried in order; ``models`` is relative to the base URL (``.../v1/models``), the others
@@ -134,9 +137,14 @@ class HealthChecker:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Starts the probing task on the running loop (once)."""
-        if self._task is None and self.interval > 0:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        """Starts the probing task on the running loop, unless it runs there already."""
+        if self.interval <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        task = self._task
+        # Started again when its loop is gone (an engine outliving one event loop).
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._task = loop.create_task(self._run())
 
     async def check_all(self) -> None:
         """Probes every replica that is due now (all of them on the first call)."""
@@ -170,7 +178,10 @@ class HealthChecker:
 
     async def _run(self) -> None:
         while True:
-            await self.check_all()
+            try:
+                await self.check_all()
+            except Exception:  # a bug here must not end the checks (nor reach a request)
+                logger.exception("replica health check failed")
             now = self._clock()
             wake = min(
                 s.retry_at if not s.healthy else self._next[i] for i, s in enumerate(self._states)
@@ -178,12 +189,16 @@ class HealthChecker:
             await asyncio.sleep(min(self.interval, max(0.05, wake - now)))
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._client.aclose()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            if task.get_loop() is asyncio.get_running_loop():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            elif not task.get_loop().is_closed():  # closed from another loop (shutdown)
+                task.get_loop().call_soon_threadsafe(task.cancel)
+        with contextlib.suppress(Exception):  # its connections may belong to a closed loop
+            await self._client.aclose()
 
 
 __all__ = ["PROBE_PATHS", "HealthChecker", "ReplicaHealth", "probe", "probe_urls", "root_url"]
