@@ -143,7 +143,11 @@ class LocalEngine:
                 model_id=loaded.model_id,
                 clock=clock,
                 # The disk tier keeps KV across restarts: bind it to the tokenizer & co too.
-                fingerprint=model_fingerprint(loaded) if config.prefix_cache.disk_enabled else None,
+                fingerprint=(
+                    model_fingerprint(loaded, prefill_precision=self._runtime.prefill_precision)
+                    if config.prefix_cache.disk_enabled
+                    else None
+                ),
             )
             if config.prefix_cache.enabled
             else DisabledPrefixCache(config.prefix_cache, layout, model_id=loaded.model_id)
@@ -215,6 +219,11 @@ class LocalEngine:
     def batching_stats(self) -> BatchingStats:
         """How concurrent decode steps were batched so far."""
         return self._decoder.stats
+
+    @property
+    def precisions(self) -> tuple[str, str]:
+        """The (decode, prefill) precisions the model runs in, ``auto`` resolved."""
+        return self._runtime.decode_precision, self._runtime.prefill_precision
 
     def close(self) -> None:
         """Finish the KV disk tier's queued writes and let its directory go (if there is

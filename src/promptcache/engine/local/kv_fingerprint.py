@@ -4,8 +4,9 @@ and positions tokens.
 The prefix cache already binds stored KV to the weights' digest (``model_id``), the
 KV layout and dtype and the block size; these fields cover what changes the token
 ids a prompt renders to (the tokenizer, the chat template) or the KV computed for
-them (RoPE settings, and torch's version, since a hit must equal a miss to the bit).
-Computed once when the engine is built.
+them (RoPE settings, the prompt weights' precision -- ``auto`` is measured per
+process, so two starts may differ -- and torch's version, since a hit must equal a
+miss to the bit). Computed once when the engine is built.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ _ROPE_FIELDS = (
 )
 
 
-def model_fingerprint(loaded: LoadedModel) -> dict[str, str]:
+def model_fingerprint(loaded: LoadedModel, *, prefill_precision: str) -> dict[str, str]:
+    """``prefill_precision``: what prompt forwards actually multiply by (not ``auto``)."""
     tokenizer = loaded.tokenizer
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # a fast tokenizer: its whole definition (vocab, merges, specials)
@@ -40,6 +42,7 @@ def model_fingerprint(loaded: LoadedModel) -> dict[str, str]:
         "tokenizer": _digest(type(tokenizer).__name__ + "\0" + definition),
         "chat_template": _digest(template if isinstance(template, str) else json.dumps(template)),
         "rope": json.dumps(rope, sort_keys=True, default=str),
+        "prefill_precision": prefill_precision,
         "torch": torch.__version__,
     }
 
