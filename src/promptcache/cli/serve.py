@@ -474,12 +474,13 @@ def serve(
                 engine=engine_text,
                 store=cache.store.url if cache is not None else "off",
                 model=first_model,
-                keys=bool(api_keys or admin_keys),
+                keys=bool(api_keys or admin_keys or forward_keys),
                 auto=auto is not None,
                 admin=admin_text(
                     admin_endpoints=admin_endpoints,
                     admin_keys=bool(admin_keys),
-                    api_keys=bool(api_keys),
+                    # Forwarded keys are tenants too: clearing needs an admin key.
+                    api_keys=bool(api_keys) or forward_keys,
                 ),
                 metrics_key=bool(metrics_key),
                 forwarded=forward_keys,
