@@ -53,13 +53,9 @@ tokens**; they go stale. Override or extend them with a TOML file
 Numbers may be given as TOML numbers or as strings (``"0.0375"``) for exact
 decimals. Lookup is case-insensitive: exact name first, then the longest glob
 pattern that matches, then the longest entry the name starts with (so
-``claude-sonnet-4-5-20250929`` finds ``claude-sonnet-4-5``), then the same for
-the name without a gateway's vendor prefix (OpenRouter's
-``anthropic/claude-sonnet-4.5`` finds ``claude-sonnet-4``), then the default.
-
-In front of an upstream provider the default's multipliers are that provider's
-(:meth:`PriceTable.with_default_profile`: ``deepseek`` toward DeepSeek,
-``local`` toward self-hosted vLLM, SGLang or llama.cpp).
+``claude-sonnet-4-5-20250929`` finds ``claude-sonnet-4-5``), then the same without
+a vendor prefix (``anthropic/claude-sonnet-4.5``), then the default (with an upstream
+provider's multipliers: :meth:`PriceTable.with_default_profile`).
 """
 
 from __future__ import annotations
@@ -244,16 +240,11 @@ class PriceTable:
     def lookup(self, model: str) -> ModelPrice:
         """The price for ``model``: exact, then longest glob, then longest prefix (for the
         name, then for it without a vendor prefix), then the default."""
-        found = self._find(model)
-        return self.default if found is None else found
+        return self._find(model) or self.default
 
     def _find(self, model: str) -> ModelPrice | None:
         name = model.lower()
-        for candidate in (name, name.rpartition("/")[2]) if "/" in name else (name,):
-            found = self._match(candidate)
-            if found is not None:
-                return found
-        return None
+        return self._match(name) or self._match(name.rpartition("/")[2])
 
     def _match(self, name: str) -> ModelPrice | None:
         exact = self.models.get(name)
@@ -272,8 +263,7 @@ class PriceTable:
         return self._find(model) is not None
 
     def with_default_profile(self, profile: str) -> PriceTable:
-        """This table with the default price's cache multipliers taken from ``profile``
-        (the provider's, for the models the table does not list)."""
+        """This table, unlisted models priced with ``profile``'s (a provider's) multipliers."""
         default = dataclasses.replace(self.default, profile=profile_named(profile, self.profiles))
         return dataclasses.replace(self, default=default)
 
