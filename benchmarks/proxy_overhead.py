@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from http_hits import _free_port, _read_response
+from http_hits import _free_port, _raw_request, _read_response
 
 TARGET_ADDED_P50_MS = 1.0
 MODEL = "fake-model"
@@ -48,17 +48,17 @@ def _fake_provider(port: int, delay: float) -> None:
         "created": 1700000000,
         "model": MODEL,
     }
-    stream_body = "".join(
+    stream_text = "".join(
         "data: " + json.dumps({**chunk, "choices": [choice]}) + "\n\n"
         for choice in (
             {"index": 0, "delta": {"role": "assistant", "content": "Hello there."}},
             {"index": 0, "delta": {}, "finish_reason": "stop"},
         )
     )
-    stream_body += "data: " + json.dumps(
+    stream_text += "data: " + json.dumps(
         {**chunk, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3}}
     )
-    stream_body = (stream_body + "\n\ndata: [DONE]\n\n").encode()
+    stream_body = (stream_text + "\n\ndata: [DONE]\n\n").encode()
     message = {"role": "assistant", "content": "Hello there."}
     json_body = json.dumps(
         {
@@ -80,9 +80,9 @@ def _fake_provider(port: int, delay: float) -> None:
             body += event.get("body", b"")
             if not event.get("more_body"):
                 break
-        if scope["method"] == "GET":
-            content, media = b"{}", b"application/json"
-        else:
+        content: bytes = b"{}"  # GET: the readiness probe
+        media = b"application/json"
+        if scope["method"] == "POST":
             await asyncio.sleep(delay)
             streamed = json.loads(body).get("stream")
             content = stream_body if streamed else json_body
@@ -133,13 +133,7 @@ def _request(port: int, index: int) -> bytes:
             ],
         }
     ).encode()
-    head = (
-        "POST /v1/chat/completions HTTP/1.1\r\n"
-        f"Host: 127.0.0.1:{port}\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+    return _raw_request(port, body)
 
 
 class _Connection:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,20 +76,30 @@ class FakeProvider:
             return seen, StreamingResponse(_dying_stream(), media_type="text/event-stream")
         return seen, None
 
-    async def _chat(self, request: Request) -> Response:
+    async def _answer(
+        self, request: Request, stream: Callable[[str], AsyncIterator[str]]
+    ) -> Response | tuple[str, str]:
+        """The refusal or event stream to send, else (model, text) for a JSON body."""
         seen, refusal = await self._record(request)
         if refusal is not None:
             return refusal
         assert seen.body is not None
         text = "echo: " + _last_text(seen.body)
         if seen.body.get("stream"):
-            return StreamingResponse(_openai_stream(text), media_type="text/event-stream")
+            return StreamingResponse(stream(text), media_type="text/event-stream")
+        return str(seen.body["model"]), text
+
+    async def _chat(self, request: Request) -> Response:
+        answer = await self._answer(request, _openai_stream)
+        if isinstance(answer, Response):
+            return answer
+        model, text = answer
         return JSONResponse(
             {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion",
                 "created": 1700000000,
-                "model": seen.body["model"],
+                "model": model,
                 "choices": [
                     {
                         "index": 0,
@@ -102,19 +112,16 @@ class FakeProvider:
         )
 
     async def _messages(self, request: Request) -> Response:
-        seen, refusal = await self._record(request)
-        if refusal is not None:
-            return refusal
-        assert seen.body is not None
-        text = "echo: " + _last_text(seen.body)
-        if seen.body.get("stream"):
-            return StreamingResponse(_anthropic_stream(text), media_type="text/event-stream")
+        answer = await self._answer(request, _anthropic_stream)
+        if isinstance(answer, Response):
+            return answer
+        model, text = answer
         return JSONResponse(
             {
                 "id": "msg_fake",
                 "type": "message",
                 "role": "assistant",
-                "model": seen.body["model"],
+                "model": model,
                 "content": [{"type": "text", "text": text}],
                 "stop_reason": "end_turn",
                 "stop_sequence": None,
