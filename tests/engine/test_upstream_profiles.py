@@ -296,7 +296,7 @@ def test_unsupported_model_behavior_ignore_warn_once_per_model_and_raise(
         finally:
             await engine.aclose()
 
-    with caplog.at_level(logging.WARNING, logger="promptcache.engine.upstream.engine"):
+    with caplog.at_level(logging.WARNING, logger="promptcache.engine.upstream.shaping"):
         asyncio.run(three())
     warnings = [r.getMessage() for r in caplog.records if "cache_control" in r.getMessage()]
     assert len(warnings) == 2  # one per model, not one per request

@@ -1,11 +1,8 @@
 """The OpenAI dialect in reverse, for the upstream engine: canonical request -> wire body,
 wire response or SSE -> canonical events.
 
-Provider cache fields are normalised here, one reader per way of reporting
-them (the upstream's provider profile picks one): ``prompt_tokens_details.
-cached_tokens`` (OpenAI, GLM, vLLM, SGLang), OpenRouter's ``cache_write_tokens``
-beside it, DeepSeek's ``prompt_cache_hit_tokens`` and llama.cpp's
-``timings.cache_n``. Reasoning (``reasoning_content``, or vLLM's and
+Provider cache fields are normalised by a reader from ``wire_usage.py`` (the
+upstream's provider profile picks one). Reasoning (``reasoning_content``, or vLLM's and
 OpenRouter's ``reasoning``) becomes :attr:`Choice.reasoning`.
 
 Toward an upstream that takes Anthropic's ``cache_control`` on OpenAI-shaped
@@ -16,11 +13,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any
 
 from promptcache.dialects._common import dumps, image_source_to_url, render_cache_control
+from promptcache.dialects.openai.wire_usage import UsageReader, compatible_usage
 from promptcache.errors import RequestError, UpstreamError
 from promptcache.request import (
     ChatRequest,
@@ -31,7 +29,7 @@ from promptcache.request import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from promptcache.result import Choice, FinishReason, Result, StreamEvent, TextDelta, Usage
+from promptcache.result import Choice, FinishReason, Result, StreamEvent, TextDelta
 
 _FINISH: Mapping[str, FinishReason] = {
     "stop": "stop",
@@ -40,10 +38,6 @@ _FINISH: Mapping[str, FinishReason] = {
     "function_call": "tool_calls",
     "content_filter": "content_filter",
 }
-
-
-UsageReader: TypeAlias = Callable[[Mapping[str, Any]], Usage]
-"""Reads :class:`Usage` from a response body (or the stream chunk that carries usage)."""
 
 
 def to_wire_request(
@@ -193,76 +187,6 @@ def _tool_text(block: ToolResultBlock) -> str:
     return "".join(b.text for b in block.content if isinstance(b, TextBlock))
 
 
-def usage_from_wire(usage: Mapping[str, Any] | None) -> Usage:
-    """Normalise an OpenAI-compatible usage object, whichever of the known cache fields
-    it carries (``prompt_tokens_details.cached_tokens`` or DeepSeek's
-    ``prompt_cache_hit_tokens``)."""
-    if not usage:
-        return Usage()
-    details = usage.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens")
-    return _split(usage, read=_count(cached))
-
-
-def _count(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
-def _split(usage: Mapping[str, Any], *, read: int, written: int = 0) -> Usage:
-    """``prompt_tokens`` (which counts every prompt token) split into what was read from
-    the cache, written to it, and neither."""
-    prompt = _count(usage.get("prompt_tokens"))
-    read = min(read, prompt)
-    written = min(written, prompt - read)
-    return Usage(
-        input_tokens=prompt - read - written,
-        cache_read_input_tokens=read,
-        cache_creation_5m_input_tokens=written,
-        output_tokens=_count(usage.get("completion_tokens")),
-    )
-
-
-def openai_usage(body: Mapping[str, Any]) -> Usage:
-    """OpenAI's ``prompt_tokens_details.cached_tokens`` (also GLM's, vLLM's with
-    ``--enable-prompt-tokens-details`` and SGLang's with ``--enable-cache-report``)."""
-    usage = body.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
-    return _split(usage, read=_count(details.get("cached_tokens")))
-
-
-def openrouter_usage(body: Mapping[str, Any]) -> Usage:
-    """OpenRouter's: ``cached_tokens`` read and ``cache_write_tokens`` written (at the
-    5-minute rate: OpenRouter does not split writes by TTL)."""
-    usage = body.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
-    return _split(
-        usage,
-        read=_count(details.get("cached_tokens")),
-        written=_count(details.get("cache_write_tokens")),
-    )
-
-
-def deepseek_usage(body: Mapping[str, Any]) -> Usage:
-    """DeepSeek's ``prompt_cache_hit_tokens`` (+ ``prompt_cache_miss_tokens`` = prompt)."""
-    usage = body.get("usage") or {}
-    return _split(usage, read=_count(usage.get("prompt_cache_hit_tokens")))
-
-
-def llamacpp_usage(body: Mapping[str, Any]) -> Usage:
-    """llama.cpp's server: ``timings.cache_n`` prompt tokens reused from the slot's KV
-    cache, ``timings.prompt_n`` evaluated; ``usage`` when the server sent one (newer
-    builds also fill ``prompt_tokens_details.cached_tokens``)."""
-    timings = body.get("timings") or {}
-    usage = dict(body.get("usage") or {})
-    cache_n, prompt_n = _count(timings.get("cache_n")), _count(timings.get("prompt_n"))
-    if not usage.get("prompt_tokens") and (cache_n or prompt_n):
-        usage["prompt_tokens"] = cache_n + prompt_n
-    if not usage.get("completion_tokens"):
-        usage["completion_tokens"] = _count(timings.get("predicted_n"))
-    details = usage.get("prompt_tokens_details") or {}
-    return _split(usage, read=cache_n or _count(details.get("cached_tokens")))
-
-
 def _tool_calls(raw: Any) -> tuple[ToolUseBlock, ...]:
     calls = []
     for call in raw or []:
@@ -290,19 +214,6 @@ def _reasoning(message: Mapping[str, Any]) -> str:
         if isinstance(value, str) and value:
             return value
     return ""
-
-
-def compatible_usage(body: Mapping[str, Any]) -> Usage:
-    """Any OpenAI-compatible server's usage, whichever known cache fields it carries
-    (OpenAI's and OpenRouter's, DeepSeek's, llama.cpp's timings): for upstreams of no
-    known provider."""
-    usage = body.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
-    if "prompt_cache_hit_tokens" in usage and not details.get("cached_tokens"):
-        return deepseek_usage(body)
-    if body.get("timings") and not details.get("cached_tokens"):
-        return llamacpp_usage(body)
-    return openrouter_usage(body)
 
 
 def result_from_wire(body: Any, read_usage: UsageReader = compatible_usage) -> Result:

@@ -19,7 +19,6 @@ import base64
 import copy
 import dataclasses
 import json
-import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,13 +33,8 @@ from promptcache.dialects.openai import wire as openai_wire
 from promptcache.engine.base import Engine, ModelInfo
 from promptcache.engine.upstream.credentials import UpstreamCall, auth_headers, scrub
 from promptcache.engine.upstream.discovery import ModelDirectory, fetch_models
-from promptcache.engine.upstream.profiles import (
-    ProviderProfile,
-    resolve_provider,
-    unhonoured_markers,
-    unset_lacking,
-    without_markers,
-)
+from promptcache.engine.upstream.profiles import ProviderProfile, resolve_provider
+from promptcache.engine.upstream.shaping import MarkerPolicy, refuse_lacking, wire_body
 from promptcache.engine.upstream.transport import (
     NoCookies,
     RetryPolicy,
@@ -64,10 +58,6 @@ from promptcache.store import redact_url
 
 Dialect = Literal["openai", "anthropic"]
 DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic")
-_BEHAVIORS = ("ignore", "warn", "raise")
-_WARNED_MODELS_MAX = 1024
-"""Models remembered as warned about (so a client cycling model ids cannot grow it)."""
-logger = logging.getLogger(__name__)
 _SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
 
 _STATUS_ERRORS: Mapping[int, Callable[[str], PromptCacheError]] = {
@@ -127,11 +117,7 @@ class UpstreamConfig:
             )
         if self.dialect and self.dialect not in DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
-        if self.unsupported_model_behavior not in _BEHAVIORS:
-            raise ValueError(
-                f"unsupported_model_behavior must be one of {', '.join(_BEHAVIORS)}, "
-                f"got {self.unsupported_model_behavior!r}"
-            )
+        MarkerPolicy(self.unsupported_model_behavior)  # validates it
         profile = resolve_provider(self.base_url, self.provider or None, self.dialect or None)
         object.__setattr__(self, "provider", profile.name)
         object.__setattr__(self, "dialect", profile.dialect)
@@ -182,7 +168,7 @@ class UpstreamEngine(Engine):
         self.profile: ProviderProfile = resolve_provider(
             config.base_url, config.provider, config.dialect
         )
-        self._warned_models: set[str] = set()
+        self._markers = MarkerPolicy(config.unsupported_model_behavior)
         base = config.base_url.rstrip("/")
         anthropic_v1 = config.dialect == "anthropic" and not base.endswith("/v1")
         prefix = "v1/" if anthropic_v1 else ""
@@ -256,7 +242,7 @@ class UpstreamEngine(Engine):
             return self.models()
         found = await self._directory.get(self._call.api_key, self._fetch_models)
         if self._call.api_key is None:
-            self._discovered = found
+            self._discovered[:] = found  # in place: bound copies share the list
         return list(found)
 
     async def _fetch_models(self) -> list[ModelInfo]:
@@ -271,53 +257,10 @@ class UpstreamEngine(Engine):
         return self.profile.honours_markers(model)
 
     def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        profile = self.profile
-        for name in unset_lacking(profile, request):
-            raise RequestError(
-                f"'{name}' cannot be sent to the {profile.name} upstream: it has no such "
-                "parameter and would answer as if it were not set. Leave it out.",
-                param=name,
-            )
-        request = self._honourable(request)
-        if profile.dialect == "anthropic":
-            return anthropic_wire.to_wire_request(
-                request, stream=stream, default_max_tokens=self.config.default_max_tokens
-            )
-        body = openai_wire.to_wire_request(
-            request,
-            stream=stream,
-            cache_markers=profile.honours_markers(request.model),
-            cache_hints=profile.cache_hints,
-        )
-        for name, spelled in profile.renamed.items():
-            if name in body:
-                body[spelled] = body.pop(name)
-        return body
-
-    def _honourable(self, request: ChatRequest) -> ChatRequest:
-        """``request`` without the ``cache_control`` markers the provider cannot honour,
-        as ``unsupported_model_behavior`` says (markers only steer caching: dropping
-        them never changes an answer)."""
-        found = unhonoured_markers(self.profile, request)
-        if not found:
-            return request
-        behavior = self.config.unsupported_model_behavior
-        what = (
-            f"the {self.profile.name} upstream takes no cache_control for model "
-            f"{request.model!r} (it caches prompts implicitly, or has no place for it)"
-        )
-        if behavior == "raise":
-            raise RequestError(
-                f"cache_control ({', '.join(found[:3])}) cannot be honoured: {what}. "
-                "Remove the markers, or start the server with "
-                "--unsupported-model-behavior ignore or warn.",
-                param="cache_control",
-            )
-        if behavior == "warn" and request.model not in self._warned_models:
-            if len(self._warned_models) < _WARNED_MODELS_MAX:
-                self._warned_models.add(request.model)
-            logger.warning("cache_control dropped: %s (warned once per model).", what)
-        return without_markers(self.profile, request)
+        """The provider's body: what it lacks refused, markers it cannot take per policy."""
+        request = self._markers.apply(self.profile, refuse_lacking(self.profile, request))
+        limit = self.config.default_max_tokens
+        return wire_body(self.profile, request, stream=stream, default_max_tokens=limit)
 
     async def complete(self, request: ChatRequest) -> Result:
         response = await self._send("POST", self._chat_path, json=self._body(request, stream=False))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 from urllib.parse import urlsplit
 
-from promptcache.dialects.openai import wire as openai_wire
+from promptcache.dialects.openai import wire_usage
 from promptcache.request import ChatRequest, Message
 
 ProviderName: TypeAlias = Literal[
@@ -61,7 +61,7 @@ class ProviderProfile:
     """Sampling parameters the provider has no counterpart for: a 400 names them."""
     renamed: Mapping[str, str] = field(default_factory=dict)
     """Body fields the provider spells differently (llama.cpp's ``repeat_penalty``)."""
-    read_usage: openai_wire.UsageReader = openai_wire.openai_usage
+    read_usage: wire_usage.UsageReader = wire_usage.openai_usage
     """Usage of an OpenAI-dialect response (the Anthropic dialect reads its own)."""
     pricing: str = "openai"
     """The cost ledger's pricing profile for models the price table does not list."""
@@ -99,7 +99,7 @@ OPENROUTER = ProviderProfile(
     # OpenRouter passes content-part cache_control on to Claude and Gemini (others
     # cache implicitly and would ignore it).
     marker_models=("anthropic/*", "google/gemini*"),
-    read_usage=openai_wire.openrouter_usage,
+    read_usage=wire_usage.openrouter_usage,
     pricing="openai",
 )
 ANTHROPIC = ProviderProfile(
@@ -121,7 +121,7 @@ DEEPSEEK = ProviderProfile(
     dialect="openai",
     hosts=("api.deepseek.com",),
     lacking=_LOCAL_SAMPLERS | _OPENAI_ONLY | {"logit_bias", "seed"},
-    read_usage=openai_wire.deepseek_usage,
+    read_usage=wire_usage.deepseek_usage,
     pricing="deepseek",
 )
 VLLM = ProviderProfile(
@@ -143,7 +143,7 @@ LLAMACPP = ProviderProfile(
     dialect="openai",
     lacking=_OPENAI_ONLY,
     renamed={"repetition_penalty": "repeat_penalty"},
-    read_usage=openai_wire.llamacpp_usage,
+    read_usage=wire_usage.llamacpp_usage,
     pricing="local",
 )
 
@@ -151,7 +151,7 @@ OPENAI_COMPATIBLE = ProviderProfile(
     name="openai-compatible",
     dialect="openai",
     cache_hints=True,
-    read_usage=openai_wire.compatible_usage,
+    read_usage=wire_usage.compatible_usage,
     pricing="openai",
 )
 """An OpenAI-compatible server of no known provider (no ``--upstream-provider``, a URL
