@@ -105,3 +105,5 @@ async def test_the_engine_lists_anthropic_pages_and_the_callers_key() -> None:
     assert [(m.id, m.created) for m in found] == [("claude-a", 1738368000), ("claude-b", 0)]
     assert seen == [("sk-caller", None), ("sk-caller", "claude-a")]
     assert up.models() == []  # a caller's list is not the server's
+    await up.bind(UpstreamCall()).discover_models()
+    assert [m.id for m in up.models()] == ["claude-a", "claude-b"]  # the server's is
