@@ -339,3 +339,14 @@ def test_policy_validation(kwargs: dict[str, Any], fragment: str) -> None:
 def test_connect_timeout_is_validated() -> None:
     with pytest.raises(ValueError, match="connect_timeout"):
         UpstreamConfig(base_url="https://api.example.test/v1", connect_timeout=0)
+
+
+async def test_a_transport_failure_that_no_retry_can_fix_is_one_attempt() -> None:
+    handler = Scripted(httpx.UnsupportedProtocol("no such scheme"))
+    up, waits = upstream(handler)
+    with pytest.raises(UpstreamError) as caught:
+        await up.complete(REQUEST)
+    assert caught.value.message == (
+        "The upstream api.example.test could not be reached: UnsupportedProtocol: no such scheme"
+    )
+    assert handler.calls == 1 and waits == []

@@ -221,17 +221,19 @@ class UpstreamSender:
             attempt += 1
             try:
                 response = await self._client.send(request, stream=stream)
-            except _RETRYABLE_TRANSPORT as error:
+                if response.is_error:
+                    await response.aread()  # the message, and the connection back to the pool
+                    await response.aclose()
+            except httpx.HTTPError as error:
                 failure = self.transport_error(error, secrets=secrets, attempts=attempt)
-                wait = self._wait(attempt, None, deadline)
+                retryable = isinstance(error, _RETRYABLE_TRANSPORT)
+                wait = self._wait(attempt, None, deadline) if retryable else None
                 if wait is None:
                     raise failure from error
                 reason = failure.message
             else:
                 if not response.is_error:
                     return response
-                await response.aread()  # the message, and the connection back to the pool
-                await response.aclose()
                 wait = self._wait(attempt, retry_after(response.headers), deadline)
                 if wait is None or not _should_retry(response):
                     raise refuse(response, attempt)
