@@ -176,3 +176,19 @@ def test_raise_is_a_400_in_the_callers_dialect_naming_cache_control() -> None:
     assert err.value.status_code == 400
     assert "cache_control" in err.value.message and "deepseek" in err.value.message
     assert fake.received == []
+
+
+def test_anthropic_sdk_streaming_from_an_openai_dialect_provider_gets_its_cache_reads() -> None:
+    fake = FakeProvider("deepseek", cached=640, think=True)
+    with (
+        gateway(fake) as url,
+        anthropic_client(url).messages.stream(
+            model="deepseek-reasoner", max_tokens=64, messages=QUESTION
+        ) as stream,
+    ):
+        thinking = [e.thinking for e in stream if e.type == "thinking"]
+        final = stream.get_final_message()
+    assert thinking == THOUGHT
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.usage.cache_read_input_tokens == 640
+    assert final.usage.input_tokens == PROMPT_TOKENS - 640
