@@ -158,6 +158,20 @@ def test_the_tenant_secret_is_made_once_private_and_kept(tmp_path: object) -> No
         load_tenant_secret(path)
 
 
+def test_gateways_starting_at_once_agree_on_one_tenant_secret(tmp_path: object) -> None:
+    """Separate processes creating the secret in one directory at the same moment all
+    read the one that was linked into place, never an empty or half-written file."""
+    import multiprocessing
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "state" / "tenant-secret"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        secrets = pool.map(load_tenant_secret, [path] * 8)
+    assert len(set(secrets)) == 1 and len(secrets[0]) == 64
+    assert [p.name for p in path.parent.iterdir()] == ["tenant-secret"]
+
+
 def test_forward_mode_options_that_would_mean_nothing_are_refused() -> None:
     import typer
 

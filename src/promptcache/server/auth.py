@@ -31,10 +31,12 @@ holds a key that can read or spend a tenant's cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -57,19 +59,26 @@ def tenant_id(key: str, secret: str | None = None) -> str:
 def load_tenant_secret(path: Path = DEFAULT_TENANT_SECRET_FILE) -> str:
     """The tenant secret kept in ``path``, created there (32 random bytes, hex, mode
     0600) the first time, so a restart keeps every tenant's cache entries."""
+    # Written whole to a temporary file and linked into place: os.link fails when the
+    # name exists, so two gateways starting at once in one directory agree on one
+    # secret, and neither can read a half-written file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=".tenant-secret-", dir=path.parent)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        secret = path.read_text(encoding="utf-8").strip()
-        if len(secret) < 32:
-            raise ValueError(
-                f"{path} holds no usable tenant secret (32+ characters); delete it to have "
-                f"a new one made, or set {TENANT_SECRET_ENV}"
-            ) from None
-        return secret
-    secret = secrets.token_hex(32)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(secret + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(secrets.token_hex(32) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    secret = path.read_text(encoding="utf-8").strip()
+    if len(secret) < 32:
+        raise ValueError(
+            f"{path} holds no usable tenant secret (32+ characters); delete it to have "
+            f"a new one made, or set {TENANT_SECRET_ENV}"
+        )
     return secret
 
 
