@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -42,13 +41,14 @@ from promptcache.prefix.base import (
 )
 from promptcache.prefix.block import CachedBlock
 from promptcache.prefix.config import PrefixCacheConfig
-from promptcache.prefix.disk import DiskTier, kv_fingerprint
-from promptcache.prefix.disk.tiering import Promotion, SpillingTree, write_through
+from promptcache.prefix.disk import DiskTier
+from promptcache.prefix.disk.tiering import Promoter, SpillingTree, open_disk_tier
 from promptcache.prefix.hashing import BlockHash
 from promptcache.prefix.inflight import InflightClaims
 from promptcache.prefix.pins import aligned_pins, check_pin_ttls
 from promptcache.prefix.pool import KVBlockPool, KVLayout
 from promptcache.prefix.stats import LookupCounters, snapshot
+from promptcache.prefix.storing import BlockStore
 from promptcache.request import PinTTL
 from promptcache.result import PrefixCacheSnapshot
 
@@ -104,7 +104,11 @@ class PrefixCache(BasePrefixCache):
         self._clock = clock
         num_blocks = config.kv_cache_bytes // self.block_bytes if config.enabled else 0
         self._pool = KVBlockPool(layout, block_size=config.block_size, num_blocks=num_blocks)
-        self._disk = self._open_disk(fingerprint) if config.disk_enabled else None
+        self._disk = (
+            open_disk_tier(config, layout, model_id=model_id, extra=fingerprint)
+            if config.disk_enabled
+            else None
+        )
         self._tree = SpillingTree(
             self._pool,
             disk=self._disk,
@@ -117,6 +121,20 @@ class PrefixCache(BasePrefixCache):
         self._held: dict[MatchKey, _Held] = {}
         self._holds: dict[MatchKey, tuple[CachedBlock, ...]] = {}
         self._lookups = LookupCounters()
+        self._blocks = BlockStore(
+            tree=self._tree, pool=self._pool, lock=self._cond, clock=clock, disk=self._disk
+        )
+        self._promoter = (
+            Promoter(
+                tree=self._tree,
+                pool=self._pool,
+                disk=self._disk,
+                claims=self._claims,
+                min_tokens=config.min_cache_tokens,
+            )
+            if self._disk is not None
+            else None
+        )
 
     @property
     def blocks_in_use(self) -> int:
@@ -171,33 +189,14 @@ class PrefixCache(BasePrefixCache):
                 cancel=cancel,
             )
             promotion = None
-            if self._disk is not None and (cancel is None or not cancel.is_set()):
-                promotion = Promotion.plan(
-                    self._tree,
-                    self._pool,
-                    self._disk,
-                    self._claims,
-                    key=key,
-                    hashes=hashes,
-                    tokens=tokens,
-                    root=root,
-                    chain=chain,
-                    min_tokens=self.min_cache_tokens,
-                )
+            if self._promoter is not None and (cancel is None or not cancel.is_set()):
+                promotion = self._promoter.plan(key, hashes, tokens, root, chain)
             if promotion is None:
                 return self._referenced_match(key, tokens, hashes, root, chain, cancel)
-        loaded = False
-        try:
-            promotion.load()  # disk reads: outside the lock, the blocks claimed
-            loaded = True
-        finally:
-            with self._cond:
-                from_ram = len(chain)
-                chain = promotion.finish(hashes, tokens, root)
-                self._lookups.promoted += promotion.promoted
-                if not loaded:
-                    promotion.unreference()
+        from_ram = len(chain)
+        chain = promotion.run(self._cond, hashes, tokens, root)  # reads outside the lock
         with self._cond:
+            self._lookups.promoted += promotion.promoted
             try:
                 return self._referenced_match(
                     key, tokens, hashes, root, chain, cancel, from_ram=from_ram
@@ -317,53 +316,8 @@ class PrefixCache(BasePrefixCache):
             raise ValueError("commit() token_ids do not start with the matched prompt")
         self.layout.check(kv, min_tokens=num_full * size, name="kv")
 
-        tree = self._tree
-        with self._cond:
-            tree.expire_pins(self._clock())
-            chain = tree.confirmed_chain(hashes, tokens, held.root)
-            # Hold the cached chain beyond the match while copying outside the
-            # lock: its blocks are the parents of what we store.
-            extra_refs = chain[matched:]
-            for block in extra_refs:
-                tree.reference(block)
-            evicted = 0
-            first_new = len(chain)
-            slots: list[int] = []
-            if first_new < num_full:
-                room, evicted = tree.make_room_for_hash(hashes[first_new])
-                if room:
-                    slots, evicted_now = tree.allocate(num_full - first_new)
-                    evicted += evicted_now
-
-        try:
-            if slots:
-                self._pool.write(slots, kv, start=first_new * size)
-        except BaseException:
-            with self._cond:
-                self._pool.free(slots)
-                tree.unreference(extra_refs)
-            raise
-
-        with self._cond:
-            now = self._clock()
-            stored, written = tree.insert(chain, hashes, tokens, slots, held.root)
-            new_blocks = stored[len(chain) :]
-            pinned, refused, uncached = tree.apply_pins(stored, pins, num_full, now)
-            # Tail first, so the policy evicts a prompt's last blocks before its parents.
-            for block in reversed(new_blocks):
-                tree.update_evictable(block)
-            tree.unreference(extra_refs)
-        if self._disk is not None:  # a copy per block into the writer's queue, no I/O here
-            write_through(
-                self._disk, stored, first_new=len(chain), root=held.root, kv=kv, block_size=size
-            )
-        return CommitReport(
-            tokens_written=written * size,
-            tokens_not_stored=(num_full - len(stored)) * size,
-            pinned=pinned,
-            pins_refused=refused,
-            pins_uncached=uncached,
-            blocks_evicted=evicted,
+        return self._blocks.store(
+            root=held.root, hashes=hashes, tokens=tokens, kv=kv, pins=pins, matched=matched
         )
 
     # -- holds (named prefixes) ----------------------------------------------
@@ -431,21 +385,3 @@ class PrefixCache(BasePrefixCache):
                 budget_blocks=self._pool.num_blocks,
                 disk=self._disk.stats() if self._disk is not None else None,
             )
-
-    def _open_disk(self, extra: Mapping[str, object] | None) -> DiskTier:
-        assert self.config.disk_path is not None
-        fingerprint = kv_fingerprint(self.model_id, self.layout, self.block_size, extra or {})
-        return DiskTier(
-            Path(self.config.disk_path).expanduser(),
-            budget_bytes=self.config.disk_bytes,
-            queue_bytes=self.config.disk_write_queue_bytes,
-            block_shape=(
-                self.layout.num_layers,
-                2,
-                self.layout.num_kv_heads,
-                self.block_size,
-                self.layout.head_dim,
-            ),
-            dtype=self.layout.dtype,
-            fingerprint=fingerprint,
-        )

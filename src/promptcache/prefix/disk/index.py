@@ -40,10 +40,14 @@ class DiskIndex:
         self._lock = threading.Lock()
         # isolation_level=None: explicit transactions only, so each call commits itself.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            self._db.execute(statement)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+        except sqlite3.Error:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:

@@ -27,7 +27,6 @@ import dataclasses
 import logging
 import os
 import queue
-import sqlite3
 import threading
 import time
 import weakref
@@ -46,7 +45,8 @@ from promptcache.prefix.disk.blockfile import (
 )
 from promptcache.prefix.disk.directory import DirectoryLock, block_path, remove_block_files
 from promptcache.prefix.disk.fingerprint import ModelFingerprint
-from promptcache.prefix.disk.index import DiskEntry, DiskIndex, remove_index
+from promptcache.prefix.disk.index import DiskEntry
+from promptcache.prefix.disk.startup import open_index
 from promptcache.result import KVTierSnapshot
 
 logger = logging.getLogger("promptcache.prefix.disk")
@@ -108,63 +108,19 @@ class DiskTier:
         self.bytes_read = 0
         self.read_seconds = 0.0
         try:
-            self._index = self._open()
+            self._index, entries = open_index(directory, fingerprint)
         except BaseException:
             self._dir_lock.release()
             raise
+        for entry in entries:
+            self._entries[entry.block_hash] = entry
+            self._used_bytes += entry.nbytes
+        self._discard_files(self._make_room(0))  # the budget may have shrunk since
         self._writer = threading.Thread(
             target=self._run, name="promptcache-kv-disk-writer", daemon=True
         )
         self._writer.start()
         atexit.register(_close_at_exit, weakref.ref(self))
-
-    # -- start ---------------------------------------------------------------------
-
-    def _open(self) -> DiskIndex:
-        try:
-            self._index = DiskIndex(self.directory)
-            self._reconcile()
-        except sqlite3.DatabaseError as exc:
-            logger.warning(
-                "KV disk tier index at %s is unreadable (%s): starting the tier afresh",
-                self.directory,
-                exc,
-            )
-            self._entries.clear()
-            self._used_bytes = 0
-            opened = getattr(self, "_index", None)
-            if opened is not None:
-                opened.close()
-            remove_index(self.directory)
-            self._index = DiskIndex(self.directory)
-            self._reconcile()
-        return self._index
-
-    def _reconcile(self) -> None:
-        """Align memory, index and files (the index read once; no KV is read)."""
-        stored = self._index.fingerprint()
-        if stored != self.fingerprint.to_json():
-            if stored is not None:
-                changed = self.fingerprint.differences(ModelFingerprint.from_json(stored))
-                logger.warning(
-                    "KV disk tier at %s was written for another model configuration "
-                    "(%s changed): discarding it",
-                    self.directory,
-                    ", ".join(changed) or "format",
-                )
-            self._index.reset(self.fingerprint.to_json())
-            remove_block_files(self.directory, keep=())
-            return
-        entries = self._index.entries()
-        present = remove_block_files(self.directory, keep={e.block_hash for e in entries})
-        missing = [e.block_hash for e in entries if e.block_hash not in present]
-        self._index.remove(missing)
-        for entry in entries:
-            if entry.block_hash in present:
-                self._entries[entry.block_hash] = entry
-                self._used_bytes += entry.nbytes
-        victims = self._make_room(0)
-        self._discard_files(victims)
 
     # -- lookups (under the prefix cache's lock: memory only) -------------------------
 

@@ -13,19 +13,23 @@ then published in the tree under the lock again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from promptcache.prefix.base import MatchKey
 from promptcache.prefix.block import CachedBlock
+from promptcache.prefix.config import PrefixCacheConfig
+from promptcache.prefix.disk.fingerprint import kv_fingerprint
 from promptcache.prefix.disk.index import DiskEntry
 from promptcache.prefix.disk.tier import DiskTier
 from promptcache.prefix.hashing import BlockHash
 from promptcache.prefix.inflight import InflightClaims
-from promptcache.prefix.pool import KVBlockPool
+from promptcache.prefix.pool import KVBlockPool, KVLayout
 from promptcache.prefix.tree import BlockTree
 
 
@@ -82,6 +86,38 @@ def write_through(
             out.copy_(kv[:, :, :, start : start + block_size, :])
 
         disk.offer(block.hash, parent, block.token_ids, fill)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Promoter:
+    """What a prefix cache promotes with: its tree, pool, claims, and the disk tier."""
+
+    tree: BlockTree
+    pool: KVBlockPool
+    disk: DiskTier
+    claims: InflightClaims
+    min_tokens: int
+
+    def plan(
+        self,
+        key: MatchKey,
+        hashes: Sequence[BlockHash],
+        tokens: tuple[int, ...],
+        root: BlockHash,
+        chain: list[CachedBlock],
+    ) -> Promotion | None:
+        return Promotion.plan(
+            self.tree,
+            self.pool,
+            self.disk,
+            self.claims,
+            key=key,
+            hashes=hashes,
+            tokens=tokens,
+            root=root,
+            chain=chain,
+            min_tokens=self.min_tokens,
+        )
 
 
 @dataclass(eq=False, kw_only=True)
@@ -153,6 +189,25 @@ class Promotion:
             claimed=claimed,
         )
 
+    def run(
+        self,
+        lock: threading.Condition,
+        hashes: Sequence[BlockHash],
+        tokens: tuple[int, ...],
+        root: BlockHash,
+    ) -> list[CachedBlock]:
+        """Load (outside ``lock``, the cache's), then publish under it: the chain now
+        cached, referenced until :meth:`unreference`. On an error nothing stays held."""
+        try:
+            self.load()
+        except BaseException:
+            with lock:
+                self.finish(hashes, tokens, root)
+                self.unreference()
+            raise
+        with lock:
+            return self.finish(hashes, tokens, root)
+
     def load(self) -> None:
         """Read the blocks into their slots, stopping at the first one refused (no lock)."""
         for entry, slot in zip(self.entries, self.slots, strict=True):
@@ -181,3 +236,29 @@ class Promotion:
 
     def unreference(self) -> None:
         self.tree.unreference(self.held)
+
+
+def open_disk_tier(
+    config: PrefixCacheConfig,
+    layout: KVLayout,
+    *,
+    model_id: str,
+    extra: Mapping[str, object] | None,
+) -> DiskTier:
+    """The disk tier ``config`` asks for (``config.disk_path`` set), bound by fingerprint
+    to the model, the KV layout and dtype, the block size and ``extra``."""
+    assert config.disk_path is not None
+    return DiskTier(
+        Path(config.disk_path).expanduser(),
+        budget_bytes=config.disk_bytes,
+        queue_bytes=config.disk_write_queue_bytes,
+        block_shape=(
+            layout.num_layers,
+            2,
+            layout.num_kv_heads,
+            config.block_size,
+            layout.head_dim,
+        ),
+        dtype=layout.dtype,
+        fingerprint=kv_fingerprint(model_id, layout, config.block_size, extra or {}),
+    )
