@@ -11,7 +11,10 @@ stores their KV, :mod:`~promptcache.prefix.tree` keeps the cached blocks
 :mod:`~promptcache.prefix.pins` (each block's bookkeeping and pin TTLs),
 :mod:`~promptcache.prefix.eviction` orders blocks for eviction,
 :mod:`~promptcache.prefix.inflight` lets concurrent requests share blocks
-being computed, and :mod:`~promptcache.prefix.stats` keeps the figures.
+being computed, :mod:`~promptcache.prefix.storing` stores a commit's blocks,
+and :mod:`~promptcache.prefix.stats` keeps the figures (per tier).
+:mod:`~promptcache.prefix.disk` is the disk tier under the RAM tier (off unless
+``PrefixCacheConfig.disk_path`` is set): blocks kept across restarts.
 """
 
 from __future__ import annotations
