@@ -192,3 +192,23 @@ def test_anthropic_sdk_streaming_from_an_openai_dialect_provider_gets_its_cache_
     assert [b.type for b in final.content] == ["thinking", "text"]
     assert final.usage.cache_read_input_tokens == 640
     assert final.usage.input_tokens == PROMPT_TOKENS - 640
+
+
+def test_reasoning_echoed_back_in_the_next_turn_is_accepted_and_not_sent_on() -> None:
+    fake = FakeProvider("deepseek", think=True)  # DeepSeek refuses reasoning sent back
+    with gateway(fake) as url:
+        client = openai_client(url)
+        first = client.chat.completions.create(model="deepseek-reasoner", messages=QUESTION)
+        answer = first.choices[0].message
+        assert getattr(answer, "reasoning_content", None) == "".join(THOUGHT)
+        # What clients of reasoning models do: keep the whole assistant message.
+        echoed = {"role": "assistant", "content": answer.content}
+        echoed["reasoning_content"] = answer.reasoning_content  # type: ignore[attr-defined]
+        turn = [*QUESTION, echoed, {"role": "user", "content": "Why?"}]
+        again = client.chat.completions.create(model="deepseek-reasoner", messages=turn)
+        with pytest.raises(openai.BadRequestError, match="reasoning_content"):
+            bad = [*QUESTION, {"role": "assistant", "content": "x", "reasoning_content": 5}]
+            client.chat.completions.create(model="deepseek-reasoner", messages=bad)
+    assert again.choices[0].message.content == "".join(ANSWER)
+    sent = fake.received[1]["messages"][1]
+    assert sent == {"role": "assistant", "content": "".join(ANSWER)}

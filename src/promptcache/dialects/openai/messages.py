@@ -149,10 +149,19 @@ def _user_parts(entry: Fields) -> tuple[ContentBlock, ...]:
     return tuple(blocks)
 
 
+_REASONING = {"reasoning_content", "reasoning"}
+"""Reasoning of an earlier answer (as GLM, DeepSeek, vLLM and OpenRouter return it, and
+promptcache renders it): clients that append the whole message send it back. Earlier
+turns' reasoning is not part of the prompt (DeepSeek refuses it; Anthropic drops
+earlier thinking blocks), so it is dropped."""
+
+
 def _assistant_blocks(entry: Fields) -> tuple[ContentBlock, ...]:
     entry.reject_unknown(
-        {"role", "content", "name", "tool_calls", "refusal", "audio", "cache_control"}
+        {"role", "content", "name", "tool_calls", "refusal", "audio", "cache_control"} | _REASONING
     )
+    for name in _REASONING:  # an upstream's reasoning, echoed back: checked, then dropped
+        entry.string(name)
     calls = entry.array("tool_calls") or []
     blocks: list[ContentBlock] = []
     if entry.data.get("content") is not None or not calls:
