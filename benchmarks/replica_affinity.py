@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -85,12 +86,14 @@ def _document(index: int, tokens: int) -> str:
     return " ".join(lines)
 
 
-def _serve(port: int, *options: str) -> subprocess.Popen[bytes]:
+def _serve(port: int, cwd: Path, *options: str) -> subprocess.Popen[bytes]:
+    """``promptcache serve`` in its own directory (its ``./.promptcache`` its own)."""
+    cwd.mkdir()
     command = [
         PROMPTCACHE, "serve", "--host", "127.0.0.1", "--port", str(port),
         "--store", "none", *options,
     ]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int, seconds: float = 300) -> None:
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     documents = [_document(p, args.prefix_tokens) for p in range(args.prefixes)]
     work = [(p, q) for p in range(args.prefixes) for q in range(args.questions)]
     random.Random(args.seed).shuffle(work)
-    replica_options = ["--min-cache-tokens", "32", "--engine-workers", "1"]
+    # RAM only: a disk tier would hand evicted prefixes back and blur the KV budget.
+    replica_options = ["--min-cache-tokens", "32", "--engine-workers", "1", "--kv-disk-bytes", "0"]
     kv_bytes = 0
     if args.kv_prefixes > 0:
         # A block more per prefix for the rendered chat template around the document.
@@ -196,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         replica_options += ["--kv-cache-bytes", str(kv_bytes)]
     load_before = os.getloadavg()
     with ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="replica-affinity-")))
         ports = [_free_port() for _ in range(3)]
-        replicas = [_serve(port, *replica_options) for port in ports]
+        replicas = [_serve(port, root / str(port), *replica_options) for port in ports]
         for process in replicas:
             stack.callback(_stop, process)
         for process, port in zip(replicas, ports, strict=True):
@@ -206,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway_port = _free_port()
         urls = [arg for base in bases for arg in ("--upstream-url", f"{base}/v1")]
         gateway = _serve(
-            gateway_port, *urls, "--upstream-model", MODEL,
+            gateway_port, root / "gateway", *urls, "--upstream-model", MODEL,
             "--replica-load-factor", str(args.load_factor),
         )  # fmt: skip
         stack.callback(_stop, gateway)
@@ -221,7 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         fleet = httpx.get(f"{gateway_base}/v1/cache/stats", timeout=30).json()["engine"]
     load_after = os.getloadavg()
     report: dict[str, Any] = {
-        "cached_share_ratio": round(affinity.cached_share / max(round_robin.cached_share, 1e-9), 3),
+        # None when round-robin read nothing from cache (the ratio is unbounded).
+        "cached_share_ratio": (
+            round(affinity.cached_share / round_robin.cached_share, 3)
+            if round_robin.cached_share
+            else None
+        ),
         "speedup": round(round_robin.seconds / affinity.seconds, 3),
         "affinity": {**asdict(affinity), "cached_share": round(affinity.cached_share, 4)},
         "round_robin": {**asdict(round_robin), "cached_share": round(round_robin.cached_share, 4)},
@@ -253,8 +263,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{row.cached_share:>8.1%} {row.seconds:>8.1f}"
         )
     for key, target in TARGETS.items():
-        verdict = "ok" if report[key] >= target else "BELOW TARGET"
-        print(f"{key}: {report[key]:.2f} (target >= {target}) {verdict}")
+        value = report[key]
+        shown = "unbounded (round-robin cached nothing)" if value is None else f"{value:.2f}"
+        verdict = "ok" if value is None or value >= target else "BELOW TARGET"
+        print(f"{key}: {shown} (target >= {target}) {verdict}")
     print(f"affinity per replica: {report['affinity_replicas']}, "
           f"moved by the load bound: {report['moved_for_load']}")  # fmt: skip
     print(f"load average before {load_before}, after {load_after} on {os.cpu_count()} CPUs")
