@@ -9,10 +9,17 @@ both see the same machine load; the best repeat of each is reported:
 * aggregate decode tokens/s over all streams (first token to last, per the
   slowest stream) and the ratio batched / one-by-one;
 * the mean batch size the batched engine reached;
-* the single-stream decode tokens/s for reference.
+* the single-stream decode tokens/s for reference;
+* scaling: the batched engine's aggregate tokens/s at 1, 2, 4, ... ``--streams``
+  concurrent streams, each as a multiple of one stream's, and the stream count
+  with the most tokens/s (what ``serve --engine-workers`` defaults to).
 
-Usage: ``python benchmarks/concurrent_decode.py [--streams 4] [--new-tokens 64]
-[--repeat 3] [--json]``
+Both engines decode with ``--decode-precision`` (default: the engine's own,
+``auto``: the GGUF's 4-bit blocks for the embedded model), batched through the
+same kernels at every batch size.
+
+Usage: ``python benchmarks/concurrent_decode.py [--streams 8] [--new-tokens 64]
+[--repeat 3] [--decode-precision auto] [--json]``
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import threading
 import time
 
@@ -85,9 +93,12 @@ def run_streams(engine: LocalEngine, streams: int, new_tokens: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--decode-precision", default="auto", choices=("auto", "int4", "float16", "float32")
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if not 2 <= args.streams <= len(TOPICS) or args.new_tokens < 8 or args.repeat < 1:
@@ -99,11 +110,16 @@ def main() -> None:
     with loading_progress(enabled=not args.json) as progress:
         loaded = executor.call(functools.partial(load_model, progress=progress))
     no_cache = PrefixCacheConfig(enabled=False)  # every repeat does the same work
+    precision = args.decode_precision
     batched = LocalEngine(
-        LocalEngineConfig(prefix_cache=no_cache), loaded=loaded, executor=executor
+        LocalEngineConfig(prefix_cache=no_cache, decode_precision=precision, decode_batch=8),
+        loaded=loaded,
+        executor=executor,
     )
     serial = LocalEngine(
-        LocalEngineConfig(prefix_cache=no_cache, decode_batch=1), loaded=loaded, executor=executor
+        LocalEngineConfig(prefix_cache=no_cache, decode_precision=precision, decode_batch=1),
+        loaded=loaded,
+        executor=executor,
     )
     for engine in (batched, serial):  # warm-up
         run_streams(engine, 2, 8)
@@ -114,6 +130,13 @@ def main() -> None:
         best["serial"] = max(best["serial"], run_streams(serial, args.streams, args.new_tokens))
         best["single"] = max(best["single"], run_streams(serial, 1, args.new_tokens))
     after = batched.batching_stats()
+    counts = [n for n in (1, 2, 4, 6, 8) if n < args.streams] + [args.streams]
+    scaling: dict[int, float] = {}
+    for _ in range(args.repeat):
+        for count in counts:
+            rate = run_streams(batched, count, args.new_tokens)
+            scaling[count] = max(scaling.get(count, 0.0), rate)
+    best_count = max(scaling, key=lambda count: scaling[count])
     figures = {
         "streams": args.streams,
         "new_tokens": args.new_tokens,
@@ -122,6 +145,11 @@ def main() -> None:
         "batched_over_one_by_one": round(best["batched"] / best["serial"], 2),
         "mean_batch": round((after.steps - before.steps) / (after.batches - before.batches), 2),
         "single_stream_tok_s": round(best["single"], 1),
+        "decode_precision": batched.decode_precision,
+        "scaling_tok_s": {str(n): round(v, 1) for n, v in scaling.items()},
+        "scaling_vs_one_stream": {str(n): round(v / scaling[1], 2) for n, v in scaling.items()},
+        "most_tok_s_at_streams": best_count,
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
     if args.json:
         print(json.dumps(figures))

@@ -245,13 +245,6 @@ def serve(
             "else float16)."
         ),
     ] = "auto",
-    prefill_precision: Annotated[
-        str,
-        typer.Option(
-            help="Prompt (prefill) weights of the local engine: bfloat16 (oneDNN, where "
-            "the CPU has it), float32 (exact), or auto (bfloat16 where measured faster)."
-        ),
-    ] = "auto",
     kv_dtype: Annotated[
         str | None,
         typer.Option(
@@ -337,12 +330,10 @@ def serve(
         raise typer.BadParameter(
             "must be ignore, warn or raise", param_hint="--unsupported-model-behavior"
         )
-    for flag, precision, allowed in (
-        ("--decode-precision", decode_precision, ("auto", "int4", "float16", "float32")),
-        ("--prefill-precision", prefill_precision, ("auto", "bfloat16", "float32")),
-    ):
-        if precision not in allowed:
-            raise typer.BadParameter(f"must be one of {', '.join(allowed)}", param_hint=flag)
+    if decode_precision not in ("auto", "int4", "float16", "float32"):
+        raise typer.BadParameter(
+            "must be one of auto, int4, float16, float32", param_hint="--decode-precision"
+        )
     if kv_dtype is not None and kv_dtype not in KV_DTYPE_NAMES:
         choices = ", ".join(KV_DTYPE_NAMES)
         raise typer.BadParameter(f"must be one of {choices}", param_hint="--kv-dtype")
@@ -430,7 +421,6 @@ def serve(
                 max_queue=max_queue,
                 workers=engine_workers,
                 decode_precision=decode_precision,
-                prefill_precision=prefill_precision,
                 kv_dtype=kv_dtype or "float32",
                 kv_disk_path=kv_disk_path or DEFAULT_KV_DISK_PATH,
                 kv_disk_bytes=parse_size(kv_disk_bytes or DEFAULT_KV_DISK_BYTES),

@@ -31,11 +31,6 @@ class LayerMath:
         self._dtype = dtype
         self._onednn = _onednn_works(dtype) if onednn is None else onednn
 
-    @property
-    def onednn(self) -> bool:
-        """Whether float matmuls go through oneDNN."""
-        return self._onednn
-
     def norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, (self._hidden,), weight, self._eps)
 

@@ -10,11 +10,16 @@ a precision asks for:
   ``float16`` -- half-size copies; ``float32`` -- the exact weights.
   ``auto`` is ``int4`` when the model came from a GGUF whose layer matrices are
   Q4_0/Q4_1, else ``float16``.
-* **prompt** (prefill chunks; bound by matmul throughput): ``bfloat16`` --
-  oneDNN's bfloat16 matmuls (AVX-512 BF16 / AMX where the CPU has them),
-  ``float32`` -- the exact weights. ``auto`` measures both on the model's own
-  matmul shapes once per process (a bounded probe) and keeps bfloat16 only
-  where oneDNN supports it here and it is measured faster.
+* **prompt** (prefill chunks; bound by matmul throughput): ``float32`` -- the
+  exact weights -- or ``bfloat16`` (oneDNN's bfloat16 matmuls, AVX-512 BF16 /
+  AMX). The local engine keeps float32: measured on SmolLM2 here, a bfloat16
+  prompt's keys and values depend on how the prompt was cut into chunks
+  (oneDNN picks its kernel by row count, and bfloat16 rounding turns the
+  float32-summation-order differences of those kernels into ~1e-1 differences
+  of keys and logits; a hit's suffix of 1-33 tokens never matched the miss
+  bitwise), which broke hit-equals-miss greedy identity together with int4
+  decode. ``bfloat16`` stays a runtime option for measuring
+  (``benchmarks/decode_speed.py``, ``benchmarks/quantized_accuracy.py``).
 
 Why by role and not by how many tokens a forward has: the cache guarantee. A
 prompt token's keys and values are always computed by the prompt weights --
@@ -25,13 +30,10 @@ weights, so a hit and a miss compute every token the same way.
 
 from __future__ import annotations
 
-import functools
 import threading
-import time
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 
 from promptcache.model.gguf_blocks import read_gguf_matrices
 from promptcache.model.quantized import int4_kernels_work
@@ -46,10 +48,7 @@ __all__ = [
 ]
 
 DECODE_PRECISIONS = ("auto", "int4", "float16", "float32")
-PROMPT_PRECISIONS = ("auto", "bfloat16", "float32")
-_PROBE_ROWS = 256
-_PROBE_MIN_GAIN = 1.2
-"""bfloat16 prefill must be at least this much faster than float32 to be chosen."""
+PROMPT_PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ _PACKED: dict[tuple[str, int, int], list[tuple[LayerWeights, int]]] = {}
 _PACKED_LOCK = threading.Lock()
 
 
-def prompt_weights(precision: str, exact: WeightSet, *, onednn: bool) -> WeightSet:
+def prompt_weights(precision: str, exact: WeightSet) -> WeightSet:
     """The prompt-role weights for ``precision`` (one of :data:`PROMPT_PRECISIONS`).
 
     The output head stays exact: a prefill computes one row of logits (unless all
@@ -135,11 +134,6 @@ def prompt_weights(precision: str, exact: WeightSet, *, onednn: bool) -> WeightS
         raise ValueError(
             f"prefill_precision must be one of {', '.join(PROMPT_PRECISIONS)}; got {precision!r}."
         )
-    if precision == "auto":
-        hidden = int(_float(exact.layers[0].gate_up_weight).shape[1])
-        inter = int(_float(exact.layers[0].down_weight).shape[1])
-        pays = onednn and bfloat16_matmuls_supported() and bfloat16_prefill_pays(hidden, inter)
-        precision = "bfloat16" if pays else "float32"
     if precision == "float32":
         return exact
     if not bfloat16_matmuls_supported():
@@ -162,35 +156,6 @@ def bfloat16_matmuls_supported() -> bool:
         return False
 
 
-@functools.cache
-def bfloat16_prefill_pays(hidden: int, intermediate: int) -> bool:
-    """Whether a prefill chunk's MLP matmuls run at least 1.2x faster in bfloat16 than
-    in float32 here: measured once per shape and process, best of three, on random
-    weights of the model's shapes (~0.1-0.3 s)."""
-    if not bfloat16_matmuls_supported():
-        return False
-    generator = torch.Generator().manual_seed(0)
-    up = torch.randn(2 * intermediate, hidden, generator=generator)
-    down = torch.randn(hidden, intermediate, generator=generator)
-    x = torch.randn(_PROBE_ROWS, hidden, generator=generator)
-
-    def run(dtype: torch.dtype) -> float:
-        w1, w2, h = up.to(dtype), down.to(dtype), x.to(dtype)
-        best = float("inf")
-        with torch.inference_mode():
-            for _ in range(3):
-                began = time.perf_counter()
-                F.linear(F.linear(h, w1)[:, :intermediate], w2)
-                best = min(best, time.perf_counter() - began)
-        return best
-
-    try:
-        run(torch.bfloat16)  # warm: oneDNN builds its kernels on first use
-        return run(torch.float32) >= _PROBE_MIN_GAIN * run(torch.bfloat16)
-    except RuntimeError:
-        return False
-
-
 def _int4_unavailable(weights: ModelWeights) -> str:
     """Why int4 decode cannot run for ``weights`` ('' when it can)."""
     if weights.gguf is None:
@@ -198,11 +163,6 @@ def _int4_unavailable(weights: ModelWeights) -> str:
     if not int4_kernels_work():
         return "this torch build has no working CPU int4 kernels."
     return ""
-
-
-def _float(matrix: object) -> torch.Tensor:
-    assert isinstance(matrix, torch.Tensor)
-    return matrix
 
 
 def _bytes(layers: list[LayerWeights], lm_head: torch.Tensor) -> int:

@@ -99,7 +99,8 @@ class LlamaRuntime:
         per weight decode faster; the residual stream, norms, attention and the
         KV buffer stay in the model dtype.
         ``prefill_precision``: the weights of prompt forwards (:meth:`forward`,
-        :meth:`prefill`): ``bfloat16``, ``float32`` (exact) or ``auto`` (measured).
+        :meth:`prefill`): ``float32`` (exact), or ``bfloat16`` -- for measuring only:
+        its KV depends on how a prompt is chunked, so a cache hit may not match a miss.
         """
         if decode_threads is not None and decode_threads <= 0:
             raise ValueError(f"decode_threads must be positive, got {decode_threads}.")
@@ -122,7 +123,7 @@ class LlamaRuntime:
         self._math = LayerMath(arch, self._dtype, onednn=use_onednn)
         exact = exact_set(self._layers, self._lm_head)
         self._decode = decode_weights(decode_precision, weights, exact)
-        self._prompt = prompt_weights(prefill_precision, exact, onednn=self._math.onednn)
+        self._prompt = prompt_weights(prefill_precision, exact)
         self._decode_threads = decode_threads
         all_threads = torch.get_num_threads()
         self._thread_tuner = (

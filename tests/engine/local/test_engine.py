@@ -366,8 +366,6 @@ def test_decode_precision_is_validated_and_named_in_the_error() -> None:
     from promptcache.engine.local import LocalEngineConfig
 
     assert LocalEngineConfig().decode_precision == "auto"
-    assert LocalEngineConfig().prefill_precision == "auto"
     with pytest.raises(ValueError, match="decode_precision"):
         LocalEngineConfig(decode_precision="int3")
-    with pytest.raises(ValueError, match="prefill_precision"):
-        LocalEngineConfig(prefill_precision="float8")
+

@@ -39,7 +39,6 @@ from promptcache.result import StreamEvent
 
 DEFAULT_DECODE_BATCH = 8
 DECODE_PRECISIONS = ("auto", "int4", "float16", "float32")
-PREFILL_PRECISIONS = ("auto", "bfloat16", "float32")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,13 +55,10 @@ class LocalEngineConfig:
     bytes per token than float16; ``float16``; ``float32`` -- transformers' own
     decode bit for bit (for a request decoded alone). ``auto``: int4 for a
     Q4_0/Q4_1 GGUF, else float16. The KV cache and all non-matmul maths stay
-    float32; hits and misses decode through the same weights, so the
-    hit-equals-miss guarantee holds for each."""
-    prefill_precision: str = "auto"
-    """Weights of prompt forwards: ``bfloat16`` (oneDNN, where the CPU has
-    bfloat16 matmuls), ``float32``, or ``auto`` -- bfloat16 where a start-up
-    probe measures it faster here. Every prompt token -- hit suffix or miss --
-    goes through these, so the guarantee holds for each."""
+    float32, and prompts prefill on the exact float32 weights (a bfloat16
+    prefill's KV depends on how a prompt is chunked: ``model/precision.py``);
+    hits and misses decode through the same weights, so the hit-equals-miss
+    guarantee holds for each."""
     decode_batch: int = DEFAULT_DECODE_BATCH
     """Most concurrent requests whose decode steps run as one forward (1: none)."""
 
@@ -71,11 +67,6 @@ class LocalEngineConfig:
             raise ValueError(
                 f"LocalEngineConfig.decode_precision must be one of "
                 f"{list(DECODE_PRECISIONS)}, got {self.decode_precision!r}"
-            )
-        if self.prefill_precision not in PREFILL_PRECISIONS:
-            raise ValueError(
-                f"LocalEngineConfig.prefill_precision must be one of "
-                f"{list(PREFILL_PRECISIONS)}, got {self.prefill_precision!r}"
             )
         if self.decode_batch < 1:
             raise ValueError(
@@ -117,7 +108,6 @@ class LocalEngine:
                 LlamaRuntime,
                 loaded.weights,
                 decode_precision=config.decode_precision,
-                prefill_precision=config.prefill_precision,
             )
         )
         self._decoder = self._executor.lane(
@@ -221,9 +211,9 @@ class LocalEngine:
         return self._decoder.stats
 
     @property
-    def precisions(self) -> tuple[str, str]:
-        """The (decode, prefill) precisions the model runs in, ``auto`` resolved."""
-        return self._runtime.decode_precision, self._runtime.prefill_precision
+    def decode_precision(self) -> str:
+        """The precision decode steps run in (``auto`` resolved: int4, float16, float32)."""
+        return self._runtime.decode_precision
 
     def close(self) -> None:
         """Finish the KV disk tier's queued writes and let its directory go (if there is
