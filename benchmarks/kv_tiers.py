@@ -1,7 +1,8 @@
 """The KV prefix cache's tiers across a restart: disk-tier hits, RAM-tier hits, recomputing.
 
-One run on the embedded SmolLM2, per KV dtype (``--dtypes``, default float32,
-float16 and bfloat16), each in its own disk-tier directory:
+One run on the embedded SmolLM2 (as ``promptcache serve`` runs it), per KV dtype
+(``--dtypes``, default float32, float16 and bfloat16), each in its own disk-tier
+directory:
 
 1. a *fill* process serves ``--prefixes`` requests, each with its own
    ~2,000-token system prompt (the prefix cache writes their blocks through
@@ -53,13 +54,23 @@ def engine_on(directory: str, kv_dtype: str) -> LocalEngine:
     return LocalEngine.from_config(LocalEngineConfig(prefix_cache=prefix))
 
 
+def precisions(engine: LocalEngine) -> str:
+    """What the engine's prompt and decode forwards multiply by (``auto`` resolved)."""
+    runtime = engine.runtime
+    return f"prefill {runtime.prefill_precision}, decode {runtime.decode_precision}"
+
+
 def fill(directory: str, kv_dtype: str, prefixes: int) -> dict[str, Any]:
     engine = engine_on(directory, kv_dtype)
     for i in range(prefixes):
         ttft(engine, request(shared_system(engine, f"doc {i}"), question(0), 1))
     engine.close()  # the writer finishes its queue: every block is on disk
     disk = engine.prefix_stats().tiers[-1]
-    return {"disk_blocks": disk.blocks, "disk_bytes": disk.bytes_used}
+    return {
+        "disk_blocks": disk.blocks,
+        "disk_bytes": disk.bytes_used,
+        "fill_precisions": precisions(engine),
+    }
 
 
 def measure(directory: str, kv_dtype: str, prefixes: int) -> dict[str, Any]:
@@ -87,6 +98,7 @@ def measure(directory: str, kv_dtype: str, prefixes: int) -> dict[str, Any]:
     engine.close()
     return {
         "engine_start_s": round(start_s, 3),
+        "precisions": precisions(engine),
         "disk_blocks_on_start": on_start[-1].blocks,
         "ram_blocks_on_start": on_start[0].blocks,
         "prefix_tokens": from_disk.usage.cache_read_input_tokens,
@@ -108,10 +120,11 @@ def child(phase: str, directory: str, kv_dtype: str, prefixes: int) -> dict[str,
             *(sys.executable, __file__, "--phase", phase, "--dir", directory),
             *("--dtypes", kv_dtype, "--prefixes", str(prefixes)),
         ],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {phase} process failed:\n{done.stderr[-3000:]}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
 
