@@ -31,6 +31,10 @@ from __future__ import annotations
 class PromptCacheError(Exception):
     """The root of promptcache's errors; ``param`` names the offending field when known."""
 
+    retry_after: float | None = None
+    """Seconds the caller should wait before trying again, when a provider said so
+    (its ``Retry-After``); the server answers with it as its own ``Retry-After``."""
+
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message

@@ -96,7 +96,9 @@ def test_a_provider_401_comes_back_as_a_401_without_the_key(
     assert not shows(caplog.text, wrong)
 
 
-def test_anthropic_sdk_key_goes_to_an_anthropic_upstream_as_x_api_key() -> None:
+def test_anthropic_sdk_key_goes_to_an_anthropic_upstream_in_the_header_it_came_in() -> None:
+    # The anthropic SDK (2.x) sends api_key as Authorization: Bearer; it goes on as it
+    # came (x-api-key stays x-api-key: tests/server/test_upstream_retry_details.py).
     provider = FakeProvider(keys=(ALICE,))
     with gateway(provider, dialect="anthropic") as url:
         client = anthropic.Anthropic(base_url=url, api_key=ALICE, max_retries=0)
@@ -110,7 +112,10 @@ def test_anthropic_sdk_key_goes_to_an_anthropic_upstream_as_x_api_key() -> None:
             )
     assert message.content[0].text == "echo: hello"  # type: ignore[union-attr]
     calls = provider.calls("/v1/messages")
-    assert [(c.api_key, c.authorization) for c in calls] == [(ALICE, None), (BOB, None)]
+    assert [(c.api_key, c.authorization) for c in calls] == [
+        (None, f"Bearer {ALICE}"),
+        (None, f"Bearer {BOB}"),
+    ]
     assert caught.value.status_code == 401 and BOB not in str(caught.value)
 
 

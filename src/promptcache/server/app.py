@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from promptcache.engine.base import Engine
 from promptcache.engine.threaded import ThreadedEngine
+from promptcache.engine.upstream.transport import attempt_counts
 from promptcache.response_cache import ResponseCache
 from promptcache.server import health, routes, routes_admin, routes_prefixes
 from promptcache.server.auth import KeyRing
@@ -61,6 +62,7 @@ def create_app(
         prefix_snapshot=engine.prefix_stats,
         queue_depth=_queue_depth_reader(engine),
         replica_snapshot=engine.replica_stats,
+        upstream_attempts=attempt_counts(engine),
         coalescing=cache.coalescing_counts if cache is not None else None,
     )
     keyring = KeyRing(

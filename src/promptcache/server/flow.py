@@ -50,7 +50,7 @@ from promptcache.checkpoints import plan_checkpoints
 from promptcache.dialects.base import Dialect
 from promptcache.dialects.replay import replay_events
 from promptcache.engine.base import Engine
-from promptcache.engine.upstream.credentials import UpstreamCall, bind_call
+from promptcache.engine.upstream.credentials import UpstreamCall, bind_call, call_from_headers
 from promptcache.errors import (
     PromptCacheError,
     RequestError,
@@ -130,7 +130,8 @@ class ChatFlow:
                 directives = parse_cache_control(http.headers.get("cache-control"))
                 # The caller's provider key (forward mode) travels beside the request,
                 # never in it: ChatRequest feeds cache keys, memos and logs.
-                call = UpstreamCall(
+                call = call_from_headers(
+                    http.headers,
                     api_key=self.keyring.forwarded_key(http.headers),
                     deadline=deadline,
                     whole=not parsed.request.transport.stream,

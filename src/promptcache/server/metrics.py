@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from promptcache.engine.base import ReplicaFleetSnapshot
+from promptcache.engine.upstream.transport import AttemptCounts
 from promptcache.response_cache import CacheStatus
 from promptcache.result import KVTierSnapshot, PrefixCacheSnapshot
 
@@ -156,6 +157,32 @@ class _ReplicaCollector(Collector):
         yield moved
 
 
+class _UpstreamAttemptsCollector(Collector):
+    """The upstream's attempts by outcome and retries by reason, read at scrape."""
+
+    def __init__(self, counts: Callable[[], AttemptCounts]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts()
+        attempts = CounterMetricFamily(
+            "promptcache_upstream_attempts",
+            "Requests sent to the upstream, by outcome (ok, retried, failed)",
+            labels=["outcome"],
+        )
+        for outcome in ("ok", "retried", "failed"):
+            attempts.add_metric([outcome], counts.attempts.get(outcome, 0))
+        yield attempts
+        retries = CounterMetricFamily(
+            "promptcache_upstream_retries",
+            "Upstream attempts tried again, by reason (status code, connect, timeout, dropped)",
+            labels=["reason"],
+        )
+        for reason, value in sorted(counts.retries.items()):
+            retries.add_metric([reason], value)
+        yield retries
+
+
 class ServerMetrics:
     """The server's counters and histograms (see the module docstring)."""
 
@@ -166,6 +193,7 @@ class ServerMetrics:
         queue_depth: Callable[[], int] | None = None,
         coalescing: Callable[[], Mapping[str, int] | None] | None = None,
         replica_snapshot: Callable[[], ReplicaFleetSnapshot | None] | None = None,
+        upstream_attempts: Callable[[], AttemptCounts] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -199,6 +227,8 @@ class ServerMetrics:
             self.registry.register(_ReplicaCollector(replica_snapshot))
         if coalescing is not None:
             self.registry.register(_CoalescingCollector(coalescing))
+        if upstream_attempts is not None:
+            self.registry.register(_UpstreamAttemptsCollector(upstream_attempts))
         self.cache_outcomes = dict.fromkeys(CacheStatus, 0)
         """Plain running counts of response-cache outcomes, for ``/v1/cache/stats``."""
         # Pre-bound children: label lookup is the costly part of an increment.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -35,11 +36,20 @@ def json_response(
 
 def error_response(dialect: Dialect, error: PromptCacheError) -> Response:
     status, body = dialect.render_error(error)
-    headers = {"retry-after": "1"} if status == 429 else {}
+    headers = retry_headers(error, status)
     extra = getattr(dialect, "error_headers", None)  # Bedrock's x-amzn-ErrorType
     if extra is not None:
         headers.update(extra(error))
     return json_response(body, status=status, headers=headers)
+
+
+def retry_headers(error: PromptCacheError, status: int) -> dict[str, str]:
+    """``Retry-After`` for an error answer: the provider's own wait when the error carries
+    one (a 429, or the 502/503 of an upstream that asked for it), in whole seconds rounded
+    up (the header takes no fraction); else 1 s on a 429 (promptcache's own queue is full)."""
+    if error.retry_after is not None:
+        return {"retry-after": str(math.ceil(error.retry_after))}
+    return {"retry-after": "1"} if status == 429 else {}
 
 
 class ClosingStreamingResponse(StreamingResponse):

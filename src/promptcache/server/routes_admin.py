@@ -25,7 +25,8 @@ from starlette.responses import Response
 
 from promptcache.dialects.openai import OPENAI
 from promptcache.engine.base import Engine, ReplicaFleetSnapshot
-from promptcache.engine.upstream.credentials import UpstreamCall
+from promptcache.engine.upstream.credentials import call_from_headers
+from promptcache.engine.upstream.transport import attempt_counts
 from promptcache.errors import PermissionDeniedError, PromptCacheError
 from promptcache.response_cache import CacheStatus, ResponseCache
 from promptcache.server.auth import KeyRing, MetricsGuard
@@ -115,6 +116,9 @@ def cache_stats(ctx: AdminContext, tenant: str | None = None) -> dict[str, Any]:
     fleet = ctx.engine.replica_stats()
     if fleet is not None:
         body["engine"]["replicas"] = replica_figures(fleet)
+    upstream = attempt_counts(ctx.engine)
+    if upstream is not None:  # attempts by outcome, retries by reason (as in /metrics)
+        body["engine"]["upstream"] = dataclasses.asdict(upstream())
     for name, section in ctx.stats_sections.items():
         body[name] = section(tenant)
     return body
@@ -129,8 +133,10 @@ def register(app: Starlette, ctx: AdminContext) -> None:
             ctx.keyring.tenant(request.headers)
             timeout = ctx.config.request_timeout
             deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-            call = UpstreamCall(
-                api_key=ctx.keyring.forwarded_key(request.headers), deadline=deadline
+            call = call_from_headers(
+                request.headers,
+                api_key=ctx.keyring.forwarded_key(request.headers),
+                deadline=deadline,
             )
             listed = await listed_models(ctx.catalog, ctx.engine, call)
         except PromptCacheError as error:

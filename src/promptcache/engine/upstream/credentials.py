@@ -11,13 +11,15 @@ message the upstream sends back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from promptcache.engine.base import Engine
 
 REDACTED = "***"
+
+KeyHeader = Literal["authorization", "x-api-key"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,15 +32,47 @@ class UpstreamCall:
     must be answered; retries never wait past it. None: no deadline.
     ``whole``: the caller takes only the final Result (a client that did not ask
     for a stream), so the engine may fetch it as one body rather than as events.
+    ``key_header``: the header the caller sent ``api_key`` in. Toward Anthropic it
+    goes on in the same one: an OAuth token (``sk-ant-oat...``, Claude Code's) is
+    only accepted as ``Authorization: Bearer``, an API key as either.
+    ``anthropic_beta``: the caller's ``anthropic-beta`` header (the betas it asked
+    for, e.g. ``oauth-2025-04-20``), sent on to an Anthropic upstream with this
+    request only.
     """
 
     api_key: str | None = field(default=None, repr=False)
     deadline: float | None = None
     whole: bool = False
+    key_header: KeyHeader = "x-api-key"
+    anthropic_beta: str | None = None
 
     def __repr__(self) -> str:
         shown = "None" if self.api_key is None else REDACTED
-        return f"UpstreamCall(api_key={shown}, deadline={self.deadline!r}, whole={self.whole})"
+        return (
+            f"UpstreamCall(api_key={shown}, deadline={self.deadline!r}, whole={self.whole}, "
+            f"key_header={self.key_header!r}, anthropic_beta={self.anthropic_beta!r})"
+        )
+
+
+def call_from_headers(
+    headers: Mapping[str, str],
+    *,
+    api_key: str | None,
+    deadline: float | None,
+    whole: bool = False,
+) -> UpstreamCall:
+    """The :class:`UpstreamCall` of a request with these HTTP ``headers``: ``api_key``
+    (the caller's key to forward, or None) in the header it came in, and the caller's
+    ``anthropic-beta``."""
+    sent_as_x_api_key = api_key is not None and (headers.get("x-api-key") or "").strip() == api_key
+    beta = (headers.get("anthropic-beta") or "").strip()
+    return UpstreamCall(
+        api_key=api_key,
+        deadline=deadline,
+        whole=whole,
+        key_header="x-api-key" if sent_as_x_api_key or api_key is None else "authorization",
+        anthropic_beta=beta or None,
+    )
 
 
 @runtime_checkable
@@ -56,12 +90,24 @@ def bind_call(engine: Engine, call: UpstreamCall) -> Engine:
     return engine.bind(call) if isinstance(engine, BindsCalls) else engine
 
 
-def auth_headers(dialect: str, key: str) -> dict[str, str]:
-    """The header ``key`` travels in to a provider of ``dialect``: Anthropic's
-    ``x-api-key``, else OpenAI's ``Authorization: Bearer``."""
-    if dialect == "anthropic":
+def auth_headers(dialect: str, key: str, header: KeyHeader = "x-api-key") -> dict[str, str]:
+    """The header ``key`` travels in to a provider of ``dialect``: toward Anthropic the
+    one the caller used (``header``: ``x-api-key``, or ``authorization`` as Bearer,
+    which OAuth tokens need), toward OpenAI-style APIs always ``Authorization: Bearer``."""
+    if dialect == "anthropic" and header == "x-api-key":
         return {"x-api-key": key}
     return {"authorization": f"Bearer {key}"}
+
+
+def merged_betas(*values: str | None) -> str | None:
+    """``anthropic-beta`` values joined, each beta once in first-seen order (the server's
+    configured ones and a caller's), or None when there are none."""
+    seen: dict[str, None] = {}
+    for value in values:
+        for beta in (value or "").split(","):
+            if beta.strip():
+                seen.setdefault(beta.strip(), None)
+    return ",".join(seen) or None
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

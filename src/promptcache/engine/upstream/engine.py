@@ -31,11 +31,17 @@ from promptcache.dialects._common import iter_sse
 from promptcache.dialects.anthropic import wire as anthropic_wire
 from promptcache.dialects.openai import wire as openai_wire
 from promptcache.engine.base import Engine, ModelInfo
-from promptcache.engine.upstream.credentials import UpstreamCall, auth_headers, scrub
+from promptcache.engine.upstream.credentials import (
+    UpstreamCall,
+    auth_headers,
+    merged_betas,
+    scrub,
+)
 from promptcache.engine.upstream.discovery import ModelDirectory, fetch_models
 from promptcache.engine.upstream.profiles import ProviderProfile, resolve_provider
 from promptcache.engine.upstream.shaping import MarkerPolicy, refuse_lacking, wire_body
 from promptcache.engine.upstream.transport import (
+    AttemptCounts,
     NoCookies,
     RetryPolicy,
     UpstreamSender,
@@ -58,6 +64,8 @@ from promptcache.store import redact_url
 
 Dialect = Literal["openai", "anthropic"]
 DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic")
+_Primed = tuple[AsyncIterator[str], AsyncIterator[StreamEvent], StreamEvent | None]
+"""A stream opened: its lines, its events, and the first event (None: it had none)."""
 _SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
 
 _STATUS_ERRORS: Mapping[int, Callable[[str], PromptCacheError]] = {
@@ -215,13 +223,24 @@ class UpstreamEngine(Engine):
     def bind(self, call: UpstreamCall) -> UpstreamEngine:
         """This engine for one request (a shallow copy sharing the client): ``call``'s
         deadline bounds its retries, and ``call.api_key``, when given, is the key sent
-        (in the dialect's header) and scrubbed from every message that comes back."""
+        (in the header ``call.key_header`` allows) and scrubbed from every message that
+        comes back. Toward Anthropic the caller's ``anthropic-beta`` goes too, after any
+        configured one. All of it lives on this copy only, never on the shared client."""
         bound = copy.copy(self)
         bound._call = call
+        headers: dict[str, str] = {}
         if call.api_key:
-            bound._call_headers = auth_headers(self.config.dialect, call.api_key)
+            headers = auth_headers(self.config.dialect, call.api_key, call.key_header)
             bound._secrets = (call.api_key, *self._secrets)
+        if call.anthropic_beta and self.config.dialect == "anthropic":
+            configured = self._client.headers.get("anthropic-beta")
+            headers["anthropic-beta"] = merged_betas(configured, call.anthropic_beta) or ""
+        bound._call_headers = headers
         return bound
+
+    def upstream_attempts(self) -> AttemptCounts:
+        """Attempts by outcome and retries by reason, of every request so far."""
+        return self.sender.tally.snapshot()
 
     @property
     def accepts_any_model(self) -> bool:
@@ -285,40 +304,60 @@ class UpstreamEngine(Engine):
             yield await self.complete(request)
             return
         body = self._body(request, stream=True)
-        # Retried (by the sender) only until the response headers say 2xx: no event
-        # has reached the client before then, and none is ever sent twice after.
-        response = await self._send("POST", self._chat_path, json=body, stream=True)
+        # Retried (by the sender) until the first event is read: the server sends its
+        # client nothing before that event, and no event is ever sent twice after.
+        try:
+            response, (lines, events, event) = await self._send_primed(body)
+        except json.JSONDecodeError as error:
+            raise self._transport_error(error) from error
         try:
             # Leaving this block -- normally, on error, or because the consumer
             # closed the generator -- closes the upstream response.
-            lines = response.aiter_lines()
-            async for event in self._decode(iter_sse(lines)):
+            while event is not None:
                 if isinstance(event, Result):
                     # The decoder stops at the end marker; the bytes after it are read
                     # too, or closing drops the connection instead of pooling it.
                     await drain(lines)
                 yield event
+                event = await anext(events, None)
         except (httpx.HTTPError, json.JSONDecodeError) as error:
             raise self._transport_error(error) from error
         finally:
             await response.aclose()
+
+    async def _send_primed(self, body: dict[str, Any]) -> tuple[httpx.Response, _Primed]:
+        async def first_event(response: httpx.Response) -> _Primed:
+            lines = response.aiter_lines()
+            events = self._decode(iter_sse(lines))
+            return lines, events, await anext(events, None)
+
+        request = self._request("POST", self._chat_path, json=body)
+        return await self.sender.open(
+            request,
+            deadline=self._call.deadline,
+            secrets=self._secrets,
+            refuse=self._refusal,
+            prime=first_event,
+        )
 
     async def _send(
         self, method: str, path: str, *, stream: bool = False, **kwargs: Any
     ) -> httpx.Response:
         """The upstream's 2xx response, after the retries the policy allows; anything
         else raised as promptcache's error for it, naming the upstream."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = self._client.base_url.join(path)
-        request = self._client.build_request(method, url, headers=self._call_headers, **kwargs)
         return await self.sender.send(
-            request,
+            self._request(method, path, **kwargs),
             deadline=self._call.deadline,
             secrets=self._secrets,
             refuse=self._refusal,
             stream=stream,
         )
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Request:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._client.base_url.join(path)
+        return self._client.build_request(method, url, headers=self._call_headers, **kwargs)
 
     def _refusal(self, response: httpx.Response, attempts: int) -> PromptCacheError:
         return error_from_response(

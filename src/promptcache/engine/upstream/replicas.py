@@ -20,6 +20,7 @@ key handling are the same per replica.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 
@@ -36,6 +37,7 @@ from promptcache.engine.upstream.replica_state import (
     replica_id,
 )
 from promptcache.engine.upstream.ring import HashRing
+from promptcache.engine.upstream.transport import AttemptCounts, attempt_counts
 from promptcache.errors import OverloadedError, PromptCacheError, UpstreamUnavailableError
 from promptcache.request import ChatRequest
 from promptcache.result import ModelInfo, Result, StreamEvent
@@ -243,8 +245,9 @@ class ReplicaEngine(Engine):
                 except PromptCacheError as error:
                     last = self._move_on(replica, error)
                     continue
-                async for event in self._relay(replica, first, events):
-                    yield event
+                async with contextlib.aclosing(self._relay(replica, first, events)) as relay:
+                    async for event in relay:
+                        yield event
                 return
             finally:
                 replica.in_flight -= 1
@@ -274,7 +277,20 @@ class ReplicaEngine(Engine):
         if isinstance(last, OverloadedError) and any(r.health.healthy for r in self.replicas):
             return last  # every replica busy, none broken: the caller should back off (429)
         self._unavailable += 1
-        return UpstreamUnavailableError(self._none_available())
+        unavailable = UpstreamUnavailableError(self._none_available())
+        # The last replica's Retry-After, if it gave one, is the client's best wait.
+        unavailable.retry_after = last.retry_after if last is not None else None
+        return unavailable
+
+    def upstream_attempts(self) -> AttemptCounts:
+        """Attempts and retries summed over the replicas' engines (per replica, the
+        ``promptcache_replica_*`` figures tell them apart)."""
+        total = AttemptCounts()
+        for replica in self.replicas:
+            read = attempt_counts(replica.engine)
+            if read is not None:
+                total += read()
+        return total
 
     def replica_stats(self) -> ReplicaFleetSnapshot:
         return ReplicaFleetSnapshot(

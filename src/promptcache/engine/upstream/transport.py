@@ -14,10 +14,19 @@ A wait that would run past the deadline, or a ``Retry-After`` over a minute
 answer at once, rather than a 504 later. The provider's ``x-should-retry``
 header, which both SDKs obey, overrides the status either way.
 
-Streams are retried only while opening: :meth:`UpstreamSender.open` returns
-once the upstream's response headers say 2xx, before any event has been read,
-so nothing has reached the client yet; after that a failure is the stream's
-in-band error, never a second attempt.
+Streams are retried while no event has been read (:meth:`UpstreamSender.open`):
+a connection that fails opening, or one that dies after the 2xx headers but
+before the first event, is tried again. The server sends its client nothing --
+not even the status line -- before the engine's first event (``server/flow.py``
+awaits it before answering), so the client has seen nothing; after the first
+event a failure is the stream's in-band error, never a second attempt.
+
+A refusal the provider gave a ``Retry-After`` (one not waited for) carries it
+as the error's ``retry_after``, which the server passes on to its own client.
+Every attempt and retry is counted (:class:`AttemptTally`, read as
+:class:`AttemptCounts` by ``/metrics`` and ``/v1/cache/stats``): attempts by
+outcome (``ok``, ``retried``, ``failed``), retries by reason (the status, or
+``connect``, ``timeout``, ``dropped``).
 
 Every failure names the upstream by host (never its key or URL credentials) and
 what went wrong: ``connection refused``, ``timed out reading the response``,
@@ -34,17 +43,20 @@ import math
 import random
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 
 from promptcache.engine.upstream.credentials import scrub
-from promptcache.errors import RequestTimeoutError, UpstreamError
+from promptcache.errors import PromptCacheError, RequestTimeoutError, UpstreamError
 
 logger = logging.getLogger(__name__)
+
+Primed = TypeVar("Primed")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 """Statuses that mean "try again": rate limited, a server fault, overloaded (529)."""
@@ -176,9 +188,69 @@ def _upstream_name(url: httpx.URL) -> str:
     return f"{url.host}:{url.port}" if url.port is not None else url.host
 
 
+def _transport_reason(error: httpx.HTTPError) -> str:
+    """The retry reason of a transport failure: ``timeout``, ``connect`` or ``dropped``
+    (the connection closed or failed while the request or its answer was under way)."""
+    if isinstance(error, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(error, httpx.ConnectError):
+        return "connect"
+    return "dropped"
+
+
+@dataclass(frozen=True)
+class AttemptCounts:
+    """How the upstream's attempts went: ``attempts`` by outcome (``ok``: a 2xx answer,
+    ``retried``: failed and tried again, ``failed``: failed and given to the caller),
+    ``retries`` by reason (the status code, ``connect``, ``timeout``, ``dropped``)."""
+
+    attempts: Mapping[str, int] = field(default_factory=dict)
+    retries: Mapping[str, int] = field(default_factory=dict)
+
+    def __add__(self, other: AttemptCounts) -> AttemptCounts:
+        return AttemptCounts(
+            attempts=dict(Counter(self.attempts) + Counter(other.attempts)),
+            retries=dict(Counter(self.retries) + Counter(other.retries)),
+        )
+
+
+class AttemptTally:
+    """The running counts of one sender (shared by an engine's bound copies)."""
+
+    def __init__(self) -> None:
+        self.attempts: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
+
+    def snapshot(self) -> AttemptCounts:
+        return AttemptCounts(attempts=dict(self.attempts), retries=dict(self.retries))
+
+
+@runtime_checkable
+class CountsAttempts(Protocol):
+    """An engine that counts its upstream attempts (an upstream engine, replicas of one)."""
+
+    def upstream_attempts(self) -> AttemptCounts: ...
+
+
+def attempt_counts(engine: object) -> Callable[[], AttemptCounts] | None:
+    """The reader of ``engine``'s attempt counts, or None for an engine with no upstream."""
+    return engine.upstream_attempts if isinstance(engine, CountsAttempts) else None
+
+
+async def _unprimed(response: httpx.Response) -> None:
+    return None
+
+
 def attempts_text(count: int) -> str:
     """`` (3 attempts)`` after a message when it took more than one."""
     return f" ({count} attempts)" if count > 1 else ""
+
+
+def _with_retry_after(error: Exception, asked: float | None) -> Exception:
+    """``error`` carrying the provider's ``Retry-After`` (seconds), for the server's answer."""
+    if asked is not None and isinstance(error, PromptCacheError):
+        error.retry_after = asked
+    return error
 
 
 class UpstreamSender:
@@ -199,6 +271,7 @@ class UpstreamSender:
         self.sleep = sleep
         """Waits between attempts (a test replaces it to record the waits)."""
         self._draw = draw
+        self.tally = AttemptTally()
 
     async def send(
         self,
@@ -216,6 +289,30 @@ class UpstreamSender:
         time by which the whole request must be answered (None: only ``max_retries``
         bounds the retries).
         """
+        response, _ = await self.open(
+            request,
+            deadline=deadline,
+            secrets=secrets,
+            refuse=refuse,
+            stream=stream,
+            prime=_unprimed,
+        )
+        return response
+
+    async def open(
+        self,
+        request: httpx.Request,
+        *,
+        deadline: float | None,
+        secrets: Iterable[str],
+        refuse: Callable[[httpx.Response, int], Exception],
+        stream: bool = True,
+        prime: Callable[[httpx.Response], Awaitable[Primed]],
+    ) -> tuple[httpx.Response, Primed]:
+        """:meth:`send`, and ``prime`` run on the 2xx response (a stream's first event
+        read) as part of the attempt: a transport failure inside ``prime`` -- the
+        connection dying before the first event -- is retried like one before the
+        headers. Any other exception from ``prime`` closes the response and is raised."""
         attempt = 0
         while True:
             attempt += 1
@@ -224,20 +321,32 @@ class UpstreamSender:
                 if response.is_error:
                     await response.aread()  # the message, and the connection back to the pool
                     await response.aclose()
+                else:
+                    primed = await self._primed(response, prime)
             except httpx.HTTPError as error:
                 failure = self.transport_error(error, secrets=secrets, attempts=attempt)
                 retryable = isinstance(error, _RETRYABLE_TRANSPORT)
                 wait = self._wait(attempt, None, deadline) if retryable else None
                 if wait is None:
+                    self.tally.attempts["failed"] += 1
                     raise failure from error
-                reason = failure.message
+                reason, why = failure.message, _transport_reason(error)
+            except BaseException:
+                self.tally.attempts["failed"] += 1
+                raise
             else:
                 if not response.is_error:
-                    return response
-                wait = self._wait(attempt, retry_after(response.headers), deadline)
+                    self.tally.attempts["ok"] += 1
+                    return response, primed
+                asked = retry_after(response.headers)
+                wait = self._wait(attempt, asked, deadline)
                 if wait is None or not _should_retry(response):
-                    raise refuse(response, attempt)
-                reason = f"the upstream {self.upstream} answered {response.status_code}"
+                    self.tally.attempts["failed"] += 1
+                    raise _with_retry_after(refuse(response, attempt), asked)
+                why = str(response.status_code)
+                reason = f"the upstream {self.upstream} answered {why}"
+            self.tally.attempts["retried"] += 1
+            self.tally.retries[why] += 1
             logger.warning(
                 "%s; retrying in %.2f s (retry %d of %d)",
                 reason,
@@ -246,6 +355,16 @@ class UpstreamSender:
                 self.policy.max_retries,
             )
             await self.sleep(wait)
+
+    @staticmethod
+    async def _primed(
+        response: httpx.Response, prime: Callable[[httpx.Response], Awaitable[Primed]]
+    ) -> Primed:
+        try:
+            return await prime(response)
+        except BaseException:
+            await response.aclose()
+            raise
 
     def _wait(self, attempt: int, asked: float | None, deadline: float | None) -> float | None:
         """Seconds to wait before the next attempt, or None when there is none to make."""
