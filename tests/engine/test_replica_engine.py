@@ -89,6 +89,9 @@ async def test_one_prefix_goes_to_one_replica_and_its_cached_share_is_counted() 
     document = "Shared manual text. " * 400
     answers = {await _text(fleet, _request(document, f"question {i}")) for i in range(6)}
     assert len(answers) == 1
+    route = fleet.route(_request(document, "another"))
+    assert sorted(route) == ["10.9.0.1:8000", "10.9.0.2:8000", "10.9.0.3:8000"]
+    assert f"r{int(route[0].split(':')[0][-1]) - 1}" in answers
     results = [await fleet.complete(_request(f"doc {i} " * 600)) for i in range(30)]
     spread = {result.choices[0].text for result in results}
     assert spread == {"r0", "r1", "r2"}

@@ -28,6 +28,7 @@ import httpx
 
 from promptcache.engine.base import Engine, ReplicaFleetSnapshot
 from promptcache.engine.upstream.affinity import affinity_key
+from promptcache.engine.upstream.attempts import AttemptCounts, attempt_counts
 from promptcache.engine.upstream.health import HealthChecker, probe_urls
 from promptcache.engine.upstream.replica_state import (
     Replica,
@@ -37,7 +38,6 @@ from promptcache.engine.upstream.replica_state import (
     replica_id,
 )
 from promptcache.engine.upstream.ring import HashRing
-from promptcache.engine.upstream.transport import AttemptCounts, attempt_counts
 from promptcache.errors import OverloadedError, PromptCacheError, UpstreamUnavailableError
 from promptcache.request import ChatRequest
 from promptcache.result import ModelInfo, Result, StreamEvent
@@ -257,7 +257,7 @@ class ReplicaEngine(Engine):
 
     async def _relay(
         self, replica: Replica, first: StreamEvent, events: AsyncIterator[StreamEvent]
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent]:
         """``first`` and the rest of a replica's answer. The client may have bytes of it
         from here on, so an error goes to the client, never to another replica."""
         try:
