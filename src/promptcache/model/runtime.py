@@ -25,6 +25,9 @@ overhead- and bandwidth-bound on a CPU:
   (:mod:`promptcache.model.rope`);
 * one-token steps and short chunks (a suffix after a cache hit) run on the
   thread count measured to be faster right now (see ``__init__``).
+* decode steps (:meth:`step`, :meth:`decode_batch`) read the decode
+  precision's weights -- by default a GGUF's own 4-bit blocks -- and prompt
+  forwards the exact ones, whatever their length (:mod:`promptcache.model.precision`).
 
 Why the result does not depend on how a prefix was computed: a token's keys
 and values depend only on the tokens before it, so restoring a prefix's KV

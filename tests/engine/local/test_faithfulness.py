@@ -2,8 +2,9 @@
 
 Each case runs a request on an engine whose cache already holds a shared
 prefix, and the same request on an engine with the cache disabled; the texts
-and token counts must be identical. Also checks Anthropic-style usage for a
->1024-token system prompt with ``cache_control`` under the default config.
+and token counts must be identical -- for every decode precision. Also
+checks Anthropic-style usage for a >1024-token system prompt with
+``cache_control`` under the default config.
 """
 
 from __future__ import annotations
@@ -29,18 +30,33 @@ SYSTEM = (
 )
 
 
+DECODE_PRECISIONS = ["int4", "float16", "float32"]
+"""The guarantee holds for each (``model/precision.py``): int4 is the default here."""
+
+
+@pytest.fixture(scope="module", params=DECODE_PRECISIONS)
+def decode_precision(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def cached(embedded_model: Any) -> LocalEngine:
+def cached(embedded_model: Any, decode_precision: str) -> LocalEngine:
     return LocalEngine(
-        LocalEngineConfig(prefix_cache=PrefixCacheConfig(block_size=16, min_cache_tokens=32)),
+        LocalEngineConfig(
+            prefix_cache=PrefixCacheConfig(block_size=16, min_cache_tokens=32),
+            decode_precision=decode_precision,
+        ),
         loaded=embedded_model,
     )
 
 
 @pytest.fixture(scope="module")
-def uncached(embedded_model: Any) -> LocalEngine:
+def uncached(embedded_model: Any, decode_precision: str) -> LocalEngine:
     return LocalEngine(
-        LocalEngineConfig(prefix_cache=PrefixCacheConfig(enabled=False)), loaded=embedded_model
+        LocalEngineConfig(
+            prefix_cache=PrefixCacheConfig(enabled=False), decode_precision=decode_precision
+        ),
+        loaded=embedded_model,
     )
 
 
