@@ -123,6 +123,7 @@ async def test_create_list_get_patch_delete(serve: Serve, clock: WallClock) -> N
 
         stats = (await client.get("/v1/cache/stats")).json()["prefix_cache"]
         assert stats["blocks_pinned"] == prefix["cached_tokens"] // 4
+        assert stats["named_prefixes"] == 1
 
         deleted = await client.delete(f"/v1/cache/prefixes/{prefix['id']}")
         assert deleted.json() == {
@@ -133,7 +134,7 @@ async def test_create_list_get_patch_delete(serve: Serve, clock: WallClock) -> N
         assert (await client.get(f"/v1/cache/prefixes/{prefix['id']}")).status_code == 404
         assert (await client.delete(f"/v1/cache/prefixes/{prefix['id']}")).status_code == 404
         stats = (await client.get("/v1/cache/stats")).json()["prefix_cache"]
-        assert stats["blocks_pinned"] == 0
+        assert stats["blocks_pinned"] == 0 and stats["named_prefixes"] == 0
 
 
 async def test_a_later_request_reads_the_pinned_prefix(serve: Serve) -> None:

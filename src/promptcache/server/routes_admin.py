@@ -112,6 +112,9 @@ def cache_stats(ctx: AdminContext, tenant: str | None = None) -> dict[str, Any]:
         prefix = dataclasses.asdict(snapshot)
         queried = snapshot.tokens_queried
         prefix["token_hit_ratio"] = round(snapshot.tokens_hit / queried, 6) if queried else 0.0
+        named = ctx.engine.named_prefixes
+        if named is not None:  # pinned by /v1/cache/prefixes and --warm, every tenant's
+            prefix["named_prefixes"] = len(named)
         body["prefix_cache"] = prefix
     fleet = ctx.engine.replica_stats()
     if fleet is not None:
