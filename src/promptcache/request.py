@@ -106,6 +106,27 @@ class Tool:
     cache_control: CacheControl | None = None
 
 
+ThinkingMode: TypeAlias = Literal["enabled", "disabled", "adaptive"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Thinking:
+    """The reasoning switch: Anthropic's and GLM's ``thinking`` (Bedrock Converse's
+    ``additionalModelRequestFields.thinking``), one canonical form.
+
+    ``enabled`` with ``budget_tokens`` (Anthropic's extended thinking; GLM takes no
+    budget), ``adaptive`` (the model decides how much; Anthropic's) or ``disabled``.
+    Each upstream provider gets it in its own shape or refuses it by name
+    (``engine/upstream/shaping.py``); the local engine's model has no thinking mode, so
+    only ``disabled`` applies there. Provider limits (Anthropic's ``budget_tokens >=
+    1024`` and ``< max_tokens``) are the provider's to enforce: its 400 comes back."""
+
+    mode: ThinkingMode
+    budget_tokens: int | None = None
+    display: Literal["summarized", "omitted"] | None = None
+    """Anthropic's: whether the thinking text is returned (summarised) or left out."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class SamplingParams:
     """Decoding parameters. ``temperature`` 0 (or None with ``top_p`` None) is greedy."""
@@ -135,6 +156,8 @@ class SamplingParams:
     """OpenAI's, for models that reason: how much; a model that does not reason refuses it."""
     verbosity: str | None = field(default=None, metadata=OMIT_WHEN_DEFAULT)
     """OpenAI's (GPT-5 family): how long the answer is; refused by models without it."""
+    thinking: Thinking | None = field(default=None, metadata=OMIT_WHEN_DEFAULT)
+    """The reasoning switch (:class:`Thinking`); ``None``: the model's own default."""
 
     def __post_init__(self) -> None:
         # Neutral values mean "unset", so they share the unset request's key.

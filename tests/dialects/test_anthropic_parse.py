@@ -292,7 +292,7 @@ INVALID: list[tuple[dict[str, Any], str | None, str]] = [
         "Field required",
     ),
     (body(tool_choice={"type": "tool", "name": "nope"}), "tool_choice.name", "not found"),
-    (body(thinking={"type": "enabled", "budget_tokens": 2000}), "thinking", "does not support"),
+    (body(thinking={"type": "enabled"}), "thinking.budget_tokens", "Field required"),
     (body(output_config={"effort": "high"}), "output_config.effort", "cannot apply"),
     (body(output_config={"format": {"type": "yaml"}}), "output_config.format.type", "json_schema"),
     (

@@ -94,10 +94,16 @@ def test_do_sample_true_samples() -> None:
     assert absent.sampling.temperature == 0.6
 
 
-def test_thinking_is_validated_and_changes_nothing() -> None:
+def test_thinking_is_validated_and_carried_in_the_key() -> None:
+    # Sent on to a GLM upstream (where it changes the answer), so part of the key.
     plain = glm.parse_request(SDK_BODY)
+    keys = {response_key(plain)}
     for thinking in ({"type": "enabled"}, {"type": "disabled", "clear_thinking": True}):
-        assert response_key(glm.parse_request(body(thinking=thinking))) == response_key(plain)
+        parsed = glm.parse_request(body(thinking=thinking))
+        assert parsed.sampling.thinking is not None
+        assert parsed.sampling.thinking.mode == thinking["type"]
+        keys.add(response_key(parsed))
+    assert len(keys) == 3
     with pytest.raises(RequestError) as caught:
         glm.parse_request(body(thinking={"type": "maybe"}))
     assert caught.value.param == "thinking.type"

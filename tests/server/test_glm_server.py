@@ -52,10 +52,10 @@ def test_zai_sdk_on_both_base_urls(base_url: str, path: str, fake_engine: FakeSy
     assert first.usage is not None and first.usage.prompt_tokens > 0
     assert first.usage.prompt_tokens_details is not None
     # temperature=0 arrives as 0.01 + do_sample=false: greedy, the same entry as an
-    # OpenAI client's temperature 0; thinking is not part of the key.
+    # OpenAI client's temperature 0; thinking (sent on upstream) is part of the key.
     assert again.choices[0].message.content == first.choices[0].message.content
     assert openai_zero.headers["x-promptcache"] == "HIT"
-    assert fake_engine.calls == 1
+    assert fake_engine.calls == 2
     streamed = client.chat.completions.create(
         model="glm-4.6", messages=messages, stream=True, request_id="req-000001"
     )

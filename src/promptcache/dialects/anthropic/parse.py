@@ -13,7 +13,8 @@ either has its documented effect here or is a 400 saying why it cannot apply:
 blocks are rendered as text; ``thinking`` blocks of earlier assistant turns are
 dropped (Anthropic strips them from the context too); ``service_tier`` is
 transport; server tools, MCP servers, containers, context management,
-compaction, fallbacks and extended thinking are refused by name.
+compaction and fallbacks are refused by name; ``thinking`` becomes the canonical
+:class:`~promptcache.request.Thinking` (the engine decides whether it can apply).
 
 This module reads the top level (parameters, refused and transport-only
 fields, thinking, sampling, stop, metadata and diagnostics); ``system`` and
@@ -34,10 +35,10 @@ from promptcache.dialects.anthropic.tools import (
     parse_tool_choice,
     parse_tools,
 )
-from promptcache.request import ChatRequest, SamplingParams, Transport
+from promptcache.request import ChatRequest, SamplingParams, Thinking, Transport
 
 # STYLE is re-exported: Bedrock's InvokeModel words its errors the same way.
-__all__ = ["STYLE", "parse_request"]
+__all__ = ["STYLE", "parse_request", "parse_thinking"]
 
 _PARAMS = frozenset(
     {
@@ -87,7 +88,6 @@ def parse_request(
     top.reject_unknown(_PARAMS | _REFUSED_PARAMS.keys())
     model = top.required_string("model")
     max_tokens = top.integer("max_tokens", required=True, minimum=1)
-    _check_thinking(top, model)
     top.choice("service_tier", ("auto", "standard_only"))  # transport: one tier here
     if top.choice("speed", ("standard", "fast")) == "fast":
         raise STYLE.invalid(("speed",), "fast mode is not available for this server's models")
@@ -111,6 +111,7 @@ def parse_request(
             max_tokens=max_tokens,
             stop=_parse_stop_sequences(top),
             top_k=top.integer("top_k", minimum=0),
+            thinking=parse_thinking(top),
         ),
         tool_choice=parse_tool_choice(top, tools),
         response_format=parse_output_config(top),
@@ -121,19 +122,27 @@ def parse_request(
     )
 
 
-def _check_thinking(top: Fields, model: str) -> None:
+def parse_thinking(top: Fields) -> Thinking | None:
+    """Anthropic's ``thinking`` (also Bedrock Converse's, in
+    ``additionalModelRequestFields``): ``{"type": "enabled", "budget_tokens": N}``,
+    ``{"type": "adaptive"}`` (either with an optional ``display``) or ``{"type":
+    "disabled"}``. Whether the served model can think is the engine's to say (the
+    local model cannot; an upstream provider gets it in its shape or refuses it)."""
     thinking = top.obj("thinking")
     if thinking is None:
-        return
-    kind = thinking.choice("type", ("enabled", "disabled", "adaptive"), required=True)
-    if kind == "disabled":
+        return None
+    mode = thinking.choice("type", ("enabled", "disabled", "adaptive"), required=True)
+    if mode == "disabled":
         thinking.reject_unknown({"type"})
-        return
-    raise STYLE.invalid(
-        ("thinking",),
-        f"model '{shown(model)}' does not support extended thinking "
-        f'(thinking.type \'{kind}\'); send {{"type": "disabled"}} or omit it',
-    )
+        return Thinking(mode="disabled")
+    display = thinking.choice("display", ("summarized", "omitted"))
+    if mode == "adaptive":
+        thinking.reject_unknown({"type", "display"})
+        return Thinking(mode="adaptive", display=display)  # type: ignore[arg-type]
+    thinking.reject_unknown({"type", "budget_tokens", "display"})
+    # The bounds (>= 1024, < max_tokens) are the provider's: its own 400 comes back.
+    budget = thinking.integer("budget_tokens", required=True)
+    return Thinking(mode="enabled", budget_tokens=budget, display=display)  # type: ignore[arg-type]
 
 
 def _parse_diagnostics(top: Fields) -> tuple[bool, str | None]:

@@ -17,7 +17,14 @@ from typing import Any
 
 from promptcache.dialects._common import render_cache_control
 from promptcache.errors import OverloadedError, RequestError, UpstreamError
-from promptcache.request import ChatRequest, ContentBlock, ImageBlock, TextBlock, ToolUseBlock
+from promptcache.request import (
+    ChatRequest,
+    ContentBlock,
+    ImageBlock,
+    TextBlock,
+    Thinking,
+    ToolUseBlock,
+)
 from promptcache.result import (
     Choice,
     FinishReason,
@@ -111,12 +118,25 @@ def to_wire_request(
         "metadata": {"user_id": request.transport.user} if request.transport.user else None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
+    if sampling.thinking is not None:
+        body["thinking"] = wire_thinking(sampling.thinking)
     automatic = render_cache_control(request.cache_control)
     if automatic is not None:
         body["cache_control"] = automatic  # automatic caching, forwarded as sent
     if stream:
         body["stream"] = True
     return body
+
+
+def wire_thinking(thinking: Thinking) -> dict[str, Any]:
+    """The Messages API's ``thinking`` object (as the client sent it: the budget's bounds
+    are Anthropic's to check, and its 400 comes back)."""
+    wire: dict[str, Any] = {"type": thinking.mode}
+    if thinking.budget_tokens is not None:
+        wire["budget_tokens"] = thinking.budget_tokens
+    if thinking.display is not None:
+        wire["display"] = thinking.display
+    return wire
 
 
 def _refuse_what_messages_lacks(request: ChatRequest) -> None:

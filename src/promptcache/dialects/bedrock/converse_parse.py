@@ -26,6 +26,7 @@ from promptcache.dialects._fields import (
     check_text,
     shown,
 )
+from promptcache.dialects.anthropic.parse import parse_thinking
 from promptcache.dialects.bedrock.style import STYLE
 from promptcache.errors import RequestError
 from promptcache.request import (
@@ -268,12 +269,15 @@ def _parse_sampling(top: Fields) -> SamplingParams:
     # The model's own fields (Anthropic's): only top_k has an effect here.
     extra = top.obj("additionalModelRequestFields")
     top_k = None
+    thinking = None
     if extra is not None:
-        extra.reject_unknown({"top_k"})
+        # Claude's extended thinking rides here on Bedrock, in the Messages API's shape.
+        extra.reject_unknown({"top_k", "thinking"})
         top_k = extra.integer("top_k", minimum=0)
+        thinking = parse_thinking(extra)
     config = top.obj("inferenceConfig")
     if config is None:
-        return SamplingParams(top_k=top_k)
+        return SamplingParams(top_k=top_k, thinking=thinking)
     config.reject_unknown({"maxTokens", "temperature", "topP", "stopSequences"})
     stops = config.array("stopSequences") or []
     for i, stop in enumerate(stops):
@@ -284,6 +288,7 @@ def _parse_sampling(top: Fields) -> SamplingParams:
             raise STYLE.invalid((*config.at("stopSequences"), i), "must not be empty")
     return SamplingParams(
         top_k=top_k,
+        thinking=thinking,
         max_tokens=config.integer("maxTokens", minimum=1),
         temperature=config.number("temperature", minimum=0, maximum=1),
         top_p=config.number("topP", minimum=0, maximum=1),

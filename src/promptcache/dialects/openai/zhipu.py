@@ -13,8 +13,12 @@ So both the OpenAI dialect and the GLM dialect read these, with GLM's meaning:
     the model's own distribution, when neither is given). Absent: as OpenAI.
 ``thinking``
     ``{"type": "enabled" | "disabled", "clear_thinking": bool}``: whether a
-    hybrid-reasoning GLM model may think before answering. The served models do
-    not think, so either value answers the same (README: "Zhipu GLM").
+    hybrid-reasoning GLM model may think before answering -- the canonical
+    :class:`~promptcache.request.Thinking`, sent on to an upstream that takes it
+    (GLM's own shape to GLM; the local model cannot think, so ``enabled`` is a 400
+    there). ``clear_thinking: false`` (GLM's preserved thinking: earlier turns'
+    ``reasoning_content`` kept in the context) is a 400: promptcache drops earlier
+    turns' reasoning from the prompt, which is what ``true`` asks for.
 ``request_id``, ``user_id``
     Transport fields: the request's id (logged with a server error, echoed in
     GLM's response body) and the end user (``user``); never in a cache key.
@@ -32,7 +36,7 @@ from dataclasses import replace
 from typing import Any
 
 from promptcache.dialects._fields import Fields
-from promptcache.request import ChatRequest
+from promptcache.request import ChatRequest, Thinking
 
 ZHIPU_PARAMS = frozenset({"do_sample", "thinking", "request_id", "user_id", "tool_stream"})
 """Zhipu's top-level fields, accepted alongside OpenAI's."""
@@ -52,15 +56,13 @@ def apply_zhipu_fields(top: Fields, request: ChatRequest) -> ChatRequest:
     if not any(key in top.data for key in ZHIPU_PARAMS):
         return request
     do_sample = top.boolean("do_sample")
-    thinking = top.obj("thinking")
-    if thinking is not None:
-        thinking.reject_unknown({"type", "clear_thinking"})
-        thinking.choice("type", ("enabled", "disabled"), required=True)
-        thinking.boolean("clear_thinking")
+    thinking = _parse_thinking(top)
     top.boolean("tool_stream")
     request_id = _bounded_string(top, "request_id", 6, 64)
     user_id = _bounded_string(top, "user_id", 6, 128)
     sampling = request.sampling
+    if thinking is not None:
+        sampling = replace(sampling, thinking=thinking)
     if do_sample is False:
         sampling = replace(sampling, temperature=0.0, top_p=None)
     elif do_sample and sampling.temperature is None and sampling.top_p is None:
@@ -71,6 +73,22 @@ def apply_zhipu_fields(top: Fields, request: ChatRequest) -> ChatRequest:
         user=request.transport.user or user_id,
     )
     return replace(request, sampling=sampling, transport=transport)
+
+
+def _parse_thinking(top: Fields) -> Thinking | None:
+    thinking = top.obj("thinking")
+    if thinking is None:
+        return None
+    thinking.reject_unknown({"type", "clear_thinking"})
+    mode = thinking.choice("type", ("enabled", "disabled"), required=True)
+    if thinking.boolean("clear_thinking") is False:
+        raise top.style.invalid(
+            thinking.at("clear_thinking"),
+            "'thinking.clear_thinking' false (preserved thinking) cannot apply here: "
+            "earlier turns' reasoning_content is dropped from the prompt. Leave it out "
+            "or send true.",
+        )
+    return Thinking(mode="enabled" if mode == "enabled" else "disabled")
 
 
 def _bounded_string(top: Fields, key: str, shortest: int, longest: int) -> str | None:

@@ -144,6 +144,15 @@ class ChatRenderer:
 
     def render(self, request: ChatRequest) -> RenderedPrompt:
         """Render ``request``; raises RequestError for content the model cannot take."""
+        thinking = request.sampling.thinking
+        if thinking is not None and thinking.mode != "disabled":
+            # The served models have no thinking mode: an answer without it would pass
+            # for one with it ("disabled" is what they do anyway).
+            raise RequestError(
+                f"model '{request.model}' does not support extended thinking (thinking "
+                f'type \'{thinking.mode}\'); send {{"type": "disabled"}} or omit it',
+                param="thinking",
+            )
         breakpoints = request.breakpoints()
         if not request.messages:
             raise RequestError("messages must contain at least one message", param="messages")

@@ -16,7 +16,7 @@ from promptcache.engine.upstream.profiles import (
     without_markers,
 )
 from promptcache.errors import RequestError
-from promptcache.request import ChatRequest
+from promptcache.request import ChatRequest, Thinking
 
 BEHAVIORS = ("ignore", "warn", "raise")
 _WARNED_MODELS_MAX = 1024
@@ -34,6 +34,50 @@ def refuse_lacking(profile: ProviderProfile, request: ChatRequest) -> ChatReques
             param=name,
         )
     return request
+
+
+def thinking_fields(profile: ProviderProfile, thinking: Thinking) -> dict[str, Any]:
+    """The body fields that carry the reasoning switch to an OpenAI-shaped ``profile``
+    (the Anthropic dialect sends its own ``thinking``), or a 400 naming ``thinking``
+    and the provider where it has no way to take it -- sent anyway, it would be
+    ignored (vLLM and SGLang drop unknown fields; ``chat_template_kwargs`` switches
+    differ per model template) and the answer would not say so."""
+    takes = _THINKING_TAKES.get(profile.name)
+    if takes is None:
+        hint = " (OpenAI's own switch is reasoning_effort)" if profile.name == "openai" else ""
+        raise RequestError(
+            f"'thinking' cannot be sent to the {profile.name} upstream: it takes no "
+            f"reasoning switch in this shape{hint}, and would answer as if it were not "
+            "set. Leave it out.",
+            param="thinking",
+        )
+    lacking = [
+        part
+        for part, present in (
+            ("type 'adaptive'", thinking.mode == "adaptive"),
+            ("budget_tokens", thinking.budget_tokens is not None and profile.name == "glm"),
+            ("display", thinking.display is not None),
+        )
+        if present
+    ]
+    if lacking:
+        raise RequestError(
+            f"'thinking' ({', '.join(lacking)}) cannot be sent to the {profile.name} "
+            f"upstream: it has no such setting. {takes}",
+            param="thinking",
+        )
+    if profile.name == "glm":
+        return {"thinking": {"type": thinking.mode}}
+    # OpenRouter's unified switch: a token budget (Anthropic-style) or on/off.
+    if thinking.budget_tokens is not None:
+        return {"reasoning": {"max_tokens": thinking.budget_tokens}}
+    return {"reasoning": {"enabled": thinking.mode == "enabled"}}
+
+
+_THINKING_TAKES = {
+    "glm": 'GLM takes {"type": "enabled"} or {"type": "disabled"} only.',
+    "openrouter": "OpenRouter takes enabled (with or without budget_tokens) or disabled.",
+}
 
 
 class MarkerPolicy:
@@ -86,6 +130,8 @@ def wire_body(
         cache_markers=profile.honours_markers(request.model),
         cache_hints=profile.cache_hints,
     )
+    if request.sampling.thinking is not None:
+        body.update(thinking_fields(profile, request.sampling.thinking))
     for name, spelled in profile.renamed.items():
         if name in body:
             body[spelled] = body.pop(name)
