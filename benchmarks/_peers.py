@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import httpx
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from _soak_procs import HOST, Children, free_port, stop
+from _soak_procs import HOST, free_port, stop
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +36,8 @@ class ServerCommand:
     argv: list[str]
     ready_path: str
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    """Set in the server's environment, over this process's."""
 
 
 @contextmanager
@@ -41,10 +45,17 @@ def running_server(command: ServerCommand, *, start_timeout: float) -> Iterator[
     """Start ``command`` on a free loopback port; yield its base URL (``http://127.0.0.1:N``)."""
     port = free_port()
     argv = [part.replace("{port}", str(port)) for part in command.argv]
-    children = Children()
     command.log_path.parent.mkdir(parents=True, exist_ok=True)
     with command.log_path.open("wb") as log:
-        proc = children.spawn(argv, log=log, cwd=Path.cwd())
+        # Its own session: a Ctrl-C at the terminal reaches this process, which stops it.
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **command.env},
+            start_new_session=True,
+        )
         base = f"http://{HOST}:{port}"
         try:
             deadline = time.monotonic() + start_timeout
@@ -68,7 +79,6 @@ def running_server(command: ServerCommand, *, start_timeout: float) -> Iterator[
             yield base
         finally:
             stop(proc, timeout=15)
-            children.kill_all()
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -1,7 +1,8 @@
 """promptcache against llama.cpp's server on the same GGUF, side by side over HTTP, one run.
 
 The peer is llama-cpp-python's OpenAI server (``python -m llama_cpp.server``,
-``--n_threads 2 --cache true --cache_type ram``) from its own venv
+``--n_threads 2 --cache true --cache_type ram``; ``--threads`` sets both servers'
+threads) from its own venv
 (``make bench-peers`` builds ``.venv-peers/``; it compiles llama.cpp, so it is
 never part of ``make setup``). promptcache is ``promptcache serve --model
 <the same GGUF> --store none`` (no response cache: every request reaches the
@@ -191,6 +192,7 @@ def commands(args: argparse.Namespace, gguf: Path) -> list[ServerCommand]:
         ],
         ready_path="/healthz",
         log_path=LOG_DIR / "vs_llamacpp.promptcache.log",
+        env={"OMP_NUM_THREADS": str(args.threads)},  # torch's intra-op threads
     )
     return [llama, ours]
 
@@ -267,7 +269,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peer-python", type=Path, default=Path(".venv-peers/bin/python"))
     parser.add_argument("--model", type=Path, default=None, help="GGUF (default: embedded)")
-    parser.add_argument("--threads", type=int, default=2, help="llama.cpp's --n_threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="threads of each server: llama.cpp's --n_threads, promptcache's OMP_NUM_THREADS",
+    )
     parser.add_argument("--decode-tokens", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--client-tokens", type=int, default=64)
@@ -288,7 +295,7 @@ def main() -> None:
     if gguf.suffix.lower() != ".gguf" or not gguf.is_file():
         parser.error(f"--model must be a GGUF file both servers can load, got {gguf}")
 
-    report: dict[str, Any] = {"gguf": gguf.name}
+    report: dict[str, Any] = {"gguf": gguf.name, "threads": args.threads}
     for key, command in zip(("llamacpp", "promptcache"), commands(args, gguf), strict=True):
         if not args.json:
             print(f"measuring {command.label} ...", file=sys.stderr, flush=True)
