@@ -25,6 +25,8 @@ class Step:
     headers: dict[str, str] = field(default_factory=dict)
     sleep: float = 0.0
     die_midway: bool = False
+    die_before_events: bool = False
+    """A 200 stream whose connection drops after a keep-alive comment, before any event."""
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Seen:
     authorization: str | None
     api_key: str | None
     body: dict[str, Any] | None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class FakeProvider:
@@ -59,6 +62,7 @@ class FakeProvider:
             authorization=request.headers.get("authorization"),
             api_key=request.headers.get("x-api-key"),
             body=body,
+            headers=dict(request.headers),
         )
         self.seen.append(seen)
         key = seen.api_key or (seen.authorization or "").removeprefix("Bearer ")
@@ -74,6 +78,8 @@ class FakeProvider:
             return seen, _error(step.status, message, anthropic=anthropic, headers=step.headers)
         if step.die_midway:
             return seen, StreamingResponse(_dying_stream(), media_type="text/event-stream")
+        if step.die_before_events:
+            return seen, StreamingResponse(_stillborn_stream(), media_type="text/event-stream")
         return seen, None
 
     async def _answer(
@@ -201,3 +207,9 @@ async def _dying_stream() -> AsyncIterator[str]:
     yield _chunk({"role": "assistant", "content": "Half"})
     await asyncio.sleep(0)
     raise RuntimeError("the fake provider dies mid-stream")  # uvicorn drops the connection
+
+
+async def _stillborn_stream() -> AsyncIterator[str]:
+    yield ": keep-alive\n\n"  # bytes after the 200, but no event
+    await asyncio.sleep(0)
+    raise RuntimeError("the fake provider dies before its first event")

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from promptcache.engine.base import Engine
 from promptcache.engine.threaded import ThreadedEngine
-from promptcache.engine.upstream.transport import attempt_counts
+from promptcache.engine.upstream.attempts import attempt_counts
 from promptcache.response_cache import ResponseCache
 from promptcache.server import health, routes, routes_admin, routes_prefixes
 from promptcache.server.auth import KeyRing

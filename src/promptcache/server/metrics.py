@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from promptcache.engine.base import ReplicaFleetSnapshot
-from promptcache.engine.upstream.transport import AttemptCounts
+from promptcache.engine.upstream.attempts import AttemptCounts
 from promptcache.response_cache import CacheStatus
 from promptcache.result import KVTierSnapshot, PrefixCacheSnapshot
 

@@ -25,8 +25,8 @@ from starlette.responses import Response
 
 from promptcache.dialects.openai import OPENAI
 from promptcache.engine.base import Engine, ReplicaFleetSnapshot
+from promptcache.engine.upstream.attempts import attempt_counts
 from promptcache.engine.upstream.credentials import call_from_headers
-from promptcache.engine.upstream.transport import attempt_counts
 from promptcache.errors import PermissionDeniedError, PromptCacheError
 from promptcache.response_cache import CacheStatus, ResponseCache
 from promptcache.server.auth import KeyRing, MetricsGuard

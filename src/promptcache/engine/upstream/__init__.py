@@ -5,13 +5,8 @@ beside it hold what it is built from.
 """
 
 from promptcache.engine.upstream.credentials import REDACTED, UpstreamCall, scrub
-from promptcache.engine.upstream.engine import (
-    DIALECTS,
-    Dialect,
-    UpstreamConfig,
-    UpstreamEngine,
-    error_from_response,
-)
+from promptcache.engine.upstream.engine import DIALECTS, Dialect, UpstreamConfig, UpstreamEngine
+from promptcache.engine.upstream.refusals import error_from_response
 from promptcache.engine.upstream.transport import RetryPolicy, UpstreamTimeoutError
 
 __all__ = [

@@ -20,7 +20,7 @@ import copy
 import dataclasses
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -31,31 +31,24 @@ from promptcache.dialects._common import iter_sse
 from promptcache.dialects.anthropic import wire as anthropic_wire
 from promptcache.dialects.openai import wire as openai_wire
 from promptcache.engine.base import Engine, ModelInfo
+from promptcache.engine.upstream.attempts import AttemptCounts
 from promptcache.engine.upstream.credentials import (
     UpstreamCall,
     auth_headers,
     merged_betas,
-    scrub,
 )
 from promptcache.engine.upstream.discovery import ModelDirectory, fetch_models
 from promptcache.engine.upstream.profiles import ProviderProfile, resolve_provider
+from promptcache.engine.upstream.refusals import error_from_response
 from promptcache.engine.upstream.shaping import MarkerPolicy, refuse_lacking, wire_body
 from promptcache.engine.upstream.transport import (
-    AttemptCounts,
     NoCookies,
     RetryPolicy,
     UpstreamSender,
-    attempts_text,
     drain,
 )
 from promptcache.errors import (
-    AuthenticationError,
-    ModelNotFoundError,
-    OverloadedError,
-    PayloadTooLargeError,
-    PermissionDeniedError,
     PromptCacheError,
-    RequestError,
     UpstreamError,
 )
 from promptcache.request import ChatRequest
@@ -67,17 +60,6 @@ DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic")
 _Primed = tuple[AsyncIterator[str], AsyncIterator[StreamEvent], StreamEvent | None]
 """A stream opened: its lines, its events, and the first event (None: it had none)."""
 _SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
-
-_STATUS_ERRORS: Mapping[int, Callable[[str], PromptCacheError]] = {
-    400: RequestError,
-    422: RequestError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: ModelNotFoundError,
-    413: PayloadTooLargeError,
-    429: OverloadedError,
-    529: OverloadedError,
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -373,40 +355,3 @@ class UpstreamEngine(Engine):
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip() or response.reason_phrase
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    if isinstance(error, str):
-        return error
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])  # vLLM's and SGLang's {"object": "error", "message": ...}
-    return response.text.strip() or response.reason_phrase
-
-
-def error_from_response(
-    response: httpx.Response,
-    *,
-    secrets: Iterable[str] = (),
-    upstream: str | None = None,
-    attempts: int = 1,
-) -> PromptCacheError:
-    """The promptcache exception for an upstream error response, its message kept but
-    scrubbed of ``secrets``: a provider may quote the key it refused ("Incorrect API
-    key provided: sk-..."). ``upstream`` (its host) and ``attempts`` go into the
-    message of a failure that is the upstream's, not the request's."""
-    status = response.status_code
-    message = scrub(_error_message(response), secrets)
-    make = _STATUS_ERRORS.get(status)
-    if make is not None:
-        return make(message + attempts_text(attempts) if status in (429, 529) else message)
-    who = f"The upstream {upstream}" if upstream else "The upstream"
-    return UpstreamError(
-        f"{who} answered {status}: {message}{attempts_text(attempts)}", upstream_status=status
-    )

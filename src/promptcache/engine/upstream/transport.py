@@ -43,14 +43,14 @@ import math
 import random
 import socket
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 import httpx
 
+from promptcache.engine.upstream.attempts import AttemptTally, transport_reason
 from promptcache.engine.upstream.credentials import scrub
 from promptcache.errors import PromptCacheError, RequestTimeoutError, UpstreamError
 
@@ -188,55 +188,6 @@ def _upstream_name(url: httpx.URL) -> str:
     return f"{url.host}:{url.port}" if url.port is not None else url.host
 
 
-def _transport_reason(error: httpx.HTTPError) -> str:
-    """The retry reason of a transport failure: ``timeout``, ``connect`` or ``dropped``
-    (the connection closed or failed while the request or its answer was under way)."""
-    if isinstance(error, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(error, httpx.ConnectError):
-        return "connect"
-    return "dropped"
-
-
-@dataclass(frozen=True)
-class AttemptCounts:
-    """How the upstream's attempts went: ``attempts`` by outcome (``ok``: a 2xx answer,
-    ``retried``: failed and tried again, ``failed``: failed and given to the caller),
-    ``retries`` by reason (the status code, ``connect``, ``timeout``, ``dropped``)."""
-
-    attempts: Mapping[str, int] = field(default_factory=dict)
-    retries: Mapping[str, int] = field(default_factory=dict)
-
-    def __add__(self, other: AttemptCounts) -> AttemptCounts:
-        return AttemptCounts(
-            attempts=dict(Counter(self.attempts) + Counter(other.attempts)),
-            retries=dict(Counter(self.retries) + Counter(other.retries)),
-        )
-
-
-class AttemptTally:
-    """The running counts of one sender (shared by an engine's bound copies)."""
-
-    def __init__(self) -> None:
-        self.attempts: Counter[str] = Counter()
-        self.retries: Counter[str] = Counter()
-
-    def snapshot(self) -> AttemptCounts:
-        return AttemptCounts(attempts=dict(self.attempts), retries=dict(self.retries))
-
-
-@runtime_checkable
-class CountsAttempts(Protocol):
-    """An engine that counts its upstream attempts (an upstream engine, replicas of one)."""
-
-    def upstream_attempts(self) -> AttemptCounts: ...
-
-
-def attempt_counts(engine: object) -> Callable[[], AttemptCounts] | None:
-    """The reader of ``engine``'s attempt counts, or None for an engine with no upstream."""
-    return engine.upstream_attempts if isinstance(engine, CountsAttempts) else None
-
-
 async def _unprimed(response: httpx.Response) -> None:
     return None
 
@@ -330,7 +281,7 @@ class UpstreamSender:
                 if wait is None:
                     self.tally.attempts["failed"] += 1
                     raise failure from error
-                reason, why = failure.message, _transport_reason(error)
+                reason, why = failure.message, transport_reason(error)
             except BaseException:
                 self.tally.attempts["failed"] += 1
                 raise
