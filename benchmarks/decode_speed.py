@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+import machine_limits
 from promptcache.cli._progress import loading_progress
 from promptcache.model.loading import LoadedModel, load_model
 from promptcache.model.precision import bfloat16_matmuls_supported
@@ -105,6 +106,14 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
+    report["machine_limits"] = machine_limits.precision_shares(
+        machine_limits.measure(repeat=3),
+        loaded,
+        decode_tok_s={k: (r, decode[k]) for k, r in decoders.items()},
+        decode_context=len(short) + args.new_tokens // 2,
+        prefill_tok_s={k: (r, prefill[k]) for k, r in prefillers.items()},
+        prompt_tokens=len(long),
+    )
     if args.json:
         print(json.dumps(report))
         return
@@ -125,6 +134,7 @@ def main() -> None:
             f"{name:10}{prefill[name]:>9.1f} tok/s"
             f"{report['prefill_ratio_vs_float32'][name]:>8.2f}x float32"
         )
+    print("\n".join(machine_limits.describe_precision_shares(report["machine_limits"])))
 
 
 def chat_ids(loaded: LoadedModel, text: str) -> list[int]:
