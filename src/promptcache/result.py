@@ -238,3 +238,21 @@ class KVTierSnapshot:
     bytes_read: int = 0
     read_seconds: float = 0.0
     read_bytes_per_second: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PinnedPrefix:
+    """One named, pinned prefix (``/v1/cache/prefixes``) as an engine reports it; times are
+    Unix seconds on the engine's named-prefix clock."""
+
+    id: str
+    model: str
+    """The model name the prefix was created with (an alias as asked)."""
+    name: str | None
+    tokens: int
+    """Tokens in the prefix (its rendering up to the end of its last block)."""
+    cached_tokens: int
+    """The pinned part: whole blocks, what a later request starting with the prefix reads."""
+    ttl_seconds: float
+    created_at: float
+    expires_at: float

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from promptcache.engine.base import Engine
 from promptcache.errors import PromptCacheError
-from promptcache.prefix.named import PinnedPrefix
+from promptcache.result import PinnedPrefix
 from promptcache.server.auth import KeyRing
 from promptcache.server.models import ModelCatalog
 from promptcache.server.routes_prefixes import PrefixSpec, choose_dialect, parse_prefix_body, pin

@@ -23,12 +23,14 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from promptcache.errors import RequestError
-from promptcache.prefix.named import NamedPrefixes, PinnedPrefix
 from promptcache.request import ChatRequest
-from promptcache.result import ModelInfo, PrefixCacheSnapshot, Result, StreamEvent
+from promptcache.result import ModelInfo, PinnedPrefix, PrefixCacheSnapshot, Result, StreamEvent
+
+if TYPE_CHECKING:  # the prefix package needs torch; the engine interface does not
+    from promptcache.prefix.named import NamedPrefixes
 
 
 class SyncEngine(Protocol):

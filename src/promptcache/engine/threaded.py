@@ -33,6 +33,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from promptcache.engine.base import (
     Engine,
@@ -49,9 +50,11 @@ from promptcache.errors import (
     PromptCacheError,
     is_interpreter_exit,
 )
-from promptcache.prefix.named import NamedPrefixes
 from promptcache.request import ChatRequest
 from promptcache.result import Result, StreamEvent
+
+if TYPE_CHECKING:  # the prefix package needs torch; a proxy server runs without it
+    from promptcache.prefix.named import NamedPrefixes
 
 logger = logging.getLogger(__name__)
 

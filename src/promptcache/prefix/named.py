@@ -17,7 +17,6 @@ time the cache may need the room. Thread-safe.
 from __future__ import annotations
 
 import math
-import re
 import secrets
 import threading
 import time
@@ -25,54 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from promptcache.prefix.base import BasePrefixCache, PrefixHold
+from promptcache.result import PinnedPrefix
 
-DEFAULT_TTL_SECONDS = 3600.0
-"""A prefix created without a ``ttl`` is pinned for an hour (Gemini's default)."""
-MAX_TTL_SECONDS = 7 * 86400.0
-"""The longest ``ttl`` accepted: a pin is a share of the cache taken from every other prompt."""
+__all__ = ["MAX_PREFIXES", "NamedPrefixes", "PinnedPrefix"]
+
 MAX_PREFIXES = 4096
 """Named prefixes kept at once, all tenants together (identical prefixes share blocks, so
 the pinned cap alone would not bound the records)."""
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-
-
-def parse_ttl(value: object) -> float:
-    """``ttl`` as seconds: a number of seconds or ``"<number><s|m|h|d>"`` (``"90s"``,
-    ``"5m"``, ``"1h"``, ``"24h"``, ``"7d"``), above 0 and at most :data:`MAX_TTL_SECONDS`.
-    Raises ValueError saying what is accepted."""
-    if isinstance(value, bool):
-        seconds = math.nan
-    elif isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (found := _DURATION.match(value)):
-        seconds = float(found.group(1)) * _UNITS[found.group(2)]
-    else:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TTL_SECONDS):
-        raise ValueError(
-            f"ttl must be a number of seconds or a duration such as '300s', '5m', '1h' or "
-            f"'24h', above 0 and at most {MAX_TTL_SECONDS:g} seconds (7d); got {value!r}"
-        )
-    return seconds
-
-
-@dataclass(frozen=True, kw_only=True)
-class PinnedPrefix:
-    """One named prefix as the API shows it (times are Unix seconds on the registry's clock)."""
-
-    id: str
-    model: str
-    """The model name the prefix was created with (an alias as asked)."""
-    name: str | None
-    tokens: int
-    """Tokens in the prefix (its rendering up to the end of its last message)."""
-    cached_tokens: int
-    """The pinned part: whole blocks, what a later request starting with the prefix reads."""
-    ttl_seconds: float
-    created_at: float
-    expires_at: float
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,9 +24,11 @@ chat request that continues the same messages reads them
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -37,14 +39,17 @@ from promptcache.dialects.base import Dialect, HTTPStatusError
 from promptcache.dialects.openai import OPENAI
 from promptcache.engine.base import Engine, no_named_prefixes
 from promptcache.errors import PromptCacheError, RequestError, RequestTimeoutError
-from promptcache.prefix.named import DEFAULT_TTL_SECONDS, NamedPrefixes, PinnedPrefix, parse_ttl
 from promptcache.request import ChatRequest
+from promptcache.result import PinnedPrefix
 from promptcache.server.flow import ChatFlow
 from promptcache.server.json_body import check_content_type, decode_json_body
 from promptcache.server.limits import read_body
 from promptcache.server.models import ModelCatalog
 from promptcache.server.responses import error_response, json_response
 from promptcache.server.routes import dialect_for_headers
+
+if TYPE_CHECKING:  # the prefix package needs torch; a proxy server runs without it
+    from promptcache.prefix.named import NamedPrefixes
 
 PATH = "/v1/cache/prefixes"
 ROUTE = "cache_prefixes"
@@ -56,6 +61,32 @@ _CHAT_MEMBERS = {
     "anthropic": frozenset({"model", "system", "messages", "tools"}),
 }
 MAX_NAME_CHARS = 256
+DEFAULT_TTL_SECONDS = 3600.0
+"""A prefix created without a ``ttl`` is pinned for an hour (Gemini's default)."""
+MAX_TTL_SECONDS = 7 * 86400.0
+"""The longest ``ttl`` accepted: a pin is a share of the cache taken from every other prompt."""
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+def parse_ttl(value: object) -> float:
+    """``ttl`` as seconds: a number of seconds or ``"<number><s|m|h|d>"`` (``"90s"``,
+    ``"5m"``, ``"1h"``, ``"24h"``, ``"7d"``), above 0 and at most :data:`MAX_TTL_SECONDS`.
+    Raises ValueError saying what is accepted."""
+    if isinstance(value, bool):
+        seconds = math.nan
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (found := _DURATION.match(value)):
+        seconds = float(found.group(1)) * _UNITS[found.group(2)]
+    else:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TTL_SECONDS):
+        raise ValueError(
+            f"ttl must be a number of seconds or a duration such as '300s', '5m', '1h' or "
+            f"'24h', above 0 and at most {MAX_TTL_SECONDS:g} seconds (7d); got {value!r}"
+        )
+    return seconds
 
 
 @dataclass(frozen=True, kw_only=True)
