@@ -16,6 +16,8 @@ import pytest
 
 from promptcache.engine.upstream import RetryPolicy, UpstreamConfig, UpstreamEngine
 from promptcache.engine.upstream.attempts import AttemptCounts
+from promptcache.engine.upstream.replicas import ReplicaEngine
+from promptcache.errors import UpstreamUnavailableError
 from promptcache.request import ChatRequest, Message, TextBlock
 from promptcache.result import Result
 from tests.server.fake_provider import FakeProvider, Step
@@ -261,3 +263,52 @@ async def test_the_engine_retries_a_stream_whose_2xx_body_dies_before_any_event(
     assert engine.upstream_attempts() == AttemptCounts(
         attempts={"retried": 1, "ok": 1}, retries={"dropped": 1}
     )
+
+
+async def test_replicas_pass_the_last_retry_after_on_and_sum_their_attempts() -> None:
+    def unavailable(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers={"retry-after": "75"}, json={"error": "loading"})
+
+    urls = ["http://10.9.0.1:8000/v1", "http://10.9.0.2:8000/v1"]
+    replicas = [
+        (
+            url,
+            UpstreamEngine(
+                UpstreamConfig(base_url=url), transport=httpx.MockTransport(unavailable)
+            ),
+        )
+        for url in urls
+    ]
+    fleet = ReplicaEngine(replicas)
+    request = ChatRequest(
+        model="m-1", messages=(Message(role="user", content=(TextBlock(text="hi"),)),)
+    )
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        await fleet.complete(request)
+    await fleet.aclose()
+    assert caught.value.retry_after == 75.0  # over a minute: not waited for, passed on
+    assert fleet.upstream_attempts() == AttemptCounts(attempts={"failed": 2}, retries={})
+
+
+def test_betas_are_part_of_the_cache_key_within_a_tenant() -> None:
+    provider = FakeProvider()
+    with gateway(provider, dialect="anthropic") as url:
+
+        def ask(betas: str | None) -> httpx.Response:
+            headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+            if betas is not None:
+                headers["anthropic-beta"] = betas
+            body = {"model": "m-1", "max_tokens": 8, "messages": ANTHROPIC_MESSAGES}
+            return httpx.post(f"{url}/v1/messages", json=body, headers=headers)
+
+        without, first = ask(None), ask(BETAS)
+        reordered = ask("interleaved-thinking-2025-05-14, oauth-2025-04-20,oauth-2025-04-20")
+        again = ask(None)
+    assert [r.headers["x-promptcache"] for r in (without, first, reordered, again)] == [
+        "MISS",
+        "MISS",
+        "HIT",
+        "HIT",
+    ]
+    assert without.headers["x-promptcache-key"] != first.headers["x-promptcache-key"]
+    assert len(provider.calls("/v1/messages")) == 2

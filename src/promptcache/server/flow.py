@@ -50,7 +50,12 @@ from promptcache.checkpoints import plan_checkpoints
 from promptcache.dialects.base import Dialect
 from promptcache.dialects.replay import replay_events
 from promptcache.engine.base import Engine
-from promptcache.engine.upstream.credentials import UpstreamCall, bind_call, call_from_headers
+from promptcache.engine.upstream.credentials import (
+    UpstreamCall,
+    beta_scoped_key,
+    bind_call,
+    call_from_headers,
+)
 from promptcache.errors import (
     PromptCacheError,
     RequestError,
@@ -229,6 +234,8 @@ class ChatFlow:
         if parsed.asked_model is not None:
             dialect = AsAsked(dialect, parsed.asked_model)
         key = self._cache_key(parsed, directives)
+        if key is not None and call.anthropic_beta:
+            key = beta_scoped_key(key, call.anthropic_beta)  # betas may change the answer
         cache = self.cache
         if key is None or cache is None:
             self.metrics.count_cache(CacheStatus.BYPASS)

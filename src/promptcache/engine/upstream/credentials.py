@@ -11,6 +11,7 @@ message the upstream sends back.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -108,6 +109,19 @@ def merged_betas(*values: str | None) -> str | None:
             if beta.strip():
                 seen.setdefault(beta.strip(), None)
     return ",".join(seen) or None
+
+
+def beta_scoped_key(key: str, betas: str) -> str:
+    """The response-cache key of a request sent with ``betas`` (its ``anthropic-beta``):
+    the same ``pc1:sha256:<hex>`` form over ``key`` and the betas (a set: order and
+    repeats do not count), so an answer made with a beta (interleaved thinking, a
+    longer output) is never served to the same request made without it."""
+    chosen = ",".join(sorted({beta.strip() for beta in betas.split(",") if beta.strip()}))
+    if not chosen:
+        return key
+    tag, _, _ = key.rpartition(":")
+    digest = hashlib.sha256(f"{key}\nanthropic-beta:{chosen}".encode()).hexdigest()
+    return f"{tag}:{digest}"
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
