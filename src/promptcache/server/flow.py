@@ -344,7 +344,9 @@ class ChatFlow:
                     body = self.diagnostics.annotate(request, body)
             else:
                 # The first event is awaited here so that a full queue (429) or an
-                # engine-side validation error still gets its own HTTP status.
+                # engine-side validation error still gets its own HTTP status. Nothing
+                # reaches the client before it (not even the status line): an upstream
+                # engine retries a stream that dies before its first event.
                 first = await anext(events)
                 if isinstance(first, PromptUsage) and first.prefix_miss is not None:
                     headers[PREFIX_MISS_HEADER] = first.prefix_miss
