@@ -282,7 +282,7 @@ class UpstreamSender:
                     self.tally.attempts["failed"] += 1
                     raise failure from error
                 reason, why = failure.message, transport_reason(error)
-            except BaseException:
+            except Exception:  # (a cancelled attempt -- the client left -- is no outcome)
                 self.tally.attempts["failed"] += 1
                 raise
             else:
