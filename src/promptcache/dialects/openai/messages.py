@@ -156,18 +156,29 @@ turns' reasoning is not part of the prompt (DeepSeek refuses it; Anthropic drops
 earlier thinking blocks), so it is dropped."""
 
 
+_OUTPUT_ONLY = {"annotations", "function_call", "audio"}
+"""Members of the SDK's response message (``messages.append(completion.choices[0].message)``
+sends them back, usually null / ``[]``): see :func:`_check_output_members`."""
+
+
 def _assistant_blocks(entry: Fields) -> tuple[ContentBlock, ...]:
     entry.reject_unknown(
-        {"role", "content", "name", "tool_calls", "refusal", "audio", "cache_control"} | _REASONING
+        {"role", "content", "name", "tool_calls", "refusal", "cache_control"}
+        | _REASONING
+        | _OUTPUT_ONLY
     )
     for name in _REASONING:  # an upstream's reasoning, echoed back: checked, then dropped
         entry.string(name)
+    _check_output_members(entry)
+    refusal = entry.string("refusal")
     calls = entry.array("tool_calls") or []
     blocks: list[ContentBlock] = []
-    if entry.data.get("content") is not None or not calls:
+    if entry.data.get("content") is not None or not (calls or refusal):
         texts = _text_parts(entry, allow_refusal=True)
         # content "" next to tool_calls is how many clients say "no text": drop it.
         blocks.extend(b for b in texts if not (calls and isinstance(b, TextBlock) and not b.text))
+    if refusal:  # what the assistant said when it refused: part of the turn, as a refusal part
+        blocks.append(TextBlock(text=refusal))
     for k, raw in enumerate(calls):
         call = Fields(STYLE, raw, (*entry.at("tool_calls"), k))
         call.reject_unknown({"id", "type", "function", "cache_control"})
@@ -192,6 +203,27 @@ def _assistant_blocks(entry: Fields) -> tuple[ContentBlock, ...]:
             )
         )
     return tuple(blocks)
+
+
+def _check_output_members(entry: Fields) -> None:
+    """``annotations`` (url citations of a search model's answer) are output metadata
+    about the text, not prompt: checked, then dropped, as the text they annotate stays.
+    ``function_call`` and ``audio`` echoed as null are accepted; set, they would carry a
+    legacy call or an audio answer this server has no place for, so they are a 400."""
+    for k, raw in enumerate(entry.array("annotations") or []):
+        Fields(STYLE, raw, (*entry.at("annotations"), k)).required_string("type")
+    if entry.obj("function_call") is not None:
+        raise STYLE.invalid(
+            entry.at("function_call"),
+            "The deprecated 'function_call' cannot be sent back here: send the call in "
+            "'tool_calls' (with its id) and the result as a 'tool' message.",
+        )
+    if entry.obj("audio") is not None:
+        raise STYLE.invalid(
+            entry.at("audio"),
+            "An assistant 'audio' reference cannot apply here: this server keeps no audio "
+            "answers. Send the transcript as 'content' instead.",
+        )
 
 
 def _tool_result(
