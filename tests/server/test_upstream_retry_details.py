@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from promptcache.engine.upstream import RetryPolicy, UpstreamConfig, UpstreamEngine
+from promptcache.engine.upstream import RetryPolicy, UpstreamCall, UpstreamConfig, UpstreamEngine
 from promptcache.engine.upstream.attempts import AttemptCounts
 from promptcache.engine.upstream.replicas import ReplicaEngine
 from promptcache.errors import UpstreamUnavailableError
@@ -312,3 +312,40 @@ def test_betas_are_part_of_the_cache_key_within_a_tenant() -> None:
     ]
     assert without.headers["x-promptcache-key"] != first.headers["x-promptcache-key"]
     assert len(provider.calls("/v1/messages")) == 2
+
+
+async def test_a_callers_betas_join_the_configured_ones_on_its_request_only() -> None:
+    seen: list[httpx.Headers] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(
+            200,
+            json={
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "m-1",
+                "content": [{"type": "text", "text": "ok"}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 1, "output_tokens": 1},
+            },
+        )
+
+    config = UpstreamConfig(
+        base_url="http://api.example.test",
+        dialect="anthropic",
+        extra_headers={"anthropic-beta": "context-1m-2025-08-07"},
+    )
+    engine = UpstreamEngine(config, transport=httpx.MockTransport(answer))
+    request = ChatRequest(
+        model="m-1", messages=(Message(role="user", content=(TextBlock(text="hi"),)),)
+    )
+    call = UpstreamCall(api_key=OAUTH, key_header="authorization", anthropic_beta=BETAS)
+    await engine.bind(call).complete(request)
+    await engine.complete(request)
+    await engine.aclose()
+    assert seen[0]["anthropic-beta"] == f"context-1m-2025-08-07,{BETAS}"
+    assert seen[0]["authorization"] == f"Bearer {OAUTH}" and "x-api-key" not in seen[0]
+    assert seen[1]["anthropic-beta"] == "context-1m-2025-08-07"
+    assert "authorization" not in seen[1]
