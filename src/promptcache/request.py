@@ -89,9 +89,25 @@ ContentBlock: TypeAlias = TextBlock | ImageBlock | ToolUseBlock | ToolResultBloc
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReasoningBlock:
+    """One of Anthropic's thinking blocks, kept whole so it can go back to Anthropic
+    verified: ``thinking`` text with its ``signature``, or a ``redacted_thinking``
+    block's encrypted ``redacted_data`` (then ``thinking`` is empty)."""
+
+    thinking: str = ""
+    signature: str = ""
+    redacted_data: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Message:
     role: Literal["user", "assistant"]
     content: tuple[ContentBlock, ...]
+    reasoning: tuple[ReasoningBlock, ...] = field(default=(), metadata=OMIT_WHEN_DEFAULT)
+    """An assistant turn's signed thinking blocks as the client sent them back (they
+    precede its content). Only an Anthropic upstream reads them -- it requires them
+    with tool use in extended thinking; every other engine leaves them out, as
+    Anthropic drops earlier turns' thinking from the context. In the key only when set."""
 
     def text(self) -> str:
         """The concatenated text blocks (tool blocks and images excluded)."""
@@ -106,7 +122,7 @@ class Tool:
     cache_control: CacheControl | None = None
 
 
-ThinkingMode: TypeAlias = Literal["enabled", "disabled", "adaptive"]
+ThinkingMode: TypeAlias = Literal["enabled", "disabled", "adaptive", "between_tools"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +131,9 @@ class Thinking:
     ``additionalModelRequestFields.thinking``), one canonical form.
 
     ``enabled`` with ``budget_tokens`` (Anthropic's extended thinking; GLM takes no
-    budget), ``adaptive`` (the model decides how much; Anthropic's) or ``disabled``.
+    budget), ``adaptive`` (the model decides how much; Anthropic's), ``between_tools``
+    (Anthropic's: thinking off, progress notes between tool calls as thinking blocks)
+    or ``disabled``.
     Each upstream provider gets it in its own shape or refuses it by name
     (``engine/upstream/shaping.py``); the local engine's model has no thinking mode, so
     only ``disabled`` applies there. Provider limits (Anthropic's ``budget_tokens >=

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal, TypeAlias
 
-from promptcache.request import ToolUseBlock
+from promptcache.request import ReasoningBlock, ToolUseBlock
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +74,9 @@ class Choice:
     """What the model reasoned before answering, when an upstream returned it (GLM's,
     DeepSeek's, vLLM's ``reasoning_content``, Anthropic's thinking blocks); the OpenAI
     dialect renders it as ``reasoning_content``, Anthropic's as a thinking block."""
+    reasoning_blocks: tuple[ReasoningBlock, ...] = ()
+    """An Anthropic upstream's thinking blocks whole (signatures, redacted blocks), so an
+    Anthropic client gets them back verifiable; empty for every other provider."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +125,11 @@ class Result:
                         "stop_sequence": c.stop_sequence,
                         # Only when present: entries without reasoning stay as they were.
                         **({"reasoning": c.reasoning} if c.reasoning else {}),
+                        **(
+                            {"reasoning_blocks": [asdict(b) for b in c.reasoning_blocks]}
+                            if c.reasoning_blocks
+                            else {}
+                        ),
                         "tool_calls": [
                             {"id": t.id, "name": t.name, "input": dict(t.input)}
                             for t in c.tool_calls
@@ -149,6 +157,9 @@ class Result:
                     finish_reason=c["finish_reason"],
                     stop_sequence=c.get("stop_sequence"),
                     reasoning=c.get("reasoning", ""),
+                    reasoning_blocks=tuple(
+                        ReasoningBlock(**b) for b in c.get("reasoning_blocks", ())
+                    ),
                     tool_calls=tuple(
                         ToolUseBlock(id=t["id"], name=t["name"], input=t["input"])
                         for t in c.get("tool_calls", [])
@@ -167,6 +178,10 @@ class TextDelta:
     text: str
     reasoning: str = ""
     """A piece of :attr:`Choice.reasoning`; consumers that only read ``text`` skip it."""
+    signature: str = ""
+    """An Anthropic thinking block's signature: the block streamed so far ends here."""
+    redacted_data: str = ""
+    """A whole ``redacted_thinking`` block (Anthropic's encrypted reasoning)."""
 
 
 @dataclass(frozen=True, kw_only=True)

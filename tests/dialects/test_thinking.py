@@ -4,19 +4,34 @@ in its own shape or refuses it by name."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from promptcache.dialects.anthropic import render as anthropic_render
 from promptcache.dialects.anthropic.parse import parse_request as parse_anthropic
+from promptcache.dialects.anthropic.wire import events_from_sse, result_from_wire
 from promptcache.dialects.bedrock.converse_parse import parse_converse
 from promptcache.dialects.openai.parse import parse_request as parse_openai
 from promptcache.engine.upstream.profiles import OPENAI_COMPATIBLE, PROFILES, ProviderProfile
 from promptcache.engine.upstream.shaping import wire_body
 from promptcache.errors import RequestError
 from promptcache.keys import canonical_request_dict, response_key
-from promptcache.request import ChatRequest, Message, SamplingParams, TextBlock, Thinking
+from promptcache.request import (
+    ChatRequest,
+    Message,
+    ReasoningBlock,
+    SamplingParams,
+    TextBlock,
+    Thinking,
+    Transport,
+)
+from promptcache.result import Result
+from tests.dialects.helpers import collect, sse_json
 
 USER: Any = [{"role": "user", "content": "hi"}]
 
@@ -46,6 +61,7 @@ def openai(**extra: Any) -> ChatRequest:
             Thinking(mode="adaptive", display="summarized"),
         ),
         ({"type": "disabled"}, Thinking(mode="disabled")),
+        ({"type": "between_tools"}, Thinking(mode="between_tools")),
     ],
 )
 def test_anthropic_thinking_is_the_canonical_switch(thinking: Any, expected: Thinking) -> None:
@@ -64,7 +80,7 @@ def test_anthropic_thinking_is_the_canonical_switch(thinking: Any, expected: Thi
             "thinking.display",
             "'summarized'",
         ),
-        ({"type": "sometimes"}, "thinking.type", "'enabled', 'disabled' or 'adaptive'"),
+        ({"type": "sometimes"}, "thinking.type", "'adaptive' or 'between_tools'"),
         ({}, "thinking.type", "Field required"),
     ],
 )
@@ -166,6 +182,7 @@ def test_openai_shaped_providers_get_their_own_switch(
     [
         (PROFILES["glm"], ENABLED, "budget_tokens"),
         (PROFILES["glm"], Thinking(mode="adaptive"), "adaptive"),
+        (PROFILES["glm"], Thinking(mode="between_tools"), "between_tools"),
         (PROFILES["openrouter"], Thinking(mode="adaptive"), "adaptive"),
         (PROFILES["openrouter"], replace(ENABLED, display="omitted"), "display"),
         (PROFILES["openai"], ENABLED, "reasoning_effort"),
@@ -183,3 +200,107 @@ def test_providers_without_the_switch_refuse_it_by_name(
         body_for(profile, thinking)
     assert caught.value.param == "thinking"
     assert profile.name in str(caught.value) and words in str(caught.value)
+
+
+# -- Anthropic's signed and redacted thinking, kept whole ------------------------------
+
+WIRE_CONTENT: Any = [
+    {"type": "thinking", "thinking": "Let me see.", "signature": "sig-1"},
+    {"type": "redacted_thinking", "data": "ENCRYPTED"},
+    {"type": "text", "text": "Paris."},
+]
+WIRE_MESSAGE: Any = {
+    "id": "msg_1",
+    "model": "claude",
+    "content": WIRE_CONTENT,
+    "stop_reason": "end_turn",
+    "usage": {"input_tokens": 5, "output_tokens": 3},
+}
+
+
+def test_signed_and_redacted_blocks_reach_an_anthropic_client_whole_also_from_the_cache() -> None:
+    result = result_from_wire(WIRE_MESSAGE)
+    choice = result.choices[0]
+    assert choice.reasoning == "Let me see."  # what the other dialects render
+    assert choice.reasoning_blocks == (
+        ReasoningBlock(thinking="Let me see.", signature="sig-1"),
+        ReasoningBlock(redacted_data="ENCRYPTED"),
+    )
+    cached = Result.from_json(result.to_json())
+    assert cached == result
+    assert anthropic_render.render_response(cached, anthropic())["content"] == WIRE_CONTENT
+
+
+def test_a_streamed_signature_and_redacted_block_are_passed_on() -> None:
+    async def pairs() -> AsyncIterator[tuple[str, str]]:
+        start = {**WIRE_MESSAGE, "content": [], "stop_reason": None}
+        events: list[Any] = [
+            {"type": "message_start", "message": start},
+            {"type": "content_block_start", "index": 0, "content_block": dict(EMPTY_THINKING)},
+            {"type": "content_block_delta", "index": 0, "delta": THINKING_DELTA},
+            {"type": "content_block_delta", "index": 0, "delta": SIGNATURE_DELTA},
+            {"type": "content_block_stop", "index": 0},
+            {"type": "content_block_start", "index": 1, "content_block": WIRE_CONTENT[1]},
+            {"type": "content_block_stop", "index": 1},
+            {"type": "content_block_start", "index": 2, "content_block": EMPTY_TEXT},
+            {"type": "content_block_delta", "index": 2, "delta": TEXT_DELTA},
+            {"type": "content_block_stop", "index": 2},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}},
+            {"type": "message_stop"},
+        ]
+        for event in events:
+            yield event["type"], json.dumps(event)
+
+    async def render() -> bytes:
+        request = replace(anthropic(), transport=Transport(stream=True))
+        return await collect(anthropic_render.render_stream(events_from_sse(pairs()), request))
+
+    frames = [d for _, d in sse_json(asyncio.run(render()))]
+    starts = [f["content_block"] for f in frames if f["type"] == "content_block_start"]
+    assert [s["type"] for s in starts] == ["thinking", "redacted_thinking", "text"]
+    assert starts[1]["data"] == "ENCRYPTED"
+    deltas = [f["delta"] for f in frames if f["type"] == "content_block_delta"]
+    assert SIGNATURE_DELTA in deltas and THINKING_DELTA in deltas
+    assert [f["index"] for f in frames if f["type"] == "content_block_stop"] == [0, 1, 2]
+
+
+EMPTY_THINKING = {"type": "thinking", "thinking": "", "signature": ""}
+EMPTY_TEXT = {"type": "text", "text": ""}
+THINKING_DELTA = {"type": "thinking_delta", "thinking": "Let me see."}
+SIGNATURE_DELTA = {"type": "signature_delta", "signature": "sig-1"}
+TEXT_DELTA = {"type": "text_delta", "text": "Paris."}
+
+
+def test_thinking_sent_back_goes_to_anthropic_only_and_unsigned_is_dropped() -> None:
+    turn: Any = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": [
+                WIRE_CONTENT[0],
+                WIRE_CONTENT[1],
+                {"type": "thinking", "thinking": "relayed", "signature": ""},  # not Anthropic's
+                {"type": "text", "text": "Paris."},
+            ],
+        },
+        {"role": "user", "content": "Why?"},
+    ]
+    request = anthropic(messages=turn)
+    assert request.messages[1].reasoning == (
+        ReasoningBlock(thinking="Let me see.", signature="sig-1"),
+        ReasoningBlock(redacted_data="ENCRYPTED"),
+    )
+    sent = body_for_request(PROFILES["anthropic"], request)["messages"][1]["content"]
+    assert sent == WIRE_CONTENT
+    elsewhere = body_for_request(PROFILES["glm"], request)["messages"][1]
+    assert elsewhere == {"role": "assistant", "content": "Paris."}
+    plain = anthropic(messages=[*USER, {"role": "assistant", "content": "Paris."}, turn[2]])
+    assert "reasoning" not in canonical_request_dict(plain)["messages"][1]  # keys unchanged
+    with pytest.raises(RequestError) as caught:
+        bad = [*USER, {"role": "assistant", "content": [{"type": "thinking", "thinking": "x"}]}]
+        anthropic(messages=bad)
+    assert caught.value.param == "messages.1.content.0.signature"
+
+
+def body_for_request(profile: ProviderProfile, request: ChatRequest) -> dict[str, Any]:
+    return wire_body(profile, request, stream=False, default_max_tokens=1024)

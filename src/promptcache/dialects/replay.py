@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
+from promptcache.request import ReasoningBlock
 from promptcache.result import PromptUsage, Result, StreamEvent, TextDelta
 
 CHUNK_CHARS = 64
@@ -41,8 +42,23 @@ async def replay_events(result: Result) -> AsyncIterator[StreamEvent]:
     ``result``."""
     yield PromptUsage(usage=result.usage)
     for choice in result.choices:
-        for piece in split_text(choice.reasoning):
-            yield TextDelta(choice_index=choice.index, text="", reasoning=piece)
+        if choice.reasoning_blocks:  # an Anthropic upstream's blocks, each with its signature
+            for block in choice.reasoning_blocks:
+                for event in _block_events(choice.index, block):
+                    yield event
+        else:
+            for piece in split_text(choice.reasoning):
+                yield TextDelta(choice_index=choice.index, text="", reasoning=piece)
         for piece in split_text(choice.text):
             yield TextDelta(choice_index=choice.index, text=piece)
     yield result
+
+
+def _block_events(index: int, block: ReasoningBlock) -> list[TextDelta]:
+    if block.redacted_data is not None:
+        return [TextDelta(choice_index=index, text="", redacted_data=block.redacted_data)]
+    events = [
+        TextDelta(choice_index=index, text="", reasoning=piece)
+        for piece in split_text(block.thinking)
+    ]
+    return [*events, TextDelta(choice_index=index, text="", signature=block.signature)]

@@ -4,8 +4,9 @@ Owns every content-block type of the Messages API: ``text``, ``image``,
 ``tool_use`` (assistant turns only) and ``tool_result`` (user turns only, each
 answering an earlier ``tool_use``) map onto their canonical blocks;
 ``document`` blocks with ``text``/``content`` sources and ``search_result``
-blocks are rendered as text; ``thinking`` / ``redacted_thinking`` blocks of
-earlier assistant turns are dropped (Anthropic strips them too); server-tool
+blocks are rendered as text; signed ``thinking`` / ``redacted_thinking`` blocks of
+earlier assistant turns go to :attr:`Message.reasoning` (sent on to an Anthropic
+upstream only: every other engine drops them, as Anthropic does); server-tool
 blocks are a 400. ``cache_control`` is accepted on every block.
 """
 
@@ -25,6 +26,7 @@ from promptcache.request import (
     ContentBlock,
     ImageBlock,
     Message,
+    ReasoningBlock,
     TextBlock,
     ToolResultBlock,
     ToolUseBlock,
@@ -88,13 +90,19 @@ def parse_messages(raw_messages: list[Any]) -> tuple[Message, ...]:
             content = _content(entry, "user", tool_use_ids)
             messages.append(Message(role="user", content=content))
         else:
-            content = _content(entry, "assistant", tool_use_ids)
+            reasoning: list[ReasoningBlock] = []
+            content = _content(entry, "assistant", tool_use_ids, reasoning)
             tool_use_ids.update(b.id for b in content if isinstance(b, ToolUseBlock))
-            messages.append(Message(role="assistant", content=content))
+            messages.append(Message(role="assistant", content=content, reasoning=tuple(reasoning)))
     return tuple(messages)
 
 
-def _content(entry: Fields, role: str, tool_use_ids: set[str]) -> tuple[ContentBlock, ...]:
+def _content(
+    entry: Fields,
+    role: str,
+    tool_use_ids: set[str],
+    reasoning: list[ReasoningBlock] | None = None,
+) -> tuple[ContentBlock, ...]:
     content = entry.data.get("content")
     if content is None:
         raise STYLE.missing(entry.at("content"))
@@ -114,7 +122,9 @@ def _content(entry: Fields, role: str, tool_use_ids: set[str]) -> tuple[ContentB
         if kind in _THINKING_BLOCKS:
             if role != "assistant":
                 raise STYLE.invalid(block.path, f"{kind} blocks may only appear in assistant turns")
-            # Thinking from earlier turns is not part of the context (as at Anthropic).
+            kept = _reasoning_block(block, kind)
+            if kept is not None and reasoning is not None:
+                reasoning.append(kept)
             continue
         if kind == "text":
             blocks.append(_text_block(block))
@@ -135,6 +145,21 @@ def _content(entry: Fields, role: str, tool_use_ids: set[str]) -> tuple[ContentB
                 raise STYLE.invalid(block.path, "tool_result blocks may only appear in user turns")
             blocks.append(_tool_result_block(block, tool_use_ids))
     return tuple(blocks)
+
+
+def _reasoning_block(block: Fields, kind: str) -> ReasoningBlock | None:
+    """A thinking block sent back in an assistant turn: kept, signed, for an Anthropic
+    upstream (which verifies it and requires it with tool use in extended thinking);
+    every other engine leaves it out, as Anthropic drops earlier turns' thinking. An
+    unsigned one (reasoning promptcache relayed from another provider) can be verified
+    by no one, so it is dropped here."""
+    if kind == "redacted_thinking":
+        block.reject_unknown({"type", "data"})
+        return ReasoningBlock(redacted_data=block.required_string("data"))
+    block.reject_unknown({"type", "thinking", "signature"})
+    thinking = block.required_string("thinking")
+    signature = block.required_string("signature")
+    return ReasoningBlock(thinking=thinking, signature=signature) if signature else None
 
 
 def _text_block(block: Fields) -> TextBlock:

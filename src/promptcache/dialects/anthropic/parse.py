@@ -25,7 +25,7 @@ fields, thinking, sampling, stop, metadata and diagnostics); ``system`` and
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from promptcache.dialects._fields import Fields, check_text, parse_cache_control, shown
 from promptcache.dialects.anthropic.messages import parse_messages, parse_system
@@ -125,24 +125,31 @@ def parse_request(
 def parse_thinking(top: Fields) -> Thinking | None:
     """Anthropic's ``thinking`` (also Bedrock Converse's, in
     ``additionalModelRequestFields``): ``{"type": "enabled", "budget_tokens": N}``,
-    ``{"type": "adaptive"}`` (either with an optional ``display``) or ``{"type":
-    "disabled"}``. Whether the served model can think is the engine's to say (the
-    local model cannot; an upstream provider gets it in its shape or refuses it)."""
+    ``{"type": "adaptive"}`` (either with an optional ``display``), ``{"type":
+    "between_tools"}`` or ``{"type": "disabled"}``. Whether the served model can think
+    is the engine's to say (the local model cannot; an upstream provider gets it in its
+    shape or refuses it)."""
     thinking = top.obj("thinking")
     if thinking is None:
         return None
-    mode = thinking.choice("type", ("enabled", "disabled", "adaptive"), required=True)
-    if mode == "disabled":
+    mode = thinking.choice(
+        "type", ("enabled", "disabled", "adaptive", "between_tools"), required=True
+    )
+    if mode in ("disabled", "between_tools"):
         thinking.reject_unknown({"type"})
-        return Thinking(mode="disabled")
+        return Thinking(mode="disabled" if mode == "disabled" else "between_tools")
     display = thinking.choice("display", ("summarized", "omitted"))
     if mode == "adaptive":
         thinking.reject_unknown({"type", "display"})
-        return Thinking(mode="adaptive", display=display)  # type: ignore[arg-type]
+        return Thinking(mode="adaptive", display=_display(display))
     thinking.reject_unknown({"type", "budget_tokens", "display"})
     # The bounds (>= 1024, < max_tokens) are the provider's: its own 400 comes back.
     budget = thinking.integer("budget_tokens", required=True)
-    return Thinking(mode="enabled", budget_tokens=budget, display=display)  # type: ignore[arg-type]
+    return Thinking(mode="enabled", budget_tokens=budget, display=_display(display))
+
+
+def _display(value: str | None) -> Literal["summarized", "omitted"] | None:
+    return "summarized" if value == "summarized" else "omitted" if value == "omitted" else None
 
 
 def _parse_diagnostics(top: Fields) -> tuple[bool, str | None]:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promptcache.dialects._common import dialect_id, dumps, encodable_dumps, new_id, sse_event
+from promptcache.dialects.anthropic.wire import reasoning_block_json
 from promptcache.dialects.base import error_status
 from promptcache.errors import PromptCacheError, UpstreamError
 from promptcache.request import ChatRequest
@@ -66,9 +67,11 @@ def _first_choice(result: Result) -> Choice:
 
 def _content(choice: Choice) -> list[dict[str, Any]]:
     content: list[dict[str, Any]] = []
-    if choice.reasoning:
-        # No signature: the reasoning came from another provider (or was cached), so
-        # there is none Anthropic would verify; the SDKs read it as a string.
+    if choice.reasoning_blocks:  # an Anthropic upstream's, whole: the client sends them back
+        content += [reasoning_block_json(b) for b in choice.reasoning_blocks]
+    elif choice.reasoning:
+        # No signature: the reasoning came from another provider, so there is none
+        # Anthropic would verify; the SDKs read it as a string.
         content.append({"type": "thinking", "thinking": choice.reasoning, "signature": ""})
     if choice.text or not choice.tool_calls:
         content.append({"type": "text", "text": choice.text})
@@ -171,11 +174,28 @@ class _EventWriter:
         frames.append(self._delta({"type": "thinking_delta", "thinking": text}))
         return frames
 
-    def _close_thinking(self) -> list[bytes]:
+    def _close_thinking(self, signature: str = "") -> list[bytes]:
         if not self.thinking_open:
             return []
         self.thinking_open = False
-        return [self._delta({"type": "signature_delta", "signature": ""}), self._block_stop()]
+        signed = self._delta({"type": "signature_delta", "signature": signature})
+        return [signed, self._block_stop()]
+
+    def signed(self, event: TextDelta) -> list[bytes]:
+        """An Anthropic upstream's signature (it ends the thinking block streamed so far)
+        or a whole redacted_thinking block, passed on as they came."""
+        if self.text_open:
+            return []
+        if event.signature:
+            frames: list[bytes] = []
+            if not self.thinking_open:  # a block with no text shown (display "omitted")
+                self.thinking_open = True
+                frames += self._block_start({"type": "thinking", "thinking": "", "signature": ""})
+            return frames + self._close_thinking(event.signature)
+        frames = self._close_thinking()
+        frames += self._block_start({"type": "redacted_thinking", "data": event.redacted_data})
+        frames.append(self._block_stop())
+        return frames
 
     def text(self, text: str) -> list[bytes]:
         frames = self._close_thinking()
@@ -232,6 +252,9 @@ async def render_stream(
             if isinstance(event, TextDelta):
                 if event.choice_index == 0 and event.reasoning:
                     for frame in writer.thinking(event.reasoning):
+                        yield frame
+                if event.choice_index == 0 and (event.signature or event.redacted_data):
+                    for frame in writer.signed(event):
                         yield frame
                 if event.choice_index == 0 and event.text:
                     for frame in writer.text(event.text):

@@ -21,6 +21,7 @@ from promptcache.request import (
     ChatRequest,
     ContentBlock,
     ImageBlock,
+    ReasoningBlock,
     TextBlock,
     Thinking,
     ToolUseBlock,
@@ -75,6 +76,27 @@ def _wire_block(block: ContentBlock) -> dict[str, Any]:
     return _with_marker(wire, block)
 
 
+def reasoning_block_json(block: ReasoningBlock) -> dict[str, Any]:
+    if block.redacted_data is not None:
+        return {"type": "redacted_thinking", "data": block.redacted_data}
+    return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+
+
+def _reasoning_blocks(content: list[Any]) -> tuple[ReasoningBlock, ...]:
+    """The thinking and redacted_thinking blocks of a response, whole (in order)."""
+    blocks: list[ReasoningBlock] = []
+    for b in content:
+        if b.get("type") == "thinking":
+            blocks.append(
+                ReasoningBlock(
+                    thinking=str(b.get("thinking") or ""), signature=str(b.get("signature") or "")
+                )
+            )
+        elif b.get("type") == "redacted_thinking":
+            blocks.append(ReasoningBlock(redacted_data=str(b.get("data") or "")))
+    return tuple(blocks)
+
+
 def to_wire_request(
     request: ChatRequest, *, stream: bool, default_max_tokens: int = DEFAULT_MAX_TOKENS
 ) -> dict[str, Any]:
@@ -88,7 +110,11 @@ def to_wire_request(
         "model": request.model,
         "max_tokens": sampling.max_tokens or default_max_tokens,
         "messages": [
-            {"role": m.role, "content": [_wire_block(b) for b in m.content]}
+            {
+                "role": m.role,
+                # Signed thinking first, as Anthropic returned it (it verifies them).
+                "content": [*map(reasoning_block_json, m.reasoning), *map(_wire_block, m.content)],
+            }
             for m in request.messages
         ],
     }
@@ -202,8 +228,9 @@ def usage_from_wire(usage: Mapping[str, Any] | None, base: Usage | None = None) 
 
 def _choice(content: list[Any], stop_reason: str | None, stop_sequence: str | None) -> Choice:
     text = "".join(b.get("text") or "" for b in content if b.get("type") == "text")
-    # Thinking blocks become the canonical reasoning; redacted_thinking is encrypted
-    # (nothing readable to pass on) and signatures only verify Anthropic's own blocks.
+    # Thinking blocks become the canonical reasoning (readable text for every dialect)
+    # and are kept whole -- signatures, redacted_thinking's encrypted data -- for
+    # Anthropic clients, which must send them back with tool use.
     reasoning = "".join(b.get("thinking") or "" for b in content if b.get("type") == "thinking")
     calls = tuple(
         ToolUseBlock(id=str(b["id"]), name=str(b["name"]), input=dict(b.get("input") or {}))
@@ -216,6 +243,7 @@ def _choice(content: list[Any], stop_reason: str | None, stop_sequence: str | No
         finish_reason=_FINISH.get(stop_reason or "end_turn", "stop"),
         stop_sequence=stop_sequence if stop_reason == "stop_sequence" else None,
         reasoning=reasoning,
+        reasoning_blocks=_reasoning_blocks(content),
     )
 
 
@@ -265,6 +293,9 @@ async def events_from_sse(pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterato
                 yield TextDelta(choice_index=0, text=blocks[index]["text"])
             if blocks[index].get("type") == "thinking" and blocks[index].get("thinking"):
                 yield TextDelta(choice_index=0, text="", reasoning=blocks[index]["thinking"])
+            if blocks[index].get("type") == "redacted_thinking":
+                data = str(blocks[index].get("data") or "")
+                yield TextDelta(choice_index=0, text="", redacted_data=data)
         elif kind == "content_block_delta":
             index = int(event["index"])
             delta = event.get("delta") or {}
@@ -276,6 +307,10 @@ async def events_from_sse(pairs: AsyncIterator[tuple[str, str]]) -> AsyncIterato
                 block = blocks.setdefault(index, {"type": "thinking", "thinking": ""})
                 block["thinking"] = (block.get("thinking") or "") + delta["thinking"]
                 yield TextDelta(choice_index=0, text="", reasoning=delta["thinking"])
+            elif delta.get("type") == "signature_delta" and delta.get("signature"):
+                block = blocks.setdefault(index, {"type": "thinking", "thinking": ""})
+                block["signature"] = (block.get("signature") or "") + delta["signature"]
+                yield TextDelta(choice_index=0, text="", signature=delta["signature"])
             elif delta.get("type") == "input_json_delta":
                 partial_json.setdefault(index, []).append(delta.get("partial_json") or "")
         elif kind == "message_delta":

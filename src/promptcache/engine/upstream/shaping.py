@@ -54,7 +54,7 @@ def thinking_fields(profile: ProviderProfile, thinking: Thinking) -> dict[str, A
     lacking = [
         part
         for part, present in (
-            ("type 'adaptive'", thinking.mode == "adaptive"),
+            (f"type '{thinking.mode}'", thinking.mode in ("adaptive", "between_tools")),
             ("budget_tokens", thinking.budget_tokens is not None and profile.name == "glm"),
             ("display", thinking.display is not None),
         )
