@@ -31,6 +31,9 @@ class Usage:
     cache_creation_5m_input_tokens: int = 0
     cache_creation_1h_input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Of ``output_tokens``, those spent reasoning, when an upstream reports them
+    (``completion_tokens_details.reasoning_tokens``); 0 when unknown."""
 
     @property
     def cache_creation_input_tokens(self) -> int:
@@ -52,11 +55,13 @@ class Usage:
             "cache_creation_5m_input_tokens": self.cache_creation_5m_input_tokens,
             "cache_creation_1h_input_tokens": self.cache_creation_1h_input_tokens,
             "output_tokens": self.output_tokens,
+            # Only when known: entries and reports without it stay as they were.
+            **({"reasoning_tokens": self.reasoning_tokens} if self.reasoning_tokens else {}),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, int]) -> Usage:
-        return cls(**{k: int(data.get(k, 0)) for k in cls().to_dict()})
+        return cls(**{k: int(data.get(k, 0)) for k in (*cls().to_dict(), "reasoning_tokens")})
 
 
 FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filter"]

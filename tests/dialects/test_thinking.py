@@ -16,6 +16,8 @@ from promptcache.dialects.anthropic import render as anthropic_render
 from promptcache.dialects.anthropic.parse import parse_request as parse_anthropic
 from promptcache.dialects.anthropic.wire import events_from_sse, result_from_wire
 from promptcache.dialects.bedrock.converse_parse import parse_converse
+from promptcache.dialects.openai import render as openai_render
+from promptcache.dialects.openai import wire_usage
 from promptcache.dialects.openai.parse import parse_request as parse_openai
 from promptcache.engine.upstream.profiles import OPENAI_COMPATIBLE, PROFILES, ProviderProfile
 from promptcache.engine.upstream.shaping import wire_body
@@ -30,7 +32,7 @@ from promptcache.request import (
     Thinking,
     Transport,
 )
-from promptcache.result import Result
+from promptcache.result import Result, Usage
 from tests.dialects.helpers import collect, sse_json
 
 USER: Any = [{"role": "user", "content": "hi"}]
@@ -304,3 +306,21 @@ def test_thinking_sent_back_goes_to_anthropic_only_and_unsigned_is_dropped() -> 
 
 def body_for_request(profile: ProviderProfile, request: ChatRequest) -> dict[str, Any]:
     return wire_body(profile, request, stream=False, default_max_tokens=1024)
+
+
+def test_reasoning_tokens_a_provider_reports_reach_openai_usage_also_from_the_cache() -> None:
+    body = {
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 40,
+            "completion_tokens_details": {"reasoning_tokens": 32},
+        }
+    }
+    for reader in (wire_usage.openai_usage, wire_usage.deepseek_usage, wire_usage.compatible_usage):
+        assert reader(body).reasoning_tokens == 32
+    usage = wire_usage.openai_usage(body)
+    assert Usage.from_dict(usage.to_dict()) == usage
+    rendered = openai_render.render_usage(usage)["completion_tokens_details"]
+    assert rendered["reasoning_tokens"] == 32
+    unknown = wire_usage.openai_usage({"usage": {"prompt_tokens": 10, "completion_tokens": 4}})
+    assert unknown.reasoning_tokens == 0 and "reasoning_tokens" not in unknown.to_dict()

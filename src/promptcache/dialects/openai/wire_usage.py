@@ -35,11 +35,15 @@ def _split(usage: Mapping[str, Any], *, read: int, written: int = 0) -> Usage:
     prompt = _count(usage.get("prompt_tokens"))
     read = min(read, prompt)
     written = min(written, prompt - read)
+    output = _count(usage.get("completion_tokens"))
+    details = usage.get("completion_tokens_details")
+    reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, Mapping) else 0
     return Usage(
         input_tokens=prompt - read - written,
         cache_read_input_tokens=read,
         cache_creation_5m_input_tokens=written,
-        output_tokens=_count(usage.get("completion_tokens")),
+        output_tokens=output,
+        reasoning_tokens=min(reasoning, output),
     )
 
 
