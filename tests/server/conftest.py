@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -87,4 +88,14 @@ def _fresh_prefix_cache(request: pytest.FixtureRequest) -> None:
     test's writes are refused -- its result would depend on which tests ran before it.
     """
     if "local_engine" in request.fixturenames:
-        request.getfixturevalue("local_engine").clear_prefix_cache()
+        engine = request.getfixturevalue("local_engine")
+        # Blocks held by a generation still finishing on a module-scoped server (a
+        # stream the previous test's client closed) survive a clear; wait for them to be
+        # let go, or they would hit for this test's first request.
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            stats = engine.prefix_stats()
+            if stats is None or stats.blocks_referenced == 0:
+                break
+            time.sleep(0.05)
+        engine.clear_prefix_cache()
