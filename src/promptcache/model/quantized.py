@@ -16,7 +16,7 @@ How faithful the mapping is, from the kernel's source
   GGUF's, unchanged;
 * its vectorised (AVX-512/AVX2) form exists for bfloat16 only: activations,
   scales, offsets and outputs are bfloat16 (the float16/float32 forms are a
-  scalar loop, ~50x slower). So ``d`` and ``m + 8 d`` are rounded from
+  plain scalar loop). So ``d`` and ``m + 8 d`` are rounded from
   float16 to bfloat16 (8 significant bits instead of 11): measured on
   SmolLM2-135M Q4_1 (layers 0, 15, 29), a 0.25% RMS relative change of the weights, plus the
   rounding of activations and outputs to bfloat16 -- comparable to llama.cpp
