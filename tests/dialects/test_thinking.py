@@ -11,14 +11,17 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from botocore.eventstream import EventStreamBuffer
 
 from promptcache.dialects.anthropic import render as anthropic_render
 from promptcache.dialects.anthropic.parse import parse_request as parse_anthropic
 from promptcache.dialects.anthropic.wire import events_from_sse, result_from_wire
 from promptcache.dialects.bedrock.converse_parse import parse_converse
+from promptcache.dialects.bedrock.converse_render import render_converse, render_converse_stream
 from promptcache.dialects.openai import render as openai_render
 from promptcache.dialects.openai import wire_usage
 from promptcache.dialects.openai.parse import parse_request as parse_openai
+from promptcache.dialects.replay import replay_events
 from promptcache.engine.upstream.profiles import OPENAI_COMPATIBLE, PROFILES, ProviderProfile
 from promptcache.engine.upstream.shaping import wire_body
 from promptcache.errors import RequestError
@@ -324,3 +327,33 @@ def test_reasoning_tokens_a_provider_reports_reach_openai_usage_also_from_the_ca
     assert rendered["reasoning_tokens"] == 32
     unknown = wire_usage.openai_usage({"usage": {"prompt_tokens": 10, "completion_tokens": 4}})
     assert unknown.reasoning_tokens == 0 and "reasoning_tokens" not in unknown.to_dict()
+
+
+def test_bedrock_converse_clients_get_claudes_signature_and_can_send_it_back() -> None:
+    result = result_from_wire(WIRE_MESSAGE)
+    content = render_converse(result, started=0.0)["output"]["message"]["content"]
+    signed = {"reasoningText": {"text": "Let me see.", "signature": "sig-1"}}
+    assert content[0] == {"reasoningContent": signed}
+    assert content[1] == {"text": "Paris."}  # the redacted block has no Converse form here
+
+    async def stream() -> bytes:
+        return await collect(render_converse_stream(replay_events(result), started=0.0))
+
+    buffer = EventStreamBuffer()
+    buffer.add_data(asyncio.run(stream()))
+    events = [(m.headers[":event-type"], json.loads(m.payload)) for m in buffer]
+    deltas = [p["delta"] for kind, p in events if kind == "contentBlockDelta"]
+    assert {"reasoningContent": {"signature": "sig-1"}} in deltas
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"text": "hi"}]},
+            {"role": "assistant", "content": [{"reasoningContent": signed}, {"text": "Paris."}]},
+            {"role": "user", "content": [{"text": "Why?"}]},
+        ]
+    }
+    request = parse_converse(body, model="anthropic.claude", stream=False)
+    assert request.messages[1].reasoning == (
+        ReasoningBlock(thinking="Let me see.", signature="sig-1"),
+    )
+    sent = body_for_request(PROFILES["anthropic"], request)["messages"][1]["content"]
+    assert sent[0] == WIRE_CONTENT[0]

@@ -36,6 +36,7 @@ from promptcache.request import (
     ContentBlock,
     ImageBlock,
     Message,
+    ReasoningBlock,
     SamplingParams,
     TextBlock,
     Tool,
@@ -66,7 +67,7 @@ _NOT_SUPPORTED = frozenset(
         "projectIdentifier",
     }
 )
-_MESSAGE_BLOCKS = ("text", "image", "toolUse", "toolResult", "cachePoint")
+_MESSAGE_BLOCKS = ("text", "image", "toolUse", "toolResult", "cachePoint", "reasoningContent")
 _IMAGE_FORMATS = {
     "png": "image/png",
     "jpeg": "image/jpeg",
@@ -228,6 +229,21 @@ def _tool_result(entry: Fields, known_ids: set[str]) -> ToolResultBlock:
     )
 
 
+def _reasoning(block: Fields) -> list[ReasoningBlock]:
+    """Claude's reasoning sent back (``reasoningText`` with its ``signature``): kept for an
+    Anthropic upstream, dropped by every other engine (as the Anthropic dialect does);
+    unsigned reasoning, which no one can verify, and encrypted ``redactedContent``
+    (bytes promptcache never hands out here) are dropped."""
+    content = block.required_obj("reasoningContent")
+    content.reject_unknown({"reasoningText", "redactedContent"})
+    text = content.obj("reasoningText")
+    if text is None:
+        return []
+    text.reject_unknown({"text", "signature"})
+    thinking, signature = text.required_string("text"), text.string("signature")
+    return [ReasoningBlock(thinking=thinking, signature=signature)] if signature else []
+
+
 def _parse_messages(top: Fields) -> tuple[Message, ...]:
     messages: list[Message] = []
     known_ids: set[str] = set()
@@ -239,10 +255,17 @@ def _parse_messages(top: Fields) -> tuple[Message, ...]:
         entry.reject_unknown({"role", "content"})
         role = entry.choice("role", ("user", "assistant"), required=True)
         blocks: list[ContentBlock] = []
+        reasoning: list[ReasoningBlock] = []
         for i, raw_block in enumerate(entry.array("content", required=True) or []):
             block = Fields(STYLE, raw_block, (*entry.path, "content", i))
             kind = _one_key(block, _MESSAGE_BLOCKS)
-            if kind == "cachePoint":
+            if kind == "reasoningContent":
+                if role != "assistant":
+                    raise STYLE.invalid(
+                        block.path, "reasoningContent belongs to assistant messages"
+                    )
+                reasoning.extend(_reasoning(block))
+            elif kind == "cachePoint":
                 _mark_last(blocks, _cache_point(block), block.path)
             elif kind == "text":
                 blocks.append(_text(block))
@@ -256,11 +279,15 @@ def _parse_messages(top: Fields) -> tuple[Message, ...]:
                 if role != "user":
                     raise STYLE.invalid(block.path, "toolResult blocks belong to user messages")
                 blocks.append(_tool_result(block, known_ids))
-        if not blocks:
+        if not blocks and not reasoning:
             raise STYLE.invalid(entry.at("content"), "a message needs at least one content block")
         known_ids.update(b.id for b in blocks if isinstance(b, ToolUseBlock))
         messages.append(
-            Message(role="user" if role == "user" else "assistant", content=tuple(blocks))
+            Message(
+                role="user" if role == "user" else "assistant",
+                content=tuple(blocks),
+                reasoning=tuple(reasoning),
+            )
         )
     return tuple(messages)
 

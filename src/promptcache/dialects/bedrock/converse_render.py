@@ -60,7 +60,11 @@ def _first_choice(result: Result) -> Choice:
 
 def _content(choice: Choice) -> list[dict[str, Any]]:
     content: list[dict[str, Any]] = []
-    if choice.reasoning:  # an upstream's reasoning (no signature: none to verify)
+    signed = [b for b in choice.reasoning_blocks if b.redacted_data is None]
+    for block in signed:  # Claude's, with the signature it verifies when sent back
+        text = {"text": block.thinking, "signature": block.signature}
+        content.append({"reasoningContent": {"reasoningText": text}})
+    if choice.reasoning and not signed:  # another upstream's (no signature to verify)
         content.append({"reasoningContent": {"reasoningText": {"text": choice.reasoning}}})
     if choice.text or not choice.tool_calls:
         content.append({"text": choice.text})
@@ -114,6 +118,15 @@ async def render_converse_stream(
                             "contentBlockIndex": index,
                         },
                     )
+                if event.choice_index == 0 and event.signature and reasoning_open:
+                    # Claude's signature ends its reasoning block (as Bedrock streams it).
+                    reasoning_open = False
+                    signed = {"reasoningContent": {"signature": event.signature}}
+                    yield eventstream.event(
+                        "contentBlockDelta", {"delta": signed, "contentBlockIndex": index}
+                    )
+                    yield eventstream.event("contentBlockStop", {"contentBlockIndex": index})
+                    index += 1
                 if event.choice_index == 0 and event.text:
                     if reasoning_open:  # the reasoning block ends where the text begins
                         reasoning_open = False
