@@ -48,7 +48,14 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from _peers import ServerCommand, StreamTiming, first_model, running_server, stream_chat
+from _peers import (
+    ServerCommand,
+    StreamTiming,
+    first_model,
+    log_tail,
+    running_server,
+    stream_chat,
+)
 from promptcache.model.loading import embedded_gguf_path
 
 LOG_DIR = Path("benchmarks/out")
@@ -300,7 +307,10 @@ def main() -> None:
         if not args.json:
             print(f"measuring {command.label} ...", file=sys.stderr, flush=True)
         with running_server(command, start_timeout=args.start_timeout) as base_url:
-            report[key] = measure(base_url, args)
+            try:
+                report[key] = measure(base_url, args)
+            except openai.APIError as error:  # a server that died or refused: say which, why
+                sys.exit(f"{command.label} failed: {error}\n{log_tail(command.log_path)}")
     report["ratios"] = ratios(report["llamacpp"], report["promptcache"])
     if args.json:
         print(json.dumps(report))
