@@ -1,6 +1,6 @@
 """``--kv-dtype``: tokens cached per GiB, prefill/decode speed and hit == miss, per dtype, one run.
 
-On the embedded SmolLM2 (decode and prefill precision ``auto``, as the engine serves it),
+On the embedded SmolLM2 (the engine's default decode and prefill precisions),
 for each KV dtype (float32, float16, bfloat16):
 
 * **tokens per GiB** -- 2^30 over the bytes one token's KV takes (all layers,
@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from promptcache.engine.local import LocalEngineConfig
 from promptcache.model.loading import LoadedModel, load_model
 from promptcache.model.runtime import LlamaRuntime
 from promptcache.prefix.pool import KV_DTYPES, KVLayout
@@ -107,7 +108,8 @@ def speeds(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     loaded = load_model(args.model)
-    runtime = LlamaRuntime(loaded.weights, decode_precision="auto", prefill_precision="auto")
+    # The engine's default precisions, whatever they are now.
+    runtime = LlamaRuntime(loaded.weights, decode_precision=LocalEngineConfig().decode_precision)
     text = " ".join(
         f"Note {i}: the {TOPICS[i % 8]} survey counted {i * 37 % 500} items." for i in range(400)
     )

@@ -257,6 +257,69 @@ def describe_shares(shares: Mapping[str, Any]) -> str:
     )
 
 
+def precision_shares(
+    limits: MachineLimits,
+    loaded: LoadedModel,
+    *,
+    decode_tok_s: Mapping[str, tuple[LlamaRuntime, float]],
+    decode_context: int,
+    prefill_tok_s: Mapping[str, tuple[LlamaRuntime, float]],
+    prompt_tokens: int,
+) -> dict[str, Any]:
+    """Per precision: decode GB/s (weights + float32 KV at ``decode_context``) and prefill
+    GFLOP/s (a ``prompt_tokens`` miss) with their shares of ``limits``.
+
+    ``decode_tok_s`` / ``prefill_tok_s``: precision name -> (its runtime, tokens/s).
+    """
+    decode: dict[str, Any] = {}
+    for name, (runtime, rate) in decode_tok_s.items():
+        per_token = decode_bytes_per_token(
+            weight_bytes=runtime.weight_bytes("decode"),
+            kv_bytes_per_token=runtime.kv_bytes_per_token(),
+            context=decode_context,
+        )
+        decode[name] = decode_share(limits, bytes_per_token=per_token, tokens_per_second=rate)
+    prefill: dict[str, Any] = {}
+    for name, (runtime, rate) in prefill_tok_s.items():
+        flops = prefill_flops(
+            params=layer_matmul_params(loaded.weights.tensors),
+            tokens=prompt_tokens,
+            start=0,
+            num_layers=runtime.num_layers,
+            num_heads=int(loaded.config.num_attention_heads),
+            head_dim=runtime.head_dim,
+        )
+        dtype = runtime.prefill_precision
+        share = prefill_share(limits, flops=flops, seconds=prompt_tokens / rate, dtype=dtype)
+        prefill[name] = {
+            "prefill_gflop_s": share["prefill_gflop_s"],
+            "share_of_peak": share[f"prefill_share_of_{dtype}_peak"],
+        }
+    return {"limits": asdict(limits), "decode": decode, "prefill": prefill}
+
+
+def describe_precision_shares(section: Mapping[str, Any]) -> list[str]:
+    """Lines for :func:`precision_shares`'s figures."""
+    limits = section["limits"]
+    read = max(limits["copy_gb_s"], limits["read_gb_s"])
+    lines = [
+        f"machine limits: read {read:.1f} GB/s, matmul "
+        + ", ".join(f"{k} {v:.0f}" for k, v in limits["matmul_gflop_s"].items())
+        + " GFLOP/s"
+    ]
+    lines += [
+        f"  decode {name}: {d['decode_gb_s']:.1f} GB/s = {d['decode_bandwidth_share']:.0%} "
+        "of the read bandwidth (weights + KV)"
+        for name, d in section["decode"].items()
+    ]
+    lines += [
+        f"  prefill {name}: {p['prefill_gflop_s']:.0f} GFLOP/s = {p['share_of_peak']:.0%} "
+        f"of the {name} matmul peak"
+        for name, p in section["prefill"].items()
+    ]
+    return lines
+
+
 def describe(limits: MachineLimits) -> str:
     """One line for an engine benchmark's output."""
     flops = ", ".join(f"{name} {value:.0f}" for name, value in limits.matmul_gflop_s.items())
