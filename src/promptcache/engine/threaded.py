@@ -44,6 +44,7 @@ from promptcache.engine.base import (
     SyncEngine,
     no_named_prefixes,
 )
+from promptcache.engine.engine_health import DEFAULT_STALL_SECONDS, EngineHealth
 from promptcache.errors import (
     InternalError,
     OverloadedError,
@@ -58,40 +59,12 @@ if TYPE_CHECKING:  # the prefix package needs torch; a proxy server runs without
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STALL_SECONDS = 120.0
-"""Running requests with no event for this long mean the engine is stuck: a
-512-token prefill chunk, the longest step, takes about half a second here."""
-
 
 class _Done:
     """End-of-stream marker posted by a worker after the last event."""
 
 
 _DONE = _Done()
-
-
-@dataclass(frozen=True, kw_only=True)
-class EngineHealth:
-    """What :meth:`ThreadedEngine.health` reports (the readiness probe's engine part)."""
-
-    workers: int
-    workers_alive: int
-    running: int
-    queue_depth: int
-    max_queue: int
-    seconds_since_progress: float
-    stalled: bool
-    """Requests are running but none has produced an event for ``stall_seconds``."""
-    closed: bool
-
-    @property
-    def ok(self) -> bool:
-        return (
-            not self.closed
-            and not self.stalled
-            and self.workers_alive == self.workers
-            and self.queue_depth < max(self.max_queue, 1)
-        )
 
 
 @dataclass(eq=False)
