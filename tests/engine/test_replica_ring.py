@@ -151,3 +151,21 @@ def test_prefix_material_is_tools_then_system_then_first_message() -> None:
     text = prefix_material(request).decode()
     assert text.index("lookup") < text.index("SYSTEM") < text.index("FIRST")
     assert "LATER" not in text and "ephemeral" not in text
+
+
+def test_below_the_minimum_load_a_key_stays_on_its_replica() -> None:
+    """2 in flight over 3 replicas: the formula alone caps each at 1 and moves a prefix's
+    second concurrent request; with a floor of 4 it stays where its KV is, and the bound
+    bites again once the floor is passed."""
+    ring = HashRing(URLS[:3])
+    key = KEYS[0]
+    home = next(ring.walk(key))
+    loads = [0, 0, 0]
+    loads[home] = 1
+    available = [True, True, True]
+    assert ring.choose(key, loads=loads, available=available)[0] != home
+    assert ring.choose(key, loads=loads, available=available, min_load=4)[0] == home
+    loads[home] = 4
+    assert ring.choose(key, loads=loads, available=available, min_load=4)[0] != home
+    assert bounded_capacity(1, 3, 1.25, min_load=4) == 4
+    assert bounded_capacity(30, 3, 1.25, min_load=4) == 13

@@ -93,6 +93,7 @@ class EngineChoice:
     upstream_urls: tuple[str, ...] = ()
     """Every ``--upstream-url``; two or more are replicas of one model."""
     replica_load_factor: float | None = None
+    replica_min_load: int | None = None
     replica_health_interval: float | None = None
     kv_dtype: str = "float32"
     kv_disk_path: str | None = None
@@ -172,6 +173,9 @@ def build_replicas(choice: EngineChoice, console: Console) -> tuple[Engine, str]
             if choice.replica_load_factor is None
             else choice.replica_load_factor
         ),
+        min_load=(
+            defaults.min_load if choice.replica_min_load is None else choice.replica_min_load
+        ),
         health_interval=(
             defaults.health_interval
             if choice.replica_health_interval is None
@@ -186,7 +190,7 @@ def build_replicas(choice: EngineChoice, console: Console) -> tuple[Engine, str]
     shown = ", ".join(r.label for r in engine.replicas)
     return engine, (
         f"{len(replicas)} upstream {choice.upstream_dialect} replicas ({shown}), prefix "
-        f"affinity, load factor {config.load_factor}"
+        f"affinity, load factor {config.load_factor}, minimum load {config.min_load}"
     )
 
 

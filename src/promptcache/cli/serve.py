@@ -223,6 +223,13 @@ def serve(
             "flight; the rest move on along the ring (default 1.25; > 1)."
         ),
     ] = None,
+    replica_min_load: Annotated[
+        int | None,
+        typer.Option(
+            help="Replicas: no replica counts as full below this many requests in flight, "
+            "so at low load a prefix's concurrent requests stay on its replica (default 4)."
+        ),
+    ] = None,
     replica_health_interval: Annotated[
         float | None,
         typer.Option(
@@ -317,6 +324,7 @@ def serve(
     upstream_url = upstream_urls[0] if upstream_urls else None
     replica_options = {
         "--replica-load-factor": replica_load_factor,
+        "--replica-min-load": replica_min_load,
         "--replica-health-interval": replica_health_interval,
     }
     for flag, value in replica_options.items():
@@ -412,6 +420,7 @@ def serve(
                 upstream_url=upstream_url,
                 upstream_urls=tuple(upstream_urls or ()),
                 replica_load_factor=replica_load_factor,
+                replica_min_load=replica_min_load,
                 replica_health_interval=replica_health_interval,
                 upstream_dialect=profile.dialect if profile else "openai",
                 upstream_provider=profile.name if profile else "",

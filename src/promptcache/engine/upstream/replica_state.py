@@ -27,6 +27,10 @@ class ReplicaConfig:
 
     load_factor: float = DEFAULT_LOAD_FACTOR
     """``c`` of the load bound: no replica holds more than ``c`` times the mean in flight."""
+    min_load: int = 4
+    """No replica counts as full below this many requests in flight (the bound's floor):
+    an engine runs several at once (a promptcache replica ``--engine-workers``, vLLM
+    dozens), so at low load a prefix's concurrent requests stay on its replica."""
     health_interval: float = 5.0
     """Seconds between active health checks of a healthy replica; 0 turns them off
     (a replica taken out then gets one request again after its backoff)."""
@@ -42,6 +46,10 @@ class ReplicaConfig:
             raise ValueError(
                 f"the replica load factor must be > 1 (e.g. 1.25), got {self.load_factor!r}"
             )
+        if isinstance(self.min_load, bool) or not isinstance(self.min_load, int):
+            raise ValueError(f"the replica minimum load must be an integer, got {self.min_load!r}")
+        if self.min_load < 1:
+            raise ValueError(f"the replica minimum load must be >= 1, got {self.min_load!r}")
         if self.health_interval < 0:
             raise ValueError(
                 f"the health-check interval must be >= 0 seconds, got {self.health_interval!r}"

@@ -117,6 +117,7 @@ class ReplicaEngine(Engine):
             loads=[r.in_flight for r in self.replicas],
             available=[self._available(r, now) for r in self.replicas],
             load_factor=self.config.load_factor,
+            min_load=self.config.min_load,
         )
 
     def route(self, request: ChatRequest) -> list[str]:

@@ -17,6 +17,13 @@ that is below it, so a hot prefix spills over to a fixed sequence of replicas
 (the same from every gateway) instead of piling onto one. Any ``c > 1``
 guarantees such a replica exists; ``c`` near 1 balances tightly and moves
 more keys, a large ``c`` keeps affinity longer.
+
+**A floor under the bound** (``min_load``): at low load the formula alone would
+cap every replica at one request (2 in flight over 3 replicas: ``ceil(1.25 * 2 /
+3) = 1``), scattering a prefix's second concurrent question to a replica that
+has none of its KV, although any engine runs several requests at once. No
+replica counts as full below ``min_load`` requests in flight; the bound only
+starts to bite when the fleet is busy, where balancing matters.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ class HashRing:
         loads: Sequence[int],
         available: Sequence[bool],
         load_factor: float = DEFAULT_LOAD_FACTOR,
+        min_load: int = 1,
     ) -> list[int]:
         """The available replicas in the order a request with ``key`` tries them.
 
@@ -89,19 +97,24 @@ class HashRing:
         order = [i for i in self.walk(key) if available[i]]
         if not order:
             return []
-        capacity = bounded_capacity(sum(loads[i] for i in order), len(order), load_factor)
+        capacity = bounded_capacity(
+            sum(loads[i] for i in order), len(order), load_factor, min_load=min_load
+        )
         first = next((i for i in order if loads[i] < capacity), order[0])
         at = order.index(first)
         return order[at:] + order[:at]
 
 
-def bounded_capacity(in_flight: int, replicas: int, load_factor: float) -> int:
+def bounded_capacity(
+    in_flight: int, replicas: int, load_factor: float, *, min_load: int = 1
+) -> int:
     """How many requests one replica may hold once the next one is placed:
-    ``ceil(c * (in_flight + 1) / replicas)``, at least 1."""
+    ``ceil(c * (in_flight + 1) / replicas)``, at least ``min_load`` (and 1)."""
     if not load_factor > 1.0:
         raise ValueError(f"the load factor must be > 1, got {load_factor!r}")
     # The rounding guard keeps 1.25 * 4 / 5 from ceiling to 2 through float error.
-    return max(1, math.ceil(load_factor * (in_flight + 1) / replicas - 1e-9))
+    bound = math.ceil(load_factor * (in_flight + 1) / replicas - 1e-9)
+    return max(1, min_load, bound)
 
 
 __all__ = ["DEFAULT_LOAD_FACTOR", "DEFAULT_VNODES", "HashRing", "bounded_capacity", "ring_point"]
