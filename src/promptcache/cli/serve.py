@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Any, cast
 
 import typer
 import uvicorn
@@ -27,6 +27,52 @@ from rich.console import Console
 
 from promptcache.checkpoints import AutoCacheConfig, UnsupportedModelBehavior
 from promptcache.cli._app import app
+from promptcache.cli._serve_options import (
+    AccessLogOption,
+    AdminEndpointsOption,
+    AdminKeyOption,
+    ApiKeyOption,
+    AutoCacheMinMessagesOption,
+    AutoCacheOption,
+    AutoCacheTtlOption,
+    CacheSampledOption,
+    CacheTtlOption,
+    DecodePrecisionOption,
+    EngineWorkersOption,
+    HostOption,
+    KvCacheBytesOption,
+    KvDiskBytesOption,
+    KvDiskPathOption,
+    KvDtypeOption,
+    MaxBodyBytesOption,
+    MaxQueueOption,
+    MetricsKeyOption,
+    MinCacheTokensOption,
+    ModelAliasFileOption,
+    ModelAliasOption,
+    ModelOption,
+    PortOption,
+    PricesOption,
+    ReplicaHealthIntervalOption,
+    ReplicaLoadFactorOption,
+    ReplicaMinLoadOption,
+    RequestTimeoutOption,
+    ShutdownTimeoutOption,
+    StoreOption,
+    TenantSecretOption,
+    UnsupportedModelBehaviorOption,
+    UpstreamApiKeyOption,
+    UpstreamConnectTimeoutOption,
+    UpstreamDialectOption,
+    UpstreamKeyModeOption,
+    UpstreamMaxRetriesOption,
+    UpstreamModelOption,
+    UpstreamModelsRefreshOption,
+    UpstreamProviderOption,
+    UpstreamReadTimeoutOption,
+    UpstreamUrlsOption,
+    WarmOption,
+)
 from promptcache.cli._serve_setup import (
     DEFAULT_KV_DISK_BYTES,
     DEFAULT_STORE,
@@ -101,224 +147,50 @@ class _Server(uvicorn.Server):
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    model: Annotated[
-        str | None,
-        typer.Option(help="GGUF file or Hugging Face model directory (default: embedded)."),
-    ] = None,
-    store: Annotated[
-        str,
-        typer.Option(
-            # Also from the environment, as for stats/clear: a URL with a password
-            # on the command line is visible to every user of the machine (ps).
-            envvar="PROMPTCACHE_STORE",
-            help="Response-cache store URL (memory://, sqlite:///, redis://, none).",
-        ),
-    ] = DEFAULT_STORE,
-    cache_ttl: Annotated[
-        float | None, typer.Option(help="Seconds a stored response stays valid (default: store's).")
-    ] = None,
-    kv_cache_bytes: Annotated[
-        str | None, typer.Option(help="KV prefix-cache budget, e.g. 512MB or 2GB.")
-    ] = None,
-    min_cache_tokens: Annotated[
-        int, typer.Option(help="Shortest prefix the KV cache reads or writes.")
-    ] = 1024,
-    api_key: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="API key (repeatable; also PROMPTCACHE_API_KEYS=k1,k2). Each is a tenant."
-        ),
-    ] = None,
-    admin_key: Annotated[
-        list[str] | None,
-        typer.Option(help="Key allowed to DELETE /v1/cache (repeatable; PROMPTCACHE_ADMIN_KEYS)."),
-    ] = None,
-    admin_endpoints: Annotated[
-        bool,
-        typer.Option(
-            help="Serve DELETE /v1/cache; --no-admin-endpoints turns it off (needed to bind "
-            "beyond loopback without --admin-key)."
-        ),
-    ] = True,
-    metrics_key: Annotated[
-        str | None,
-        typer.Option(
-            envvar="PROMPTCACHE_METRICS_KEY",
-            help="Key GET /metrics requires as 'Authorization: Bearer KEY' (default: open).",
-        ),
-    ] = None,
-    upstream_urls: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--upstream-url",
-            help="Proxy to this provider base URL instead of the local model; repeat it for "
-            "replicas of one model (each request routed by prefix affinity).",
-        ),
-    ] = None,
-    upstream_dialect: Annotated[
-        str | None,
-        typer.Option(
-            help="Upstream API: openai or anthropic (default: the provider's, else openai)."
-        ),
-    ] = None,
-    upstream_provider: Annotated[
-        str | None,
-        typer.Option(
-            help="Upstream provider profile (what is sent, how usage is read): openai, "
-            "openrouter, anthropic, glm, deepseek, vllm, sglang or llamacpp (default: "
-            "detected from the URL, else plain --upstream-dialect)."
-        ),
-    ] = None,
-    unsupported_model_behavior: Annotated[
-        str,
-        typer.Option(
-            help="cache_control toward a provider or model that cannot honour it: ignore "
-            "(drop), warn (drop, one warning per model) or raise (a 400)."
-        ),
-    ] = "warn",
-    upstream_api_key: Annotated[
-        str | None,
-        typer.Option(envvar="PROMPTCACHE_UPSTREAM_API_KEY", help="Key sent to the upstream."),
-    ] = None,
-    upstream_model: Annotated[
-        list[str] | None,
-        typer.Option(help="Model id the upstream serves (repeatable; default: any)."),
-    ] = None,
-    upstream_key_mode: Annotated[
-        str,
-        typer.Option(
-            help="server: send --upstream-api-key; forward: send each caller's own key "
-            "(bring your own key; each key its own tenant)."
-        ),
-    ] = "server",
-    tenant_secret: Annotated[
-        str | None,
-        typer.Option(
-            envvar="PROMPTCACHE_TENANT_SECRET",
-            help="HMAC secret tenant ids are derived under (default: made once in "
-            "./.promptcache/tenant-secret); gateways sharing a store must share it.",
-        ),
-    ] = None,
-    upstream_connect_timeout: Annotated[
-        float, typer.Option(help="Seconds to connect to the upstream.")
-    ] = 5.0,
-    upstream_read_timeout: Annotated[
-        float, typer.Option(help="Seconds the upstream may go silent before a 504.")
-    ] = 600.0,
-    upstream_max_retries: Annotated[
-        int,
-        typer.Option(
-            help="Retries on connect errors, timeouts, 429, 5xx, 529 (backoff, Retry-After)."
-        ),
-    ] = 2,
-    upstream_models_refresh: Annotated[
-        float, typer.Option(help="Seconds a discovered upstream model list is kept.")
-    ] = 300.0,
-    replica_load_factor: Annotated[
-        float | None,
-        typer.Option(
-            help="Replicas: no replica takes more than this times the mean requests in "
-            "flight; the rest move on along the ring (default 1.25; > 1)."
-        ),
-    ] = None,
-    replica_min_load: Annotated[
-        int | None,
-        typer.Option(
-            help="Replicas: no replica counts as full below this many requests in flight, "
-            "so at low load a prefix's concurrent requests stay on its replica (default 4)."
-        ),
-    ] = None,
-    replica_health_interval: Annotated[
-        float | None,
-        typer.Option(
-            help="Replicas: seconds between health checks (default 5; 0: none, a failed "
-            "replica then gets a request again after its backoff)."
-        ),
-    ] = None,
-    max_queue: Annotated[
-        int, typer.Option(help="Requests waiting for the local engine before 429s.")
-    ] = 32,
-    engine_workers: Annotated[
-        int,
-        typer.Option(help="Requests the local engine runs at once (their decode steps batched)."),
-    ] = 4,
-    decode_precision: Annotated[
-        str,
-        typer.Option(
-            help="Decode weights of the local engine: int4 (a Q4_0/Q4_1 GGUF's own 4-bit "
-            "blocks), float16, float32 (exact), or auto (int4 where the GGUF has them, "
-            "else float16)."
-        ),
-    ] = "auto",
-    kv_dtype: Annotated[
-        str | None,
-        typer.Option(
-            help="KV dtype of the local engine's prefix cache and attention: float32 "
-            "(default, exact) or float16/bfloat16 (twice the cached tokens per byte).",
-        ),
-    ] = None,
-    kv_disk_path: Annotated[
-        str | None,
-        typer.Option(
-            help="Directory of the KV prefix cache's disk tier: blocks written from RAM, "
-            f"kept across restarts (local engine; default {DEFAULT_KV_DISK_PATH}).",
-        ),
-    ] = None,
-    kv_disk_bytes: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Disk tier budget, e.g. 20GB (default {DEFAULT_KV_DISK_BYTES}); 0 turns "
-            "the disk tier off."
-        ),
-    ] = None,
-    max_body_bytes: Annotated[
-        str, typer.Option(help="Largest accepted request body, e.g. 8MB.")
-    ] = str(DEFAULT_MAX_BODY_BYTES),
-    auto_cache: Annotated[
-        bool, typer.Option(help="Place cache_control checkpoints automatically.")
-    ] = False,
-    auto_cache_ttl: Annotated[
-        str, typer.Option(help="TTL of automatic checkpoints: 5m or 1h.")
-    ] = "5m",
-    auto_cache_min_messages: Annotated[
-        int, typer.Option(help="Fewest messages for automatic checkpoints.")
-    ] = 0,
-    cache_sampled: Annotated[
-        bool, typer.Option(help="Also cache sampled requests (temperature > 0 without seed).")
-    ] = False,
-    request_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds one chat request may take before a 504 (0: no limit)."),
-    ] = DEFAULT_REQUEST_TIMEOUT,
-    shutdown_timeout: Annotated[
-        int,
-        typer.Option(help="Seconds SIGTERM waits for requests in flight before exiting."),
-    ] = 30,
-    access_log: Annotated[bool, typer.Option(help="Log every request (slower).")] = False,
-    prices: Annotated[
-        Path | None,
-        typer.Option(help="TOML price table for cost accounting, merged over the built-in one."),
-    ] = None,
-    model_alias: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Answer model NAME with the served model: NAME=SERVED (repeatable; "
-            "*=SERVED answers every name; also PROMPTCACHE_MODEL_ALIASES=a=X,b=Y)."
-        ),
-    ] = None,
-    model_alias_file: Annotated[
-        Path | None,
-        typer.Option(help='TOML or JSON file: {"aliases": {"NAME": "SERVED", ...}}.'),
-    ] = None,
-    warm: Annotated[
-        Path | None,
-        typer.Option(
-            help="JSON lines, one POST /v1/cache/prefixes body a line (+ \"api_key\": its "
-            "tenant): prefilled and pinned before the server listens; a bad line stops the start."
-        ),
-    ] = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    model: ModelOption = None,
+    store: StoreOption = DEFAULT_STORE,
+    cache_ttl: CacheTtlOption = None,
+    kv_cache_bytes: KvCacheBytesOption = None,
+    min_cache_tokens: MinCacheTokensOption = 1024,
+    api_key: ApiKeyOption = None,
+    admin_key: AdminKeyOption = None,
+    admin_endpoints: AdminEndpointsOption = True,
+    metrics_key: MetricsKeyOption = None,
+    upstream_urls: UpstreamUrlsOption = None,
+    upstream_dialect: UpstreamDialectOption = None,
+    upstream_provider: UpstreamProviderOption = None,
+    unsupported_model_behavior: UnsupportedModelBehaviorOption = "warn",
+    upstream_api_key: UpstreamApiKeyOption = None,
+    upstream_model: UpstreamModelOption = None,
+    upstream_key_mode: UpstreamKeyModeOption = "server",
+    tenant_secret: TenantSecretOption = None,
+    upstream_connect_timeout: UpstreamConnectTimeoutOption = 5.0,
+    upstream_read_timeout: UpstreamReadTimeoutOption = 600.0,
+    upstream_max_retries: UpstreamMaxRetriesOption = 2,
+    upstream_models_refresh: UpstreamModelsRefreshOption = 300.0,
+    replica_load_factor: ReplicaLoadFactorOption = None,
+    replica_min_load: ReplicaMinLoadOption = None,
+    replica_health_interval: ReplicaHealthIntervalOption = None,
+    max_queue: MaxQueueOption = 32,
+    engine_workers: EngineWorkersOption = 4,
+    decode_precision: DecodePrecisionOption = "auto",
+    kv_dtype: KvDtypeOption = None,
+    kv_disk_path: KvDiskPathOption = None,
+    kv_disk_bytes: KvDiskBytesOption = None,
+    max_body_bytes: MaxBodyBytesOption = str(DEFAULT_MAX_BODY_BYTES),
+    auto_cache: AutoCacheOption = False,
+    auto_cache_ttl: AutoCacheTtlOption = "5m",
+    auto_cache_min_messages: AutoCacheMinMessagesOption = 0,
+    cache_sampled: CacheSampledOption = False,
+    request_timeout: RequestTimeoutOption = DEFAULT_REQUEST_TIMEOUT,
+    shutdown_timeout: ShutdownTimeoutOption = 30,
+    access_log: AccessLogOption = False,
+    prices: PricesOption = None,
+    model_alias: ModelAliasOption = None,
+    model_alias_file: ModelAliasFileOption = None,
+    warm: WarmOption = None,
 ) -> None:
     """Serve the OpenAI and Anthropic APIs with both caches in front of the model."""
     upstream_url = upstream_urls[0] if upstream_urls else None
