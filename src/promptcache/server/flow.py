@@ -41,7 +41,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -68,17 +67,15 @@ from promptcache.result import PromptUsage, Result, StreamEvent, TextDelta
 from promptcache.server.auth import KeyRing
 from promptcache.server.cache_policy import (
     CacheDirectives,
-    namespace_of,
     parse_cache_control,
 )
 from promptcache.server.config import ServerConfig
 from promptcache.server.diagnostics import CacheDiagnostics
-from promptcache.server.json_body import check_content_type, decode_json_body
-from promptcache.server.limits import read_body
 from promptcache.server.metrics import ServerMetrics
 from promptcache.server.models import AsAsked, ModelCatalog
 from promptcache.server.observers import CompletedRequest, RequestObserver, notify
-from promptcache.server.parse_memo import LRU, ParsedRequest, ParseMemo
+from promptcache.server.parse_memo import LRU, ParsedRequest
+from promptcache.server.request_reader import RequestReader
 from promptcache.server.responses import (
     ClosingStreamingResponse,
     error_response,
@@ -121,7 +118,9 @@ class ChatFlow:
         self.catalog = catalog
         self.metrics = metrics
         self.observers = list(observers)
-        self._memo = ParseMemo()
+        self._reader = RequestReader(
+            max_body_bytes=config.max_body_bytes, keyring=keyring, catalog=catalog
+        )
         self._rendered: LRU[tuple[str, str, str, int, str], bytes] = LRU()
         self.diagnostics = CacheDiagnostics()
 
@@ -131,7 +130,7 @@ class ChatFlow:
         deadline = self._deadline()
         try:
             async with asyncio.timeout_at(deadline):
-                parsed = await self._parse(http, dialect)
+                parsed = await self._reader.read(http, dialect)
                 directives = parse_cache_control(http.headers.get("cache-control"))
                 # The caller's provider key (forward mode) travels beside the request,
                 # never in it: ChatRequest feeds cache keys, memos and logs.
@@ -165,47 +164,6 @@ class ChatFlow:
         )
 
     # -- request --------------------------------------------------------------
-
-    async def _parse(self, http: Request, dialect: Dialect) -> ParsedRequest:
-        # A dialect that signs its requests (Bedrock's SigV4) checks the signature
-        # itself, over the body; the others carry a key the key ring looks up.
-        signed = getattr(dialect, "authenticate", None)
-        tenant = "" if signed is not None else self.keyring.tenant(http.headers)
-        namespace = namespace_of(http.headers)
-        body = await read_body(http, limit=self.config.max_body_bytes)
-        if signed is not None:
-            raw_path = http.scope.get("raw_path", b"").decode("latin-1") or http.url.path
-            tenant = self.keyring.signed_tenant(
-                lambda keys: signed(
-                    keys,
-                    method=http.method,
-                    raw_path=raw_path,
-                    query=http.url.query,
-                    headers=http.headers,
-                    body=body,
-                )
-            )
-        check_content_type(http.headers.get("content-type"))
-        # A dialect whose path carries part of the request (a model id) scopes the memo.
-        scope = getattr(dialect, "parse_scope", "")
-        memo_key = (dialect.name + scope, tenant, namespace, body)
-        parsed = self._memo.get(memo_key)
-        if parsed is None:
-            parsed = self._parse_body(body, dialect, tenant, namespace)
-            self._memo.put(memo_key, parsed)
-        return parsed
-
-    def _parse_body(
-        self, body: bytes, dialect: Dialect, tenant: str, namespace: str
-    ) -> ParsedRequest:
-        data = decode_json_body(body)
-        request = dialect.parse_request(data, tenant=tenant, namespace=namespace)
-        asked = request.model
-        model = self.catalog.resolve(asked)
-        if model == asked:
-            return ParsedRequest(request=request)
-        # Keys and the engine see the served model; the client sees the name it asked for.
-        return ParsedRequest(request=replace(request, model=model), asked_model=asked)
 
     def _cache_key(self, parsed: ParsedRequest, directives: CacheDirectives) -> str | None:
         if self.cache is None or not (directives.read or directives.write):
