@@ -368,4 +368,3 @@ def test_decode_precision_is_validated_and_named_in_the_error() -> None:
     assert LocalEngineConfig().decode_precision == "auto"
     with pytest.raises(ValueError, match="decode_precision"):
         LocalEngineConfig(decode_precision="int3")
-
