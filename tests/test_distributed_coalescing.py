@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 import pytest
 import redis
@@ -88,7 +89,7 @@ def test_concurrent_misses_on_two_caches_compute_once(redis_server: str) -> None
 
     async def scenario() -> list[tuple[Result, CacheStatus, float]]:
         calls = [
-            cache.get_or_compute("k", lambda name=name: upstream.compute(name))
+            cache.get_or_compute("k", functools.partial(upstream.compute, name))
             for cache, name in [(gateway_a, "a"), (gateway_b, "b")] * 8
         ]
         return await asyncio.gather(*calls)
@@ -262,7 +263,9 @@ def test_a_cancelled_follower_leaves_no_subscription_or_lock(redis_server: str) 
     async def scenario() -> None:
         held = await holder.flight_locks().acquire("k")
         assert held is not None
-        waiting = asyncio.create_task(gateway.get_or_compute("k", Upstream().compute))
+        waiting = asyncio.create_task(
+            gateway.get_or_compute("k", functools.partial(Upstream().compute, "b"))
+        )
         channel = f"promptcache:{LOCK_INFIX}k"
         await _until_followed(redis_server, "k")
         waiting.cancel()  # the client went away (or its deadline passed)
