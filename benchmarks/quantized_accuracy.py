@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
+from decode_speed import agreement, chat_ids
 from promptcache.cli._progress import loading_progress
-from promptcache.model.loading import LoadedModel, load_model
+from promptcache.model.loading import load_model
 from promptcache.model.precision import bfloat16_matmuls_supported
 from promptcache.model.runtime import LlamaRuntime
 
@@ -120,22 +121,6 @@ def main() -> None:
             f"({row['prompts_fully_identical']}/{len(prompts)} identical); "
             f"log-likelihood {row['mean_log_likelihood']:.4f} ({row['delta_vs_float32']:+.4f})"
         )
-
-
-def chat_ids(loaded: LoadedModel, text: str) -> list[int]:
-    tokenizer: Any = loaded.tokenizer  # apply_chat_template's return type is a wide union
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=False
-    )
-    return [int(i) for i in ids]
-
-
-def agreement(reference: list[int], tokens: list[int]) -> int:
-    """How many tokens ``tokens`` shares with ``reference`` before the first difference."""
-    for index, (want, got) in enumerate(zip(reference, tokens, strict=False)):
-        if want != got:
-            return index
-    return min(len(reference), len(tokens))
 
 
 def decode_log_likelihood(runtime: LlamaRuntime, ids: list[int]) -> float:
