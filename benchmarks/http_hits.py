@@ -58,29 +58,39 @@ def running_server(port: int, store: str) -> Iterator[str]:
         "--max-queue",
         "64",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
+    with running_process(command, f"{base}/healthz", start_timeout=600):
+        yield base
+
+
+@contextmanager
+def running_process(
+    command: list[str], ready_url: str, *, start_timeout: float = 120.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` started, once ``ready_url`` answers 200; terminated (then killed) after."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + start_timeout
         while True:
             if process.poll() is not None:
                 error = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"promptcache serve exited: {error[-2000:]}")
+                raise RuntimeError(f"{command[3:5]} exited: {error[-2000:]}")
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                if httpx.get(ready_url, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("promptcache serve did not start within 600 s")
-            time.sleep(0.2)
-        yield base
+                raise RuntimeError(f"{ready_url} did not come up within {start_timeout:g} s")
+            time.sleep(0.1)
+        yield process
     finally:
         process.terminate()
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
 
 
 def _raw_request(port: int, body: bytes) -> bytes:

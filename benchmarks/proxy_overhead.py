@@ -21,16 +21,11 @@ import json
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import httpx
-
-from http_hits import _free_port, _raw_request, _read_response
+from http_hits import _free_port, _raw_request, _read_response, running_process
 
 TARGET_ADDED_P50_MS = 1.0
 MODEL = "fake-model"
@@ -94,33 +89,6 @@ def _fake_provider(port: int, delay: float) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-@contextmanager
-def _process(command: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                error = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"{command[3:5]} exited: {error[-2000:]}")
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{ready_url} did not come up")
-            time.sleep(0.1)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _request(port: int, index: int) -> bytes:
     body = json.dumps(
         {
@@ -176,8 +144,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gateway += ["--upstream-url", f"http://127.0.0.1:{fake_port}/v1"]
     load_before = os.getloadavg()
     with (
-        _process(fake, f"http://127.0.0.1:{fake_port}/"),
-        _process(gateway, f"http://127.0.0.1:{gateway_port}/healthz") as gateway_process,
+        running_process(fake, f"http://127.0.0.1:{fake_port}/"),
+        running_process(gateway, f"http://127.0.0.1:{gateway_port}/healthz") as gateway_process,
     ):
         direct, through = _Connection(fake_port), _Connection(gateway_port)
         try:
