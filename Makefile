@@ -53,6 +53,8 @@ LLAMA_CPP_PYTHON_VERSION := 0.3.36
 # instruction (SIGILL at tilezero in a worker thread, arch_prctl permission or
 # not); AVX-512 with VNNI/BF16 is what the CPU runs reliably. Changed args need
 # `rm -rf .venv-peers` first (the build is minutes, so it is not redone by itself).
+# --no-cache-dir: pip's wheel cache is keyed by version, not CMAKE_ARGS, so a
+# wheel built earlier with other flags (AMX) would be reused silently.
 PEERS_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
 	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON \
 	-DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
@@ -61,7 +63,7 @@ $(PEERS_VENV)/.deps:
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/pip --disable-pip-version-check install --quiet --upgrade pip
 	CMAKE_ARGS="$(PEERS_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
-		$(PEERS_VENV)/bin/pip --disable-pip-version-check install --quiet \
+		$(PEERS_VENV)/bin/pip --disable-pip-version-check install --quiet --no-cache-dir \
 		"llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
 	touch $@
 

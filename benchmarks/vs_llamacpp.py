@@ -186,6 +186,9 @@ def commands(args: argparse.Namespace, gguf: Path) -> list[ServerCommand]:
             *("-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"),
             *("--port", "{port}", "--n_threads", str(args.threads)),
             *("--cache", "true", "--cache_type", "ram"),
+            # Its default (true) cuts a running stream off when the next request
+            # arrives; concurrent clients must queue instead, as they do here.
+            *("--interrupt_requests", "false"),
         ],
         ready_path="/v1/models",
         log_path=LOG_DIR / "vs_llamacpp.llama.log",

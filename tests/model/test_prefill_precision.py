@@ -24,7 +24,8 @@ needs_bf16 = pytest.mark.skipif(
 
 
 def roles(runtime: LlamaRuntime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The precision of the weights each forward of ``runtime`` runs on, as they run."""
+    """The precision of the weights each forward of ``runtime`` runs on, as they run
+    (prompt forwards, and decode steps alone or batched)."""
     seen: list[str] = []
     real = runtime._forward
 
@@ -32,7 +33,13 @@ def roles(runtime: LlamaRuntime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(weights.precision)
         return real(ids, kv, start, weights, **kw)
 
+    def decode_spy(*args: Any) -> Any:
+        seen.append(runtime.decode_precision)
+        return decode_rows(*args)
+
+    decode_rows = runtime._decode_rows
     monkeypatch.setattr(runtime, "_forward", spy)
+    monkeypatch.setattr(runtime, "_decode_rows", decode_spy)
     return seen
 
 

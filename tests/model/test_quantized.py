@@ -170,5 +170,5 @@ def test_int4_batched_decode_rows_equal_steps_run_alone(embedded_model: LoadedMo
     )
     for kv_alone, kv_batched in zip(alone, batched, strict=True):
         assert torch.equal(kv_alone, kv_batched), "int4 rows do not depend on the batch"
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * float(want.abs().max()))
-    assert got.argmax(-1).tolist() == want.argmax(-1).tolist()
+    # The head too runs on the int4 kernel and refines each row on its own: bit for bit.
+    assert torch.equal(got, want)

@@ -273,19 +273,19 @@ def test_by_default_decode_steps_try_both_thread_counts_and_restore_the_callers(
         torch.set_num_threads(2)
         runtime = LlamaRuntime(tiny_model.model)
         seen: list[int] = []
-        real_forward = runtime._forward
+        real_decode = runtime._decode_rows
 
-        def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        def spy(*args: Any) -> torch.Tensor:
             seen.append(torch.get_num_threads())
-            return real_forward(*args, **kwargs)
+            return real_decode(*args)
 
-        monkeypatch.setattr(runtime, "_forward", spy)
+        monkeypatch.setattr(runtime, "_decode_rows", spy)
         kv = runtime.new_kv(64)
         runtime.prefill(PROMPT, kv, 0)
         for offset in range(12):
             runtime.step(5 + offset, kv, len(PROMPT) + offset)
             assert torch.get_num_threads() == 2, "the caller's thread count is restored"
-        assert set(seen[1:]) == {1, 2}, "decode steps measured both counts"
+        assert set(seen) == {1, 2}, "decode steps measured both counts"
         assert runtime.short_forward_threads in (1, 2)
     finally:
         torch.set_num_threads(previous)

@@ -10,9 +10,12 @@ A GGUF stores each weight matrix row by row in blocks of 32 weights. The two
   nibbles; ``w = d * q + m``.
 
 In both, byte ``j`` of a block holds weight ``j`` in its low nibble and weight
-``j + 16`` in its high one (ggml's ``dequantize_row_q4_*``). Other formats
-(``Q8_0``, the k-quants, float) are not read here: their matrices keep the
-float path.
+``j + 16`` in its high one (ggml's ``dequantize_row_q4_*``). The output head
+is read as well when it is ``Q8_0`` (34 bytes: float16 ``d``, then 32 signed
+bytes ``q``; ``w = d * q``), the usual format of a GGUF's token embedding, which
+the int4 kernel runs as two nibble planes (:meth:`~promptcache.model.quantized.
+Int4Weight.of_q8_0`). Other formats (the k-quants, float) are not read here:
+their matrices keep the float path.
 
 :func:`read_gguf_matrices` maps llama.cpp's tensor names onto Hugging Face's
 and undoes the row permutation llama.cpp's converter applies to the query and
@@ -32,7 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["BLOCK", "QUANTIZED_FORMATS", "QuantizedMatrix", "read_gguf_matrices"]
+__all__ = [
+    "BLOCK",
+    "QUANTIZED_FORMATS",
+    "Q8Matrix",
+    "QuantizedMatrix",
+    "read_gguf_head",
+    "read_gguf_matrices",
+]
 
 BLOCK = 32
 """Weights per GGUF block (the int4 kernels' group size)."""
@@ -99,6 +109,44 @@ class QuantizedMatrix:
         )
 
 
+@dataclass(frozen=True)
+class Q8Matrix:
+    """A ``[rows, cols]`` ``Q8_0`` matrix as its GGUF blocks: int8 ``values`` ``[rows,
+    cols]`` and float16 ``scales`` (``d``) ``[rows, cols / 32]``."""
+
+    values: torch.Tensor
+    scales: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, cols = self.values.shape
+        return int(rows), int(cols)
+
+    def dequantize(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The float32 weights ``d * q`` (of ``rows`` only, when given), as ggml computes them."""
+        values = self.values if rows is None else self.values[rows]
+        scales = self.scales if rows is None else self.scales[rows]
+        count, cols = values.shape
+        q = values.view(count, cols // BLOCK, BLOCK).to(torch.float32)
+        return (scales.to(torch.float32)[..., None] * q).view(count, cols)
+
+
+def read_gguf_head(path: Path) -> Q8Matrix | None:
+    """The output head of the GGUF at ``path`` when it is ``Q8_0``: ``output.weight``, or the
+    token embedding a model with tied embeddings multiplies by; None for other formats."""
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    infos = {name: (kind, shape, offset) for name, kind, shape, offset in _tensor_infos(data)}
+    found = infos.get("output.weight") or infos.get("token_embd.weight")
+    if found is None or found[0] != "Q8_0":
+        return None
+    _, (cols, rows), offset = found
+    blocks = np.ascontiguousarray(data[offset : offset + rows * cols // BLOCK * 34])
+    blocks = blocks.reshape(rows, cols // BLOCK, 34)
+    scales = torch.from_numpy(blocks[..., 0:2].copy().view(np.float16)[..., 0])
+    values = torch.from_numpy(blocks[..., 2:].copy().view(np.int8).reshape(rows, cols))
+    return Q8Matrix(values, scales)
+
+
 def read_gguf_matrices(path: Path, config: Any) -> dict[str, QuantizedMatrix]:
     """The Q4_0/Q4_1 layer matrices of the GGUF at ``path``, by Hugging Face parameter
     name (``model.layers.0.self_attn.q_proj.weight`` ...); ``config``: the model's
@@ -122,7 +170,7 @@ def read_gguf_matrices(path: Path, config: Any) -> dict[str, QuantizedMatrix]:
     return matrices
 
 
-_GGML_TYPES = {2: "Q4_0", 3: "Q4_1"}
+_GGML_TYPES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0"}
 """ggml type ids of the formats read here (others are skipped by id)."""
 _SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 """Sizes of GGUF metadata value types (8 is a string, 9 an array)."""

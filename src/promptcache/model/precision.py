@@ -5,8 +5,9 @@ a precision asks for:
 
 * **decode** (one generated token per sequence per step; bound by the bytes of
   weights read): ``int4`` -- the GGUF's own 4-bit blocks on the CPU int4
-  kernel (:mod:`promptcache.model.quantized`), the output head on the exact
-  float32 weights (a tied Q8_0 embedding de-quantises to float32 exactly);
+  kernel (:mod:`promptcache.model.quantized`); a ``Q8_0`` output head runs on
+  the same kernel, its leading logits recomputed exactly
+  (:mod:`promptcache.model.output_head`), any other head in float32;
   ``float16`` -- half-size copies; ``float32`` -- the exact weights.
   ``auto`` is ``int4`` when the model came from a GGUF whose layer matrices are
   Q4_0/Q4_1, else ``float16``.
@@ -32,11 +33,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
-from promptcache.model.gguf_blocks import read_gguf_matrices
-from promptcache.model.quantized import int4_kernels_work
+from promptcache.model.gguf_blocks import read_gguf_head, read_gguf_matrices
+from promptcache.model.output_head import Int4Head
+from promptcache.model.quantized import Int4Weight, int4_kernels_work
 from promptcache.model.weights import LayerWeights, ModelWeights, cast_layer, int4_layer
 
 __all__ = [
@@ -57,9 +60,16 @@ class WeightSet:
 
     precision: str
     layers: list[LayerWeights]
-    lm_head: torch.Tensor
+    lm_head: torch.Tensor | Int4Head
     weight_bytes: int
     """Bytes of matmul weights one pass over every layer and the head reads."""
+
+    @property
+    def float_head(self) -> torch.Tensor:
+        """The head as a float tensor (that of every set but ``int4``'s)."""
+        if not isinstance(self.lm_head, torch.Tensor):
+            raise TypeError(f"the {self.precision} head is not a float tensor")
+        return self.lm_head
 
 
 def exact_set(layers: list[LayerWeights], lm_head: torch.Tensor) -> WeightSet:
@@ -79,7 +89,7 @@ def decode_weights(precision: str, weights: ModelWeights, exact: WeightSet) -> W
         return exact
     if precision == "float16":
         layers = [cast_layer(layer, torch.float16) for layer in exact.layers]
-        lm_head = exact.lm_head.to(torch.float16)
+        lm_head = exact.float_head.to(torch.float16)
         return WeightSet("float16", layers, lm_head, _bytes(layers, lm_head))
     why = _int4_unavailable(weights)
     found = None if why else _int4_set(weights, exact)
@@ -104,25 +114,46 @@ def _int4_set(weights: ModelWeights, exact: WeightSet) -> WeightSet | None:
         built = _PACKED.get(key)
         if built is None:
             matrices = read_gguf_matrices(weights.gguf, weights.config)
-            built = [
+            packed = [
                 int4_layer(layer, matrices, f"model.layers.{index}.")
                 for index, layer in enumerate(exact.layers)
             ]
+            built = (packed, _int4_head(weights.gguf, exact.float_head))
             _PACKED.clear()  # one file at a time: a process serves one model
             _PACKED[key] = built
-    if not any(count for _, count in built):
+    packed_layers, head = built
+    if not any(count for _, count in packed_layers):
         return None
     int4 = [
         replace(layer, input_norm=own.input_norm, post_norm=own.post_norm)
-        for (layer, _), own in zip(built, exact.layers, strict=True)
+        for (layer, _), own in zip(packed_layers, exact.layers, strict=True)
     ]
     # Projections without 4-bit blocks (another format in the file) decode in float16.
     layers = [cast_layer(layer, torch.float16) for layer in int4]
-    return WeightSet("int4", layers, exact.lm_head, _bytes(layers, exact.lm_head))
+    return WeightSet("int4", layers, head, _bytes(layers, head))
 
 
-_PACKED: dict[tuple[str, int, int], list[tuple[LayerWeights, int]]] = {}
+_PACKED: dict[
+    tuple[str, int, int], tuple[list[tuple[LayerWeights, int]], Int4Head | torch.Tensor]
+] = {}
 _PACKED_LOCK = threading.Lock()
+
+
+def _int4_head(gguf: Path, exact: torch.Tensor) -> Int4Head | torch.Tensor:
+    """The ``Q8_0`` head of ``gguf`` on the int4 kernel, or ``exact`` for other formats.
+
+    Like the layers, the blocks must de-quantise to exactly the weights they stand
+    for (rows sampled): a head that is not the model's fails loudly here."""
+    matrix = read_gguf_head(gguf)
+    if matrix is None or matrix.shape != tuple(exact.shape):
+        return exact
+    rows = torch.arange(0, matrix.shape[0], 7)
+    if not torch.equal(matrix.dequantize(rows), exact[rows].to(torch.float32)):
+        raise ValueError(
+            "The GGUF's Q8_0 output head does not de-quantise to the model's head; "
+            "cannot decode from it."
+        )
+    return Int4Head(Int4Weight.of_q8_0(matrix), exact)
 
 
 def prompt_weights(precision: str, exact: WeightSet) -> WeightSet:
@@ -142,7 +173,7 @@ def prompt_weights(precision: str, exact: WeightSet) -> WeightSet:
             "matmuls on this CPU."
         )
     layers = [cast_layer(layer, torch.bfloat16) for layer in exact.layers]
-    return WeightSet("bfloat16", layers, exact.lm_head, _bytes(layers, exact.lm_head))
+    return WeightSet("bfloat16", layers, exact.lm_head, _bytes(layers, exact.float_head))
 
 
 def bfloat16_matmuls_supported() -> bool:
@@ -165,8 +196,11 @@ def _int4_unavailable(weights: ModelWeights) -> str:
     return ""
 
 
-def _bytes(layers: list[LayerWeights], lm_head: torch.Tensor) -> int:
-    total = lm_head.numel() * lm_head.element_size()
+def _bytes(layers: list[LayerWeights], lm_head: torch.Tensor | Int4Head) -> int:
+    if isinstance(lm_head, Int4Head):
+        total = lm_head.nbytes
+    else:
+        total = lm_head.numel() * lm_head.element_size()
     for layer in layers:
         for matrix in (layer.qkv_weight, layer.o_weight, layer.gate_up_weight, layer.down_weight):
             if isinstance(matrix, torch.Tensor):

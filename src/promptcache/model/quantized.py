@@ -26,6 +26,16 @@ How faithful the mapping is, from the kernel's source
   per output row: a row's result does not depend on the other rows of the
   batch (checked by ``tests/model/test_quantized.py``), so batching decode
   steps never changes a sequence's tokens.
+
+A ``Q8_0`` matrix (the output head, usually) runs on the same kernel as two
+nibble planes (:meth:`Int4Weight.of_q8_0`): a signed byte ``q`` is ``16 * hi +
+lo`` with ``hi`` in -8..7 and ``lo`` in 0..15, so ``d * q`` is the sum of a plane
+of ``hi + 8`` nibbles with ``scale = 16 d, zero = 0`` and a plane of ``lo``
+nibbles with ``scale = d, zero = 8 d``, and ``x @ W.T`` is ``[x, x] @ [HI, LO].T``.
+Every product is exact in float32 but ``d``, rounded to bfloat16 as above. It
+reads 5 bits per weight where the float32 head read 32: measured here for
+SmolLM2-135M's ``[49152, 576]`` head, 2.9 ms a step instead of 5.6 ms (bfloat16
+through oneDNN also took 5.6 ms: its one-row path is compute-bound).
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
-from promptcache.model.gguf_blocks import BLOCK, QuantizedMatrix
+from promptcache.model.gguf_blocks import BLOCK, Q8Matrix, QuantizedMatrix
 
 __all__ = ["Int4Weight", "int4_kernels_work"]
 
@@ -52,27 +62,56 @@ class Int4Weight:
     """bfloat16 ``[in_features / 32, out_features, 2]``: (scale, zero) per group."""
     out_features: int
     in_features: int
+    planes: int = 1
+    """1, or 2 for a ``Q8_0`` matrix: the input is repeated once per nibble plane."""
 
     @classmethod
     def of(cls, matrix: QuantizedMatrix) -> Int4Weight:
         """``matrix``'s blocks, packed (nibbles as they are; scales to bfloat16)."""
         rows, cols = matrix.shape
-        if rows % _ROW_MULTIPLE or cols % BLOCK:
-            raise ValueError(
-                f"a [{rows}, {cols}] matrix does not fit the int4 kernel "
-                f"(rows a multiple of {_ROW_MULTIPLE}, columns of {BLOCK})"
-            )
+        _check_tiles(rows, cols)
         scales = matrix.scales.to(torch.float32)
         zeros = (
             torch.zeros_like(scales)
             if matrix.minimums is None
             else matrix.minimums.to(torch.float32) + 8.0 * scales
         )
+        return cls._packed(matrix.nibbles, scales, zeros, rows, cols, planes=1)
+
+    @classmethod
+    def of_q8_0(cls, matrix: Q8Matrix) -> Int4Weight:
+        """``matrix``'s signed bytes as two nibble planes (see the module docs)."""
+        rows, cols = matrix.shape
+        _check_tiles(rows, cols)
+        values = matrix.values.to(torch.int16)
+        high, low = (values >> 4) + 8, values & 0x0F  # q = 16 * (high - 8) + low
+        # Rounded to bfloat16 once, so 16 d and 8 d are that value times a power of two.
+        d = matrix.scales.to(torch.bfloat16).to(torch.float32)
+        scales = torch.cat([16.0 * d, d], dim=1)
+        zeros = torch.cat([torch.zeros_like(d), 8.0 * d], dim=1)
+        nibbles = torch.cat([high, low], dim=1).to(torch.uint8)
+        return cls._packed(nibbles, scales, zeros, rows, cols, planes=2)
+
+    @classmethod
+    def _packed(
+        cls,
+        nibbles: torch.Tensor,
+        scales: torch.Tensor,
+        zeros: torch.Tensor,
+        rows: int,
+        cols: int,
+        *,
+        planes: int,
+    ) -> Int4Weight:
         pairs = torch.stack([scales.T, zeros.T], dim=-1).to(torch.bfloat16).contiguous()
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
-            matrix.nibbles.to(torch.int32), 1
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(nibbles.to(torch.int32), 1)
+        return cls(
+            packed=packed,
+            scales_and_zeros=pairs,
+            out_features=rows,
+            in_features=cols,
+            planes=planes,
         )
-        return cls(packed=packed, scales_and_zeros=pairs, out_features=rows, in_features=cols)
 
     @property
     def nbytes(self) -> int:
@@ -89,6 +128,8 @@ class Int4Weight:
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W.T`` for bfloat16 ``x`` ``[rows, in_features]``; bfloat16 out."""
+        if self.planes == 2:
+            x = torch.cat((x, x), dim=-1)
         out: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
             x, self.packed, BLOCK, self.scales_and_zeros
         )
@@ -98,6 +139,14 @@ class Int4Weight:
         """``F.linear(x, W, bias)`` for ``x`` of any float dtype, the result in ``x``'s."""
         out = self.matmul(x.to(torch.bfloat16).contiguous()).to(x.dtype)
         return out if bias is None else out + bias.to(out.dtype)
+
+
+def _check_tiles(rows: int, cols: int) -> None:
+    if rows % _ROW_MULTIPLE or cols % BLOCK:
+        raise ValueError(
+            f"a [{rows}, {cols}] matrix does not fit the int4 kernel "
+            f"(rows a multiple of {_ROW_MULTIPLE}, columns of {BLOCK})"
+        )
 
 
 def int4_kernels_work() -> bool:

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from promptcache.model.architecture import SUPPORTED_MODEL_TYPES, Architecture, lm_head
 from promptcache.model.layers import LayerMath
+from promptcache.model.output_head import Int4Head
 from promptcache.model.precision import WeightSet, decode_weights, exact_set, prompt_weights
 from promptcache.model.rope import SUPPORTED_ROPE_TYPES, RopeTable
 from promptcache.model.thread_tuning import ThreadCountTuner
@@ -217,14 +218,13 @@ class LlamaRuntime:
         """One generated token at ``position``, on the decode weights; its logits ``[vocab]``.
 
         Timed for the thread-count tuner: decode steps are alike and frequent."""
-        ids = _as_ids([token])
         if self._thread_tuner is None:
             with torch_threads(self._decode_threads or torch.get_num_threads()):
-                return self._forward(ids, kv, position, self._decode, all_logits=False)
+                return self._decode_rows([token], [kv], [position])[0]
         threads = self._thread_tuner.next_threads()
         began = time.perf_counter()
         with torch_threads(threads):
-            logits = self._forward(ids, kv, position, self._decode, all_logits=False)
+            logits = self._decode_rows([token], [kv], [position])[0]
         self._thread_tuner.record(threads, time.perf_counter() - began)
         return logits
 
@@ -254,7 +254,7 @@ class LlamaRuntime:
             x = self._math.layer(x, layer, kv[index], start, end, cos, sin, mask, causal)
         if not all_logits:
             x = x[-1:]
-        logits = self._math.linear(self._math.norm(x, self._final_norm), weights.lm_head, None)
+        logits = _head_logits(self._math, self._math.norm(x, self._final_norm), weights.lm_head)
         return logits if all_logits else logits[0]
 
     def prefill(
@@ -342,17 +342,29 @@ class LlamaRuntime:
         if len(steps) == 1:
             token, kv, position = steps[0]
             return self.step(token, kv, position)[None]
-        for _, kv, position in steps:
-            self._check(kv, position, position + 1)
-        positions = [position for _, _, position in steps]
-        cos, sin = self._rope.at(positions)
-        x = F.embedding(torch.tensor([token for token, _, _ in steps]), self._embed)
         with torch_threads(self.short_forward_threads):
-            for number, layer in enumerate(self._decode.layers):
-                buffers = [kv[number] for _, kv, _ in steps]
-                x = self._math.batched_step(x, layer, buffers, positions, cos, sin)
-            norm = self._math.norm(x, self._final_norm)
-            return self._math.linear(norm, self._decode.lm_head, None)
+            return self._decode_rows(
+                [token for token, _, _ in steps],
+                [kv for _, kv, _ in steps],
+                [position for _, _, position in steps],
+            )
+
+    def _decode_rows(
+        self, tokens: list[int], buffers: list[torch.Tensor], positions: list[int]
+    ) -> torch.Tensor:
+        """Logits ``[len(tokens), vocab]`` of one generated token per sequence, on the
+        decode weights: a lone step and a batch run the same operations."""
+        for kv, position in zip(buffers, positions, strict=True):
+            self._check(kv, position, position + 1)
+        if len(positions) == 1:
+            cos, sin = self._rope.span(positions[0], positions[0] + 1)
+        else:
+            cos, sin = self._rope.at(positions)
+        x = F.embedding(torch.tensor(tokens), self._embed)
+        for number, layer in enumerate(self._decode.layers):
+            layer_buffers = [kv[number] for kv in buffers]
+            x = self._math.decode_rows(x, layer, layer_buffers, positions, cos, sin)
+        return _head_logits(self._math, self._math.norm(x, self._final_norm), self._decode.lm_head)
 
     def _check(self, kv: torch.Tensor, start: int, end: int) -> None:
         expected = (self.num_layers, 2, self._num_kv_heads, self._head_dim)
@@ -375,6 +387,12 @@ class LlamaRuntime:
                 f"Positions up to {end} exceed the model's sliding window ({self._window}), "
                 "which this runtime does not implement."
             )
+
+
+def _head_logits(math: LayerMath, x: torch.Tensor, head: torch.Tensor | Int4Head) -> torch.Tensor:
+    if isinstance(head, Int4Head):
+        return head.logits(x)
+    return math.linear(x, head, None)
 
 
 def _as_ids(input_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,90 @@
+"""The int4 output head: a GGUF's Q8_0 head as two nibble planes, refined exactly.
+
+The planes must multiply by ``d * q`` with only ``d`` rounded to bfloat16; the
+refinement must make greedy decoding pick what the float32 head picks -- also
+when the leading logits are closer together than bfloat16 can tell apart -- and
+a row's logits must not depend on the rows batched with it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from promptcache.model.gguf_blocks import Q8Matrix, read_gguf_head
+from promptcache.model.loading import LoadedModel
+from promptcache.model.output_head import Int4Head
+from promptcache.model.quantized import Int4Weight, int4_kernels_work
+from promptcache.model.runtime import LlamaRuntime
+
+pytestmark = pytest.mark.skipif(not int4_kernels_work(), reason="no CPU int4 kernels here")
+
+
+def random_q8(rows: int = 256, cols: int = 96, seed: int = 0) -> Q8Matrix:
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randint(-128, 128, (rows, cols), dtype=torch.int8, generator=generator)
+    scales = (torch.rand(rows, cols // 32, generator=generator) * 0.01 + 1e-4).half()
+    return Q8Matrix(values, scales)
+
+
+def test_the_nibble_planes_multiply_by_the_q8_values_with_d_rounded_to_bfloat16() -> None:
+    matrix = random_q8()
+    packed = Int4Weight.of_q8_0(matrix)
+    assert packed.planes == 2 and (packed.out_features, packed.in_features) == matrix.shape
+    rounded = Q8Matrix(matrix.values, matrix.scales.to(torch.bfloat16).to(torch.float16))
+    x = torch.randn(3, matrix.shape[1]).to(torch.bfloat16)
+    want = x.to(torch.float32) @ rounded.dequantize().T
+    got = packed.matmul(x).to(torch.float32)
+    # Only the bfloat16 output rounding is left between the two.
+    torch.testing.assert_close(got, want, rtol=2**-8, atol=1e-6)
+
+
+def test_greedy_picks_the_float32_heads_token_even_among_near_ties() -> None:
+    matrix = random_q8(rows=512, cols=64, seed=1)
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(2))
+    # Near ties: each leader gets a rival with the same bytes and scales one float16 step
+    # away, which bfloat16 (the coarse pass) cannot tell apart.
+    leaders = (x @ matrix.dequantize().T).argmax(-1).tolist()
+    values, scales = matrix.values.clone(), matrix.scales.clone()
+    for row, leader in enumerate(leaders):
+        rival = (leader + 1 + 7 * row) % values.shape[0]
+        if rival in leaders:
+            continue
+        toward = torch.full_like(scales[leader], float("inf") if row % 2 else 0.0)
+        values[rival], scales[rival] = values[leader], torch.nextafter(scales[leader], toward)
+    tied = Q8Matrix(values, scales)
+    exact = tied.dequantize()
+    packed = Int4Weight.of_q8_0(tied)
+    want = x @ exact.T
+    got = Int4Head(packed, exact).logits(x)
+    assert got.argmax(-1).tolist() == want.argmax(-1).tolist()
+    coarse = packed.matmul(x.to(torch.bfloat16)).to(torch.float32)
+    assert coarse.argmax(-1).tolist() != want.argmax(-1).tolist(), "the ties are real"
+    # The leading logit itself is the exact one, not its bfloat16 estimate.
+    top = want.argmax(-1, keepdim=True)
+    torch.testing.assert_close(got.gather(1, top), want.gather(1, top), rtol=1e-6, atol=1e-5)
+
+
+def test_a_rows_logits_do_not_depend_on_its_batch() -> None:
+    matrix = random_q8(rows=512, cols=64, seed=3)
+    head = Int4Head(Int4Weight.of_q8_0(matrix), matrix.dequantize())
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(4))
+    together = head.logits(x)
+    for row in range(5):
+        assert torch.equal(head.logits(x[row : row + 1])[0], together[row])
+
+
+def test_the_embedded_models_head_decodes_from_its_q8_0_blocks(
+    embedded_model: LoadedModel,
+) -> None:
+    assert embedded_model.weights.gguf is not None
+    matrix = read_gguf_head(embedded_model.weights.gguf)
+    assert matrix is not None
+    runtime = LlamaRuntime(embedded_model.weights, decode_precision="int4")
+    head = runtime._decode.lm_head
+    assert isinstance(head, Int4Head)
+    rows = torch.arange(0, matrix.shape[0], 97)
+    assert torch.equal(matrix.dequantize(rows), head.exact[rows])
+    exact = LlamaRuntime(embedded_model.weights)
+    # int4 decode reads under a fifth of the float32 bytes (layers and head).
+    assert runtime.weight_bytes("decode") < 0.2 * exact.weight_bytes("decode")
