@@ -84,3 +84,29 @@ def test_without_bfloat16_matmuls_bfloat16_prefill_is_refused(
         LlamaRuntime(tiny_model.weights, prefill_precision="bfloat16")
     with pytest.raises(ValueError, match="prefill_precision must be one of"):
         LlamaRuntime(tiny_model.weights, prefill_precision="float8")
+
+
+@needs_bf16
+@pytest.mark.parametrize("split", [1, 20, 33, 64, 65])
+def test_a_bfloat16_prompt_tokens_kv_does_not_depend_on_how_the_prompt_was_cut(
+    tiny_model: LoadedModel, split: int
+) -> None:
+    """What a cache hit relies on: a suffix computed after restored KV equals the same
+    tokens computed inside the miss's chunk, bit for bit (fixed-size matmul tiles)."""
+    runtime = LlamaRuntime(tiny_model.weights, prefill_precision="bfloat16")
+    prompt = (PROMPT * 2)[:80]
+    whole, cut = runtime.new_kv(96), runtime.new_kv(96)
+    want = runtime.prefill(prompt, whole, 0)
+    runtime.prefill(prompt[:split], cut, 0)
+    got = runtime.prefill(prompt[split:], cut, split)
+    assert torch.equal(whole, cut)
+    assert torch.equal(got, want)
+
+
+def test_auto_prompt_precision_resolves_to_what_this_cpu_runs_faster(
+    tiny_model: LoadedModel,
+) -> None:
+    runtime = LlamaRuntime(tiny_model.weights, prefill_precision="auto")
+    assert runtime.prefill_precision in ("bfloat16", "float32")
+    if not bfloat16_matmuls_supported():
+        assert runtime.prefill_precision == "float32"

@@ -190,6 +190,15 @@ DecodePrecisionOption = Annotated[
     ),
 ]
 
+PrefillPrecisionOption = Annotated[
+    str,
+    typer.Option(
+        help="Prompt weights of the local engine: bfloat16 (native bfloat16 matmuls in "
+        "fixed-size tiles), float32 (exact), or auto (bfloat16 where it measures faster "
+        "at start-up, else float32)."
+    ),
+]
+
 KvDtypeOption = Annotated[
     str | None,
     typer.Option(
@@ -293,6 +302,7 @@ __all__ = [
     "ModelAliasOption",
     "ModelOption",
     "PortOption",
+    "PrefillPrecisionOption",
     "PricesOption",
     "ReplicaHealthIntervalOption",
     "ReplicaLoadFactorOption",

@@ -90,6 +90,7 @@ class EngineChoice:
     max_queue: int
     workers: int
     decode_precision: str = "auto"
+    prefill_precision: str = "auto"
     upstream_urls: tuple[str, ...] = ()
     """Every ``--upstream-url``; two or more are replicas of one model."""
     replica_load_factor: float | None = None
@@ -153,6 +154,7 @@ def build_engine(choice: EngineChoice, console: Console) -> tuple[Engine, str]:
         model=choice.model,
         prefix_cache=PrefixCacheConfig(**prefix_options),
         decode_precision=choice.decode_precision,
+        prefill_precision=choice.prefill_precision,
     )
     with loading_progress(console) as progress:
         local = LocalEngine.from_config(config, progress=progress)

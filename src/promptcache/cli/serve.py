@@ -52,6 +52,7 @@ from promptcache.cli._serve_options import (
     ModelAliasOption,
     ModelOption,
     PortOption,
+    PrefillPrecisionOption,
     PricesOption,
     ReplicaHealthIntervalOption,
     ReplicaLoadFactorOption,
@@ -176,6 +177,7 @@ def serve(
     max_queue: MaxQueueOption = 32,
     engine_workers: EngineWorkersOption = 4,
     decode_precision: DecodePrecisionOption = "auto",
+    prefill_precision: PrefillPrecisionOption = "auto",
     kv_dtype: KvDtypeOption = None,
     kv_disk_path: KvDiskPathOption = None,
     kv_disk_bytes: KvDiskBytesOption = None,
@@ -214,6 +216,10 @@ def serve(
         raise typer.BadParameter(
             "must be one of auto, int4, float16, float32", param_hint="--decode-precision"
         )
+    if prefill_precision not in ("auto", "float32", "bfloat16"):
+        raise typer.BadParameter(
+            "must be one of auto, float32, bfloat16", param_hint="--prefill-precision"
+        )
     if kv_dtype is not None and kv_dtype not in KV_DTYPE_NAMES:
         choices = ", ".join(KV_DTYPE_NAMES)
         raise typer.BadParameter(f"must be one of {choices}", param_hint="--kv-dtype")
@@ -222,6 +228,15 @@ def serve(
             "applies to the local engine; an --upstream-url proxy holds no KV",
             param_hint="--kv-dtype",
         )
+    for flag, precision in (
+        ("--decode-precision", decode_precision),
+        ("--prefill-precision", prefill_precision),
+    ):
+        if upstream_url and precision != "auto":
+            raise typer.BadParameter(
+                "applies to the local engine; an --upstream-url proxy runs no model",
+                param_hint=flag,
+            )
     for flag, given in (("--kv-disk-path", kv_disk_path), ("--kv-disk-bytes", kv_disk_bytes)):
         if upstream_url and given is not None:
             raise typer.BadParameter(
@@ -302,6 +317,7 @@ def serve(
                 max_queue=max_queue,
                 workers=engine_workers,
                 decode_precision=decode_precision,
+                prefill_precision=prefill_precision,
                 kv_dtype=kv_dtype or "float32",
                 kv_disk_path=kv_disk_path or DEFAULT_KV_DISK_PATH,
                 kv_disk_bytes=parse_size(kv_disk_bytes or DEFAULT_KV_DISK_BYTES),

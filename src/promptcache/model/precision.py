@@ -13,14 +13,13 @@ a precision asks for:
   Q4_0/Q4_1, else ``float16``.
 * **prompt** (prefill chunks; bound by matmul throughput): ``float32`` -- the
   exact weights -- or ``bfloat16`` (oneDNN's bfloat16 matmuls, AVX-512 BF16 /
-  AMX). The local engine keeps float32: measured on SmolLM2 here, a bfloat16
-  prompt's keys and values depend on how the prompt was cut into chunks
-  (oneDNN picks its kernel by row count, and bfloat16 rounding turns the
-  float32-summation-order differences of those kernels into ~1e-1 differences
-  of keys and logits; a hit's suffix of 1-33 tokens never matched the miss
-  bitwise), which broke hit-equals-miss greedy identity together with int4
-  decode. ``bfloat16`` stays a runtime option for measuring
-  (``benchmarks/decode_speed.py``, ``benchmarks/quantized_accuracy.py``).
+  AMX), always over tiles of the same number of rows
+  (:func:`promptcache.model.layers.tiled_linear`): oneDNN picks its kernel by
+  row count, and without the tiles a hit's suffix of 1-33 tokens never matched
+  the same tokens computed inside the miss's chunk, which broke hit-equals-miss
+  greedy identity. ``auto`` (the local engine's) is ``bfloat16`` where oneDNN
+  has native bfloat16 matmuls and one tile of them measures faster than
+  float32 at start-up (:func:`bfloat16_prompts_pay`), else ``float32``.
 
 Why by role and not by how many tokens a forward has: the cache guarantee. A
 prompt token's keys and values are always computed by the prompt weights --
@@ -32,12 +31,14 @@ weights, so a hit and a miss compute every token the same way.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from promptcache.model.gguf_blocks import read_gguf_head, read_gguf_matrices
+from promptcache.model.layers import PROMPT_TILE_ROWS, tiled_linear
 from promptcache.model.output_head import Int4Head
 from promptcache.model.quantized import Int4Weight, int4_kernels_work
 from promptcache.model.weights import LayerWeights, ModelWeights, cast_layer, int4_layer
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 DECODE_PRECISIONS = ("auto", "int4", "float16", "float32")
-PROMPT_PRECISIONS = ("float32", "bfloat16")
+PROMPT_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,8 @@ def prompt_weights(precision: str, exact: WeightSet) -> WeightSet:
         raise ValueError(
             f"prefill_precision must be one of {', '.join(PROMPT_PRECISIONS)}; got {precision!r}."
         )
+    if precision == "auto":
+        precision = "bfloat16" if bfloat16_prompts_pay(exact) else "float32"
     if precision == "float32":
         return exact
     if not bfloat16_matmuls_supported():
@@ -185,6 +188,42 @@ def bfloat16_matmuls_supported() -> bool:
         )
     except (AttributeError, RuntimeError):
         return False
+
+
+_MIN_PROMPT_GAIN = 1.2
+"""bfloat16 prompts must measure at least this much faster to be chosen."""
+
+
+def bfloat16_prompts_pay(exact: WeightSet, repeats: int = 5) -> bool:
+    """Whether bfloat16 prompt matmuls are available here and faster than float32, timed
+    at start-up on one tile through the model's largest layer matrix (best of
+    ``repeats``, interleaved; a few tens of milliseconds)."""
+    if not bfloat16_matmuls_supported():
+        return False
+    weight = max(
+        (matrix for layer in exact.layers[:1] for matrix in _float_matrices(layer)),
+        key=lambda matrix: matrix.numel(),
+        default=None,
+    )
+    if weight is None:
+        return False
+    x = torch.randn(PROMPT_TILE_ROWS * 2, weight.shape[1], generator=torch.Generator())
+    half = weight.to(torch.bfloat16)
+    best = {"float32": float("inf"), "bfloat16": float("inf")}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            began = time.perf_counter()
+            torch.nn.functional.linear(x, weight.to(torch.float32))
+            best["float32"] = min(best["float32"], time.perf_counter() - began)
+            began = time.perf_counter()
+            tiled_linear(x, half, None)
+            best["bfloat16"] = min(best["bfloat16"], time.perf_counter() - began)
+    return best["float32"] >= _MIN_PROMPT_GAIN * best["bfloat16"]
+
+
+def _float_matrices(layer: LayerWeights) -> list[torch.Tensor]:
+    matrices = (layer.qkv_weight, layer.o_weight, layer.gate_up_weight, layer.down_weight)
+    return [matrix for matrix in matrices if isinstance(matrix, torch.Tensor)]
 
 
 def _int4_unavailable(weights: ModelWeights) -> str:

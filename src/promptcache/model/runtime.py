@@ -103,8 +103,10 @@ class LlamaRuntime:
         per weight decode faster; the residual stream, norms, attention and the
         KV buffer stay in the model dtype.
         ``prefill_precision``: the weights of prompt forwards (:meth:`forward`,
-        :meth:`prefill`): ``float32`` (exact), or ``bfloat16`` -- for measuring only:
-        its KV depends on how a prompt is chunked, so a cache hit may not match a miss.
+        :meth:`prefill`): ``float32`` (exact), ``bfloat16`` (fixed-size tiles, so a
+        prompt token's KV does not depend on how the prompt was chunked), or ``auto``
+        (``bfloat16`` where it measures faster here) -- see
+        :mod:`promptcache.model.precision`.
         """
         if decode_threads is not None and decode_threads <= 0:
             raise ValueError(f"decode_threads must be positive, got {decode_threads}.")

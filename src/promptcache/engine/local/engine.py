@@ -39,6 +39,7 @@ from promptcache.result import StreamEvent
 
 DEFAULT_DECODE_BATCH = 8
 DECODE_PRECISIONS = ("auto", "int4", "float16", "float32")
+PROMPT_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,10 +56,13 @@ class LocalEngineConfig:
     bytes per token than float16; ``float16``; ``float32`` -- transformers' own
     decode bit for bit (for a request decoded alone). ``auto``: int4 for a
     Q4_0/Q4_1 GGUF, else float16. The KV cache and all non-matmul maths stay
-    float32, and prompts prefill on the exact float32 weights (a bfloat16
-    prefill's KV depends on how a prompt is chunked: ``model/precision.py``);
-    hits and misses decode through the same weights, so the hit-equals-miss
-    guarantee holds for each."""
+    float32; hits and misses decode through the same weights, so the
+    hit-equals-miss guarantee holds for each."""
+    prefill_precision: str = "auto"
+    """Weights of prompt forwards: ``bfloat16`` (oneDNN's native bfloat16 matmuls,
+    over fixed-size row tiles so a token's KV does not depend on how its prompt
+    was chunked), ``float32`` (exact), or ``auto``: bfloat16 where it measures
+    faster at start-up, else float32 (``model/precision.py``)."""
     decode_batch: int = DEFAULT_DECODE_BATCH
     """Most concurrent requests whose decode steps run as one forward (1: none)."""
 
@@ -67,6 +71,11 @@ class LocalEngineConfig:
             raise ValueError(
                 f"LocalEngineConfig.decode_precision must be one of "
                 f"{list(DECODE_PRECISIONS)}, got {self.decode_precision!r}"
+            )
+        if self.prefill_precision not in PROMPT_PRECISIONS:
+            raise ValueError(
+                f"LocalEngineConfig.prefill_precision must be one of "
+                f"{list(PROMPT_PRECISIONS)}, got {self.prefill_precision!r}"
             )
         if self.decode_batch < 1:
             raise ValueError(
@@ -108,6 +117,7 @@ class LocalEngine:
                 LlamaRuntime,
                 loaded.weights,
                 decode_precision=config.decode_precision,
+                prefill_precision=config.prefill_precision,
             )
         )
         self._decoder = self._executor.lane(
@@ -214,6 +224,11 @@ class LocalEngine:
     def decode_precision(self) -> str:
         """The precision decode steps run in (``auto`` resolved: int4, float16, float32)."""
         return self._runtime.decode_precision
+
+    @property
+    def prefill_precision(self) -> str:
+        """The precision prompt forwards run in (``auto`` resolved: bfloat16, float32)."""
+        return self._runtime.prefill_precision
 
     def close(self) -> None:
         """Finish the KV disk tier's queued writes and let its directory go (if there is
