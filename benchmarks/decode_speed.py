@@ -11,9 +11,9 @@ of each is reported, with ratios and the 1-minute load average:
   embedded model), with the bytes of weights each token reads and the GB/s
   that makes;
 * prefill tokens/s of one ``--prompt-tokens`` prompt (default 1,360: the issue's
-  document size) for each prefill precision: ``float32`` (what the engine
-  uses) and ``bfloat16`` (where oneDNN has bfloat16 matmuls here; not used by
-  the engine, whose cache guarantee it would break: ``model/precision.py``);
+  document size) for each prefill precision: ``float32`` (exact) and
+  ``bfloat16`` (where oneDNN has bfloat16 matmuls here: fixed-size row tiles,
+  what the engine's ``auto`` picks where it measures faster);
 * greedy agreement: tokens each precision produces before it first differs
   from float32 (``benchmarks/quantized_accuracy.py`` measures accuracy in depth).
 
@@ -128,7 +128,7 @@ def main() -> None:
             f"{report['decode_gb_s'][name]:>7.2f}{report['decode_ratio_vs_float16'][name]:>8.2f}x"
             f"{report['greedy_tokens_before_divergence_from_float32'][name]:>7}"
         )
-    print(f"prefill of {len(long)} tokens (the engine prefills in float32):")
+    print(f"prefill of {len(long)} tokens (the engine's auto: bfloat16 where it measures faster):")
     for name in prefillers:
         print(
             f"{name:10}{prefill[name]:>9.1f} tok/s"
