@@ -9,7 +9,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptcache.engine.local.sampling import TextStream, TokenSampler, is_greedy, validate_sampling
+from promptcache.engine.local.sampling import (
+    TextStream,
+    TokenSampler,
+    greedy_token,
+    is_greedy,
+    validate_sampling,
+)
 from promptcache.errors import RequestError
 from promptcache.request import SamplingParams
 
@@ -153,3 +159,19 @@ def test_deltas_always_add_up_to_the_text_before_the_first_stop(text: str, stop:
     else:
         assert text.startswith(joined + stream.stopped_by)
         assert all(s not in joined for s in stop)
+
+
+@given(
+    st.lists(
+        st.sampled_from([0.0, 1.0, -1.0, 2.5, float("inf"), float("-inf"), float("nan")]),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_greedy_token_is_torchs_argmax_ties_and_nans_included(values: list[float]) -> None:
+    logits = torch.tensor(values, dtype=torch.float32)
+    assert greedy_token(logits) == int(torch.argmax(logits))
+    with torch.inference_mode():
+        row = torch.stack([logits, logits])[1]  # a row view, as a batch's logits are
+        assert greedy_token(row) == int(torch.argmax(logits))
+    assert greedy_token(logits.to(torch.bfloat16)) == int(torch.argmax(logits.to(torch.bfloat16)))

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from promptcache.errors import RequestError
@@ -106,6 +107,16 @@ def is_greedy(params: SamplingParams) -> bool:
     return params.greedy
 
 
+def greedy_token(logits: torch.Tensor) -> int:
+    """The index of the largest logit, the first on ties (as ``torch.argmax``).
+
+    numpy's argmax over a float32 vocabulary takes ~6 us here; torch's CPU argmax
+    ~100 us, a measurable share of a decode step."""
+    if logits.dtype == torch.float32 and logits.dim() == 1 and not logits.requires_grad:
+        return int(np.argmax(logits.numpy()))
+    return int(torch.argmax(logits).item())
+
+
 class TokenSampler:
     """Picks the next token from a 1-D logits tensor for one choice of one request.
 
@@ -140,7 +151,7 @@ class TokenSampler:
     def sample(self, logits: torch.Tensor) -> int:
         processed = self.process(logits)
         if self._greedy:
-            token = int(torch.argmax(processed).item())
+            token = greedy_token(processed)
         else:
             probs = self.probabilities(processed)
             token = int(torch.multinomial(probs, 1, generator=self._generator).item())
