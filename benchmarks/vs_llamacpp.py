@@ -39,6 +39,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -178,7 +179,10 @@ def measure(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
-def commands(args: argparse.Namespace, gguf: Path) -> list[ServerCommand]:
+def commands(args: argparse.Namespace, gguf: Path, kv_dir: Path) -> list[ServerCommand]:
+    """The two servers. ``kv_dir``: promptcache's KV disk tier, empty for this run -- its
+    default ``.promptcache/kv`` would still hold an earlier run's documents, and their
+    "misses" would be disk hits."""
     llama = ServerCommand(
         label="llama.cpp (llama-cpp-python server)",
         argv=[
@@ -199,6 +203,7 @@ def commands(args: argparse.Namespace, gguf: Path) -> list[ServerCommand]:
             sys.executable,
             *("-c", "from promptcache.cli import main; main()", "serve", "--model", str(gguf)),
             *("--host", "127.0.0.1", "--port", "{port}", "--store", "none"),
+            *("--kv-disk-path", str(kv_dir)),
         ],
         ready_path="/healthz",
         log_path=LOG_DIR / "vs_llamacpp.promptcache.log",
@@ -306,7 +311,9 @@ def main() -> None:
         parser.error(f"--model must be a GGUF file both servers can load, got {gguf}")
 
     report: dict[str, Any] = {"gguf": gguf.name, "threads": args.threads}
-    for key, command in zip(("llamacpp", "promptcache"), commands(args, gguf), strict=True):
+    kv_dir = tempfile.TemporaryDirectory(prefix="vs-llamacpp-kv-")
+    servers = commands(args, gguf, Path(kv_dir.name))
+    for key, command in zip(("llamacpp", "promptcache"), servers, strict=True):
         if not args.json:
             print(f"measuring {command.label} ...", file=sys.stderr, flush=True)
         with running_server(command, start_timeout=args.start_timeout) as base_url:
@@ -314,6 +321,7 @@ def main() -> None:
                 report[key] = measure(base_url, args)
             except openai.APIError as error:  # a server that died or refused: say which, why
                 sys.exit(f"{command.label} failed: {error}\n{log_tail(command.log_path)}")
+    kv_dir.cleanup()
     report["ratios"] = ratios(report["llamacpp"], report["promptcache"])
     if args.json:
         print(json.dumps(report))
