@@ -210,15 +210,16 @@ def tiled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     against 431 ms of matmuls per chunk here)."""
     rows = x.shape[0]
     tiles = -(-rows // PROMPT_TILE_ROWS)
-    padded = x.to(torch.bfloat16)
-    if tiles * PROMPT_TILE_ROWS != rows:
-        padded = F.pad(padded, (0, 0, 0, tiles * PROMPT_TILE_ROWS - rows))
-    parts = [
-        F.linear(padded[start : start + PROMPT_TILE_ROWS], weight)
-        for start in range(0, tiles * PROMPT_TILE_ROWS, PROMPT_TILE_ROWS)
-    ]
-    out = (parts[0] if tiles == 1 else torch.cat(parts))[:rows].to(x.dtype)
-    return out if bias is None else out + bias.to(out.dtype)
+    if tiles * PROMPT_TILE_ROWS == rows:
+        padded = x.to(torch.bfloat16)
+    else:  # one pass: the cast is written into the zero-padded buffer
+        padded = x.new_zeros((tiles * PROMPT_TILE_ROWS, x.shape[1]), dtype=torch.bfloat16)
+        padded[:rows].copy_(x)
+    out = x.new_empty((rows, weight.shape[0]))
+    for start in range(0, rows, PROMPT_TILE_ROWS):
+        tile = F.linear(padded[start : start + PROMPT_TILE_ROWS], weight)
+        out[start : start + PROMPT_TILE_ROWS].copy_(tile[: rows - start])  # cast as it copies
+    return out if bias is None else out.add_(bias)
 
 
 def _attention(
