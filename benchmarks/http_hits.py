@@ -26,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,21 +47,27 @@ def _free_port() -> int:
 
 @contextmanager
 def running_server(port: int, store: str) -> Iterator[str]:
-    command = [
-        sys.executable,
-        "-c",
-        "from promptcache.cli import main; main()",
-        "serve",
-        "--port",
-        str(port),
-        "--store",
-        store,
-        "--max-queue",
-        "64",
-    ]
-    base = f"http://127.0.0.1:{port}"
-    with running_process(command, f"{base}/healthz", start_timeout=600):
-        yield base
+    """``promptcache serve`` on ``port`` with ``store``; its KV disk tier in a fresh
+    temporary directory (the default ``.promptcache/kv`` may hold an earlier run's
+    prompts, which would turn this run's misses into disk hits)."""
+    with tempfile.TemporaryDirectory(prefix="http-hits-kv-") as kv_dir:
+        command = [
+            sys.executable,
+            "-c",
+            "from promptcache.cli import main; main()",
+            "serve",
+            "--port",
+            str(port),
+            "--store",
+            store,
+            "--max-queue",
+            "64",
+            "--kv-disk-path",
+            kv_dir,
+        ]
+        base = f"http://127.0.0.1:{port}"
+        with running_process(command, f"{base}/healthz", start_timeout=600):
+            yield base
 
 
 @contextmanager
