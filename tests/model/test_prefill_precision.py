@@ -103,10 +103,16 @@ def test_a_bfloat16_prompt_tokens_kv_does_not_depend_on_how_the_prompt_was_cut(
     assert torch.equal(got, want)
 
 
-def test_auto_prompt_precision_resolves_to_what_this_cpu_runs_faster(
-    tiny_model: LoadedModel,
-) -> None:
-    runtime = LlamaRuntime(tiny_model.weights, prefill_precision="auto")
-    assert runtime.prefill_precision in ("bfloat16", "float32")
+def test_auto_prompt_precision_is_decided_once_per_process(tiny_model: LoadedModel) -> None:
+    """Two engines of a process that chose differently would compute one prompt two ways
+    (a hit on one would not match a miss on the other): the timing is done once."""
+    first = LlamaRuntime(tiny_model.weights, prefill_precision="auto")
+    assert first.prefill_precision in ("bfloat16", "float32")
     if not bfloat16_matmuls_supported():
-        assert runtime.prefill_precision == "float32"
+        assert first.prefill_precision == "float32"
+        return
+    timed = precision._bfloat16_tiles_faster.cache_info()
+    second = LlamaRuntime(tiny_model.weights, prefill_precision="auto")
+    assert second.prefill_precision == first.prefill_precision
+    after = precision._bfloat16_tiles_faster.cache_info()
+    assert after.misses == timed.misses and after.hits == timed.hits + 1

@@ -19,7 +19,7 @@ a precision asks for:
   the same tokens computed inside the miss's chunk, which broke hit-equals-miss
   greedy identity. ``auto`` (the local engine's) is ``bfloat16`` where oneDNN
   has native bfloat16 matmuls and one tile of them measures faster than
-  float32 at start-up (:func:`bfloat16_prompts_pay`), else ``float32``.
+  float32 -- once per process (:func:`bfloat16_prompts_pay`) -- else ``float32``.
 
 Why by role and not by how many tokens a forward has: the cache guarantee. A
 prompt token's keys and values are always computed by the prompt weights --
@@ -30,6 +30,7 @@ weights, so a hit and a miss compute every token the same way.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -41,6 +42,7 @@ from promptcache.model.gguf_blocks import read_gguf_head, read_gguf_matrices
 from promptcache.model.layers import PROMPT_TILE_ROWS, tiled_linear
 from promptcache.model.output_head import Int4Head
 from promptcache.model.quantized import Int4Weight, int4_kernels_work
+from promptcache.model.torch_threads import torch_threads
 from promptcache.model.weights import LayerWeights, ModelWeights, cast_layer, int4_layer
 
 __all__ = [
@@ -194,10 +196,13 @@ _MIN_PROMPT_GAIN = 1.2
 """bfloat16 prompts must measure at least this much faster to be chosen."""
 
 
-def bfloat16_prompts_pay(exact: WeightSet, repeats: int = 5) -> bool:
-    """Whether bfloat16 prompt matmuls are available here and faster than float32, timed
-    at start-up on one tile through the model's largest layer matrix (best of
-    ``repeats``, interleaved; a few tens of milliseconds)."""
+def bfloat16_prompts_pay(exact: WeightSet) -> bool:
+    """Whether bfloat16 prompt matmuls are available here and faster than float32.
+
+    Timed once per process and matrix shape (:func:`_bfloat16_tiles_faster`), so
+    every engine of a process agrees: two engines that chose differently would
+    compute the same prompt differently, and a hit on one would not match a miss
+    on the other."""
     if not bfloat16_matmuls_supported():
         return False
     weight = max(
@@ -207,13 +212,35 @@ def bfloat16_prompts_pay(exact: WeightSet, repeats: int = 5) -> bool:
     )
     if weight is None:
         return False
-    x = torch.randn(PROMPT_TILE_ROWS * 2, weight.shape[1], generator=torch.Generator())
+    rows, cols = weight.shape
+    with _PROMPT_CHOICE_LOCK:
+        return _bfloat16_tiles_faster(int(rows), int(cols))
+
+
+_PROMPT_CHOICE_LOCK = threading.Lock()
+
+
+@functools.cache
+def _bfloat16_tiles_faster(rows: int, cols: int, repeats: int = 5) -> bool:
+    """Two tiles of prompt rows through a ``[rows, cols]`` matrix: bfloat16 tiles against
+    float32, best of ``repeats``, interleaved, after a warm-up call of each (a few tens of
+    milliseconds).
+
+    On one thread: what is compared is the kernels' throughput per core. On two, the
+    ratio swung from 0.4 to 1.8 between runs on an idle machine here and fell to
+    0.25 while two other processes were busy (OpenMP barriers waiting for a
+    descheduled thread); on one it was 2.3-4.7 idle and 1.7-1.9 loaded."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(rows, cols, generator=generator)
     half = weight.to(torch.bfloat16)
+    x = torch.randn(PROMPT_TILE_ROWS * 2, cols, generator=generator)
     best = {"float32": float("inf"), "bfloat16": float("inf")}
-    with torch.inference_mode():
+    with torch_threads(1), torch.inference_mode():
+        torch.nn.functional.linear(x, weight)
+        tiled_linear(x, half, None)
         for _ in range(repeats):
             began = time.perf_counter()
-            torch.nn.functional.linear(x, weight.to(torch.float32))
+            torch.nn.functional.linear(x, weight)
             best["float32"] = min(best["float32"], time.perf_counter() - began)
             began = time.perf_counter()
             tiled_linear(x, half, None)
