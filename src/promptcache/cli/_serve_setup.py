@@ -160,7 +160,8 @@ def build_engine(choice: EngineChoice, console: Console) -> tuple[Engine, str]:
         local = LocalEngine.from_config(config, progress=progress)
     names = ", ".join(info.id for info in local.models())
     engine = ThreadedEngine(local, max_queue=choice.max_queue, workers=choice.workers)
-    return engine, f"local engine serving {names}"
+    precisions = f"decode {local.decode_precision}, prefill {local.prefill_precision}"
+    return engine, f"local engine serving {names} ({precisions})"
 
 
 def build_replicas(choice: EngineChoice, console: Console) -> tuple[Engine, str]:
