@@ -8,9 +8,12 @@ a row's logits must not depend on the rows batched with it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from promptcache.model import precision
 from promptcache.model.gguf_blocks import Q8Matrix, read_gguf_head
 from promptcache.model.loading import LoadedModel
 from promptcache.model.output_head import Int4Head
@@ -88,3 +91,21 @@ def test_the_embedded_models_head_decodes_from_its_q8_0_blocks(
     exact = LlamaRuntime(embedded_model.weights)
     # int4 decode reads under a fifth of the float32 bytes (layers and head).
     assert runtime.weight_bytes("decode") < 0.2 * exact.weight_bytes("decode")
+
+
+def test_a_head_the_kernel_cannot_tile_stays_float32(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    odd = random_q8(rows=50, cols=64)  # 50 rows: not a multiple of the kernel's 16
+    monkeypatch.setattr(precision, "read_gguf_head", lambda path: odd)
+    exact = odd.dequantize()
+    assert precision._int4_head(tmp_path / "model.gguf", exact) is exact
+
+
+def test_a_head_that_is_not_the_models_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    other = random_q8(rows=64, cols=64, seed=5)
+    monkeypatch.setattr(precision, "read_gguf_head", lambda path: other)
+    with pytest.raises(ValueError, match="does not de-quantise"):
+        precision._int4_head(tmp_path / "model.gguf", random_q8(rows=64, cols=64).dequantize())

@@ -148,7 +148,7 @@ def _int4_head(gguf: Path, exact: torch.Tensor) -> Int4Head | torch.Tensor:
     Like the layers, the blocks must de-quantise to exactly the weights they stand
     for (rows sampled): a head that is not the model's fails loudly here."""
     matrix = read_gguf_head(gguf)
-    if matrix is None or matrix.shape != tuple(exact.shape):
+    if matrix is None or matrix.shape != tuple(exact.shape) or not Int4Weight.fits(*matrix.shape):
         return exact
     rows = torch.arange(0, matrix.shape[0], 7)
     if not torch.equal(matrix.dequantize(rows), exact[rows].to(torch.float32)):

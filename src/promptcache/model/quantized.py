@@ -65,6 +65,11 @@ class Int4Weight:
     planes: int = 1
     """1, or 2 for a ``Q8_0`` matrix: the input is repeated once per nibble plane."""
 
+    @staticmethod
+    def fits(rows: int, cols: int) -> bool:
+        """Whether a ``[rows, cols]`` matrix fits the kernel's tiles."""
+        return rows % _ROW_MULTIPLE == 0 and cols % BLOCK == 0
+
     @classmethod
     def of(cls, matrix: QuantizedMatrix) -> Int4Weight:
         """``matrix``'s blocks, packed (nibbles as they are; scales to bfloat16)."""
@@ -142,7 +147,7 @@ class Int4Weight:
 
 
 def _check_tiles(rows: int, cols: int) -> None:
-    if rows % _ROW_MULTIPLE or cols % BLOCK:
+    if not Int4Weight.fits(rows, cols):
         raise ValueError(
             f"a [{rows}, {cols}] matrix does not fit the int4 kernel "
             f"(rows a multiple of {_ROW_MULTIPLE}, columns of {BLOCK})"

@@ -53,8 +53,8 @@ class LocalEngineConfig:
     decode_precision: str = "auto"
     """Weights of decode steps (``promptcache.model.precision``): ``int4`` -- the
     GGUF's own 4-bit blocks (Q4_0/Q4_1) on PyTorch's CPU int4 kernel, ~4x fewer
-    bytes per token than float16; ``float16``; ``float32`` -- transformers' own
-    decode bit for bit (for a request decoded alone). ``auto``: int4 for a
+    bytes per token than float16; ``float16``; ``float32`` -- the exact weights
+    (transformers' greedy output; logits equal up to float32 summation order). ``auto``: int4 for a
     Q4_0/Q4_1 GGUF, else float16. The KV cache and all non-matmul maths stay
     float32; hits and misses decode through the same weights, so the
     hit-equals-miss guarantee holds for each."""
