@@ -158,7 +158,6 @@ def build_engine(choice: EngineChoice, console: Console) -> tuple[Engine, str]:
     )
     with loading_progress(console) as progress:
         local = LocalEngine.from_config(config, progress=progress)
-    local.release_unused_weights()  # this process serves this engine only
     names = ", ".join(info.id for info in local.models())
     engine = ThreadedEngine(local, max_queue=choice.max_queue, workers=choice.workers)
     precisions = f"decode {local.decode_precision}, prefill {local.prefill_precision}"

@@ -178,16 +178,6 @@ class LlamaRuntime:
         itemsize = (self._dtype if dtype is None else dtype).itemsize
         return self.num_layers * 2 * self._num_kv_heads * self._head_dim * itemsize
 
-    def release_float_layers(self) -> bool:
-        """Drop this runtime's references to the float32 layer matrices when neither decode
-        steps nor prompts multiply by them (int4 or float16 decode, bfloat16 prompts);
-        whether it did. The owner of the weights they came from must drop its own too for
-        the memory to go (``LocalEngine.release_unused_weights``)."""
-        if "float32" in (self._decode.precision, self._prompt.precision):
-            return False
-        self._layers = list(self._prompt.layers)
-        return True
-
     @property
     def decode_precision(self) -> str:
         """What decode steps multiply by: ``int4``, ``float16`` or ``float32``."""

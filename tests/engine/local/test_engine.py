@@ -368,30 +368,3 @@ def test_decode_precision_is_validated_and_named_in_the_error() -> None:
     assert LocalEngineConfig().decode_precision == "auto"
     with pytest.raises(ValueError, match="decode_precision"):
         LocalEngineConfig(decode_precision="int3")
-
-
-@pytest.mark.parametrize("prefill", ["bfloat16", "float32"])
-def test_releasing_unused_float_weights_changes_no_output(
-    tiny_model_factory: Callable[..., Any], prefill: str
-) -> None:
-    """What ``serve`` does after loading: the float32 layer matrices go when neither role
-    multiplies by them, and the engine answers exactly as before; kept when one does."""
-    from promptcache.model.precision import bfloat16_matmuls_supported
-
-    if prefill == "bfloat16" and not bfloat16_matmuls_supported():
-        pytest.skip("no oneDNN bfloat16 matmuls on this CPU")
-    loaded = tiny_model_factory()  # this test's own: releasing mutates it
-    config = LocalEngineConfig(
-        prefix_cache=SMALL_CACHE, decode_precision="float16", prefill_precision=prefill
-    )
-    engine = LocalEngine(config, loaded=loaded)
-    request = ask("What is fact 3 about?", max_tokens=12, temperature=0.0)
-    before = run(engine, request)[1].choices[0].text
-    released = engine.release_unused_weights()
-    layer_matrices = [n for n in loaded.weights.tensors if n.endswith("_proj.weight")]
-    if prefill == "float32":  # prompts multiply by them: nothing goes
-        assert released == 0 and layer_matrices
-    else:
-        assert released > 0 and not layer_matrices
-    engine.prefix_cache.clear()
-    assert run(engine, request)[1].choices[0].text == before

@@ -11,10 +11,7 @@ the renderer, the output grammars -- and serves each request as one
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
-import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -223,24 +220,6 @@ class LocalEngine:
         """How concurrent decode steps were batched so far."""
         return self._decoder.stats
 
-    def release_unused_weights(self) -> int:
-        """Free the float32 layer matrices when neither decode nor prompts use them, and
-        return how many bytes they held (0 when they are in use).
-
-        For a process that serves this engine only (``promptcache serve``): afterwards
-        :attr:`loaded` can no longer build another runtime. Measured for the embedded
-        model with int4 decode and bfloat16 prompts: RSS 1,465 -> 1,108 MB."""
-        if not self._executor.call(self._runtime.release_float_layers):
-            return 0
-        tensors = self._loaded.weights.tensors
-        names = [n for n in tensors if n.startswith("model.layers.") and n.endswith("_proj.weight")]
-        released = sum(tensors[n].numel() * tensors[n].element_size() for n in names)
-        for name in names:
-            del tensors[name]
-        gc.collect()
-        _return_freed_memory()
-        return released
-
     @property
     def decode_precision(self) -> str:
         """The precision decode steps run in (``auto`` resolved: int4, float16, float32)."""
@@ -353,12 +332,3 @@ def _eos_token_ids(loaded: LoadedModel) -> frozenset[int]:
     if not ids:
         raise ValueError("the model defines no end-of-sequence token")
     return frozenset(ids)
-
-
-def _return_freed_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``; elsewhere a no-op).
-
-    The layer matrices are a few MB each: glibc keeps freed blocks of that size in its
-    heap instead of unmapping them, so without this the RSS barely moves."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
