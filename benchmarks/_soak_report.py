@@ -186,7 +186,8 @@ def _rss_check(memory: list[MemoryRecord], config: SoakConfig) -> Check:
         value=gib(worst.peak_rss),
         detail=f"budget {gib(budget(worst))} = ready {gib(worst.ready_rss)} (weights + runtime) "
         f"+ --kv-cache-bytes {gib(config.kv_cache_bytes)} + slack {gib(config.rss_slack_bytes)}"
-        f"; worst of {len(memory)} processes ({worst.label})",
+        f"; worst of {len(memory)} processes ({worst.label}); loading peaked at "
+        f"{gib(max(m.startup_peak_rss for m in memory))} before ready",
         ok=all(m.peak_rss <= budget(m) for m in memory),
     )
 
