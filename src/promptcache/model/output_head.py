@@ -20,8 +20,9 @@ sums) and every row whose upper bound reaches the largest lower bound is
 recomputed. The row with the largest exact logit is always among them, so greedy
 decoding picks what the float32 head would; the other logits -- the tail, which
 sampling weights by ``exp(logit / T)`` -- keep their 4-bit value. Measured on
-SmolLM2 chat replies: tens to a few hundred candidates a step. Past
-``_MOST_CANDIDATES`` (a flat distribution) the whole row is computed exactly.
+SmolLM2 chat replies (3 prompts x 48 greedy tokens): a median of 2 candidates a
+step, 7 at the 90th percentile, 29 at most. Past ``_MOST_CANDIDATES`` (a flat
+distribution) the whole row is computed exactly.
 
 Each row is refined on its own, with the same operations whatever the batch,
 so a sequence's logits do not depend on what it is batched with.
