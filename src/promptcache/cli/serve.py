@@ -97,6 +97,7 @@ from promptcache.cli.stats import DEFAULT_KV_DISK_PATH
 from promptcache.cost.ledger import CostLedger
 from promptcache.cost.pricing import PriceTable
 from promptcache.engine.base import Engine
+from promptcache.model.precision import DECODE_PRECISIONS, PROMPT_PRECISIONS
 from promptcache.server.app import create_app
 from promptcache.server.config import (
     DEFAULT_MAX_BODY_BYTES,
@@ -212,14 +213,12 @@ def serve(
         raise typer.BadParameter(
             "must be ignore, warn or raise", param_hint="--unsupported-model-behavior"
         )
-    if decode_precision not in ("auto", "int4", "float16", "float32"):
-        raise typer.BadParameter(
-            "must be one of auto, int4, float16, float32", param_hint="--decode-precision"
-        )
-    if prefill_precision not in ("auto", "float32", "bfloat16"):
-        raise typer.BadParameter(
-            "must be one of auto, float32, bfloat16", param_hint="--prefill-precision"
-        )
+    for flag, precision_name, allowed in (
+        ("--decode-precision", decode_precision, DECODE_PRECISIONS),
+        ("--prefill-precision", prefill_precision, PROMPT_PRECISIONS),
+    ):
+        if precision_name not in allowed:
+            raise typer.BadParameter(f"must be one of {', '.join(allowed)}", param_hint=flag)
     if kv_dtype is not None and kv_dtype not in KV_DTYPE_NAMES:
         choices = ", ".join(KV_DTYPE_NAMES)
         raise typer.BadParameter(f"must be one of {choices}", param_hint="--kv-dtype")

@@ -54,6 +54,7 @@ class Int4Head:
         self.packed = packed
         self.exact = exact
         self._row_norms = torch.linalg.vector_norm(exact.to(torch.float32), dim=1)
+        self._output_bound = torch.tensor(_OUTPUT_BOUND)  # built once, not per row and step
 
     @property
     def nbytes(self) -> int:
@@ -70,7 +71,7 @@ class Int4Head:
     def _refine(self, logits: torch.Tensor, x: torch.Tensor) -> None:
         """Replace, in place, every logit that could be the largest with its exact value."""
         spread = self._row_norms * (_ACTIVATION_BOUND * float(torch.linalg.vector_norm(x)))
-        bound = torch.addcmul(spread, logits.abs(), torch.tensor(_OUTPUT_BOUND))
+        bound = torch.addcmul(spread, logits.abs(), self._output_bound)
         floor = (logits - bound).max()
         candidates = torch.nonzero((logits + bound) >= floor).squeeze(1)
         if candidates.numel() > _MOST_CANDIDATES:

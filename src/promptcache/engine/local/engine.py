@@ -28,6 +28,7 @@ from promptcache.engine.local.sampling import DEFAULT_MAX_TOKENS, validate_sampl
 from promptcache.engine.local.structured_output import OutputGrammars
 from promptcache.errors import RequestError
 from promptcache.model.loading import LoadedModel, LoadProgress, load_model
+from promptcache.model.precision import DECODE_PRECISIONS, PROMPT_PRECISIONS
 from promptcache.model.runtime import LlamaRuntime
 from promptcache.prefix.base import BasePrefixCache
 from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
@@ -38,8 +39,6 @@ from promptcache.request import ChatRequest
 from promptcache.result import StreamEvent
 
 DEFAULT_DECODE_BATCH = 8
-DECODE_PRECISIONS = ("auto", "int4", "float16", "float32")
-PROMPT_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True, kw_only=True)
