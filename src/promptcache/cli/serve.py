@@ -97,7 +97,7 @@ from promptcache.cli.stats import DEFAULT_KV_DISK_PATH
 from promptcache.cost.ledger import CostLedger
 from promptcache.cost.pricing import PriceTable
 from promptcache.engine.base import Engine
-from promptcache.model.precision import DECODE_PRECISIONS, PROMPT_PRECISIONS
+from promptcache.model.precision_names import DECODE_PRECISIONS, PROMPT_PRECISIONS
 from promptcache.server.app import create_app
 from promptcache.server.config import (
     DEFAULT_MAX_BODY_BYTES,

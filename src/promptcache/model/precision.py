@@ -41,6 +41,7 @@ import torch
 from promptcache.model.gguf_blocks import read_gguf_head, read_gguf_matrices
 from promptcache.model.layers import PROMPT_TILE_ROWS, tiled_linear
 from promptcache.model.output_head import Int4Head
+from promptcache.model.precision_names import DECODE_PRECISIONS, PROMPT_PRECISIONS
 from promptcache.model.quantized import Int4Weight, int4_kernels_work
 from promptcache.model.torch_threads import torch_threads
 from promptcache.model.weights import LayerWeights, ModelWeights, cast_layer, int4_layer
@@ -52,9 +53,6 @@ __all__ = [
     "decode_weights",
     "prompt_weights",
 ]
-
-DECODE_PRECISIONS = ("auto", "int4", "float16", "float32")
-PROMPT_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from promptcache.engine.local.sampling import DEFAULT_MAX_TOKENS, validate_sampl
 from promptcache.engine.local.structured_output import OutputGrammars
 from promptcache.errors import RequestError
 from promptcache.model.loading import LoadedModel, LoadProgress, load_model
-from promptcache.model.precision import DECODE_PRECISIONS, PROMPT_PRECISIONS
+from promptcache.model.precision_names import DECODE_PRECISIONS, PROMPT_PRECISIONS
 from promptcache.model.runtime import LlamaRuntime
 from promptcache.prefix.base import BasePrefixCache
 from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
