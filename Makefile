@@ -49,15 +49,12 @@ bench: setup
 # `make setup` or `make test`. PEERS_ARGS=--json for a JSON object.
 PEERS_VENV := .venv-peers
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
-# Not -DGGML_NATIVE=ON: on this machine its AMX kernels die on their first tile
-# instruction (SIGILL at tilezero in a worker thread, arch_prctl permission or
-# not); AVX-512 with VNNI/BF16 is what the CPU runs reliably. Changed args need
-# `rm -rf .venv-peers` first (the build is minutes, so it is not redone by itself).
+# The instruction sets this CPU lists, never AMX (benchmarks/_peer_cmake_args.py says
+# why). Changed args need `rm -rf .venv-peers` first (the build is minutes, so it is
+# not redone by itself).
 # --no-cache-dir: pip's wheel cache is keyed by version, not CMAKE_ARGS, so a
 # wheel built earlier with other flags (AMX) would be reused silently.
-PEERS_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
-	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON \
-	-DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+PEERS_CMAKE_ARGS ?= $(shell $(PYTHON) benchmarks/_peer_cmake_args.py)
 PEERS_ARGS ?=
 $(PEERS_VENV)/.deps:
 	$(PYTHON) -m venv $(PEERS_VENV)

@@ -18,10 +18,12 @@ import torch
 from promptcache.model import gguf_blocks
 from promptcache.model.gguf_blocks import QuantizedMatrix, read_gguf_matrices
 from promptcache.model.loading import LoadedModel
-from promptcache.model.quantized import Int4Weight, int4_kernels_work
+from promptcache.model.block_weights import BlockWeight
+from promptcache.model.quantized import Int4Weight, int4_kernels_work, quantized_decode_works
 from promptcache.model.runtime import LlamaRuntime
 
-pytestmark = pytest.mark.skipif(not int4_kernels_work(), reason="no CPU int4 kernels here")
+pytestmark = pytest.mark.skipif(not quantized_decode_works(), reason="no int4 kernels here")
+torch_int4 = pytest.mark.skipif(not int4_kernels_work(), reason="no CPU int4 kernels in torch")
 
 
 def random_matrix(kind: str, rows: int = 64, cols: int = 96, seed: int = 0) -> QuantizedMatrix:
@@ -34,6 +36,7 @@ def random_matrix(kind: str, rows: int = 64, cols: int = 96, seed: int = 0) -> Q
     return QuantizedMatrix(kind, nibbles, scales, minimums)
 
 
+@torch_int4
 @pytest.mark.parametrize("kind", ["Q4_0", "Q4_1"])
 def test_packed_weights_follow_the_kernels_scale_and_zero_convention(kind: str) -> None:
     matrix = random_matrix(kind)
@@ -55,6 +58,7 @@ def test_packed_weights_follow_the_kernels_scale_and_zero_convention(kind: str) 
     assert relative < 5e-3, "bfloat16 scales move the weights by well under 1%"
 
 
+@torch_int4
 @pytest.mark.parametrize("kind", ["Q4_0", "Q4_1"])
 def test_int4_linear_matches_the_exact_weights_up_to_bfloat16_rounding(kind: str) -> None:
     matrix = random_matrix(kind, seed=1)
@@ -66,6 +70,7 @@ def test_int4_linear_matches_the_exact_weights_up_to_bfloat16_rounding(kind: str
     assert float((got - want).norm() / want.norm()) < 1e-2
 
 
+@torch_int4
 def test_each_row_of_an_int4_matmul_is_independent_of_the_batch() -> None:
     weight = Int4Weight.of(random_matrix("Q4_1", rows=192, cols=128, seed=3))
     x = torch.randn(9, 128, generator=torch.Generator().manual_seed(4))
@@ -75,6 +80,7 @@ def test_each_row_of_an_int4_matmul_is_independent_of_the_batch() -> None:
     assert torch.equal(batch, alone)
 
 
+@torch_int4
 def test_a_matrix_the_kernel_cannot_tile_is_refused() -> None:
     with pytest.raises(ValueError, match="does not fit the int4 kernel"):
         Int4Weight.of(random_matrix("Q4_1", rows=40, cols=64))
@@ -136,10 +142,14 @@ def _chat(embedded_model: LoadedModel, text: str) -> list[int]:
     return [int(i) for i in ids]
 
 
-def test_int4_decode_stays_close_to_the_exact_weights(embedded_model: LoadedModel) -> None:
+def test_int4_decode_stays_close_to_the_exact_weights(
+    embedded_model: LoadedModel, decode_backend: str
+) -> None:
     exact = LlamaRuntime(embedded_model.weights)
     int4 = LlamaRuntime(embedded_model.weights, decode_precision="int4")
     assert int4.decode_precision == "int4" and int4.prefill_precision == "float32"
+    kernel = BlockWeight if decode_backend == "blocks" else Int4Weight
+    assert isinstance(int4._decode.layers[0].qkv_weight, kernel)
     assert int4.weight_bytes("decode") < 0.7 * exact.weight_bytes("decode")
     ids = _chat(embedded_model, "Name three colours of the rainbow.")
     kv_exact, kv_int4 = exact.new_kv(len(ids) + 8), int4.new_kv(len(ids) + 8)
@@ -152,7 +162,9 @@ def test_int4_decode_stays_close_to_the_exact_weights(embedded_model: LoadedMode
     assert exact.greedy(ids, 6) == int4.greedy(ids, 6)
 
 
-def test_int4_batched_decode_rows_equal_steps_run_alone(embedded_model: LoadedModel) -> None:
+def test_int4_batched_decode_rows_equal_steps_run_alone(
+    embedded_model: LoadedModel, decode_backend: str
+) -> None:
     runtime = LlamaRuntime(embedded_model.weights, decode_precision="int4")
     prompts = [_chat(embedded_model, q) for q in ("Hi!", "What is rye?", "Count to five.")]
     tokens = [100, 200, 300]

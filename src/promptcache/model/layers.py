@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcache.model.architecture import Architecture
-from promptcache.model.quantized import Int4Weight
+from promptcache.model.quantized import QUANTIZED_MATRICES
 from promptcache.model.weights import LayerWeights, Matrix
 
 
@@ -38,7 +38,7 @@ class LayerMath:
         return F.rms_norm(x, (self._hidden,), weight, self._eps)
 
     def linear(self, x: torch.Tensor, weight: Matrix, bias: torch.Tensor | None) -> torch.Tensor:
-        if isinstance(weight, Int4Weight):  # a GGUF's 4-bit blocks (int4 decode)
+        if isinstance(weight, QUANTIZED_MATRICES):  # a GGUF's blocks (int4 decode)
             return weight.linear(x, bias)
         if weight.dtype == torch.bfloat16 and x.dtype != torch.bfloat16:  # bfloat16 prompts
             return tiled_linear(x, weight, bias)
@@ -135,9 +135,10 @@ class LayerMath:
         return (x * torch.rsqrt(mean_square)).mul_(weight)
 
     def _raw_linear(self, x: torch.Tensor, weight: Matrix) -> torch.Tensor:
-        """``x @ W.T`` in the weight's own precision (16-bit for int4/float16 decode)."""
-        if isinstance(weight, Int4Weight):
-            return weight.matmul(x.to(torch.bfloat16))
+        """``x @ W.T`` in the weight's own precision (16-bit for float16 decode and torch's
+        int4 kernel, float32 for the block kernels)."""
+        if isinstance(weight, QUANTIZED_MATRICES):
+            return weight.decode_matmul(x)
         if weight.dtype != x.dtype:
             return F.linear(x.to(weight.dtype), weight)
         return self.linear(x, weight, None)

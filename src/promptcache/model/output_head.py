@@ -32,20 +32,19 @@ from __future__ import annotations
 
 import torch
 
+from promptcache.model.block_weights import BlockWeight
 from promptcache.model.quantized import Int4Weight
 
 __all__ = ["Int4Head"]
 
 _MOST_CANDIDATES = 2048
 """Above this many candidates, one exact pass over the whole row is about as fast."""
-_ACTIVATION_BOUND = 2.0**-7
-_OUTPUT_BOUND = 2.0**-8
 
 
 class Int4Head:
-    """Logits from ``packed`` (the head on the int4 kernel), refined from ``exact``."""
+    """Logits from ``packed`` (the head on a quantized kernel), refined from ``exact``."""
 
-    def __init__(self, packed: Int4Weight, exact: torch.Tensor) -> None:
+    def __init__(self, packed: Int4Weight | BlockWeight, exact: torch.Tensor) -> None:
         if tuple(exact.shape) != (packed.out_features, packed.in_features):
             raise ValueError(
                 f"the exact head {tuple(exact.shape)} does not match the packed one "
@@ -54,7 +53,6 @@ class Int4Head:
         self.packed = packed
         self.exact = exact
         self._row_norms = torch.linalg.vector_norm(exact.to(torch.float32), dim=1)
-        self._output_bound = torch.tensor(_OUTPUT_BOUND)  # built once, not per row and step
 
     @property
     def nbytes(self) -> int:
@@ -63,15 +61,17 @@ class Int4Head:
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[rows, vocab]`` (float32) of the hidden states ``x`` ``[rows, hidden]``."""
-        coarse = self.packed.matmul(x.to(torch.bfloat16)).to(torch.float32)
+        coarse = self.packed.decode_matmul(x).to(torch.float32)
         for row in range(x.shape[0]):
             self._refine(coarse[row], x[row])
         return coarse
 
     def _refine(self, logits: torch.Tensor, x: torch.Tensor) -> None:
         """Replace, in place, every logit that could be the largest with its exact value."""
-        spread = self._row_norms * (_ACTIVATION_BOUND * float(torch.linalg.vector_norm(x)))
-        bound = torch.addcmul(spread, logits.abs(), self._output_bound)
+        activation, relative = self.packed.logit_bounds(x)
+        bound = self._row_norms * activation
+        if relative:
+            bound = bound.add_(logits.abs(), alpha=relative)
         floor = (logits - bound).max()
         candidates = torch.nonzero((logits + bound) >= floor).squeeze(1)
         if candidates.numel() > _MOST_CANDIDATES:

@@ -42,7 +42,7 @@ from promptcache.model.gguf_blocks import read_gguf_head, read_gguf_matrices
 from promptcache.model.layers import PROMPT_TILE_ROWS, tiled_linear
 from promptcache.model.output_head import Int4Head
 from promptcache.model.precision_names import DECODE_PRECISIONS, PROMPT_PRECISIONS
-from promptcache.model.quantized import Int4Weight, int4_kernels_work
+from promptcache.model.quantized import decode_head_matrix, quantized_decode_works
 from promptcache.model.torch_threads import torch_threads
 from promptcache.model.weights import LayerWeights, ModelWeights, cast_layer, int4_layer
 
@@ -146,7 +146,7 @@ def _int4_head(gguf: Path, exact: torch.Tensor) -> Int4Head | torch.Tensor:
     Like the layers, the blocks must de-quantise to exactly the weights they stand
     for (rows sampled): a head that is not the model's fails loudly here."""
     matrix = read_gguf_head(gguf)
-    if matrix is None or matrix.shape != tuple(exact.shape) or not Int4Weight.fits(*matrix.shape):
+    if matrix is None or matrix.shape != tuple(exact.shape):
         return exact
     rows = torch.arange(0, matrix.shape[0], 7)
     if not torch.equal(matrix.dequantize(rows), exact[rows].to(torch.float32)):
@@ -154,7 +154,8 @@ def _int4_head(gguf: Path, exact: torch.Tensor) -> Int4Head | torch.Tensor:
             "The GGUF's Q8_0 output head does not de-quantise to the model's head; "
             "cannot decode from it."
         )
-    return Int4Head(Int4Weight.of_q8_0(matrix), exact)
+    packed = decode_head_matrix(matrix)
+    return exact if packed is None else Int4Head(packed, exact)
 
 
 def prompt_weights(precision: str, exact: WeightSet) -> WeightSet:
@@ -255,8 +256,8 @@ def _int4_unavailable(weights: ModelWeights) -> str:
     """Why int4 decode cannot run for ``weights`` ('' when it can)."""
     if weights.gguf is None:
         return "the model was not loaded from a GGUF file (int4 decodes its 4-bit blocks)."
-    if not int4_kernels_work():
-        return "this torch build has no working CPU int4 kernels."
+    if not quantized_decode_works():
+        return "neither the GGUF block kernels nor this torch build's CPU int4 kernels work here."
     return ""
 
 

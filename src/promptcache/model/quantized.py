@@ -44,10 +44,21 @@ from dataclasses import dataclass
 
 import torch
 
+from promptcache.model.block_kernels import block_kernels
+from promptcache.model.block_weights import BlockWeight
 from promptcache.model.gguf_blocks import BLOCK, Q8Matrix, QuantizedMatrix
 
-__all__ = ["Int4Weight", "int4_kernels_work"]
+__all__ = [
+    "QUANTIZED_MATRICES",
+    "Int4Weight",
+    "QuantizedWeight",
+    "decode_head_matrix",
+    "decode_matrix",
+    "int4_kernels_work",
+    "quantized_decode_works",
+]
 
+_BFLOAT16_ACTIVATION_BOUND = 2.0**-7
 _ROW_MULTIPLE = 16
 """The kernel packs output rows in tiles of 16, 32, 48 or 64."""
 
@@ -145,6 +156,17 @@ class Int4Weight:
         out = self.matmul(x.to(torch.bfloat16).contiguous()).to(x.dtype)
         return out if bias is None else out + bias.to(out.dtype)
 
+    def decode_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T`` in the kernel's own output precision (bfloat16), for decode steps."""
+        return self.matmul(x.to(torch.bfloat16))
+
+    def logit_bounds(self, x: torch.Tensor) -> tuple[float, float]:
+        """``(a, r)``: a coarse logit of row ``w`` is within ``a |w| + r |logit|`` of the exact
+        one for the activations ``x`` (one row). ``x`` and the weights rounded to bfloat16
+        (2^-9 each), then the result (2^-9 of itself): ``2^-8 |x| |w|`` by Cauchy-Schwarz,
+        doubled for the float32 sums."""
+        return _BFLOAT16_ACTIVATION_BOUND * float(torch.linalg.vector_norm(x)), 2.0**-8
+
 
 def _check_tiles(rows: int, cols: int) -> None:
     if not Int4Weight.fits(rows, cols):
@@ -173,3 +195,30 @@ def int4_kernels_work() -> bool:
         return False
     want = x.to(torch.bfloat16).to(torch.float32) @ matrix.dequantize().T
     return bool(torch.allclose(got, want, rtol=2e-2, atol=2e-2))
+
+
+QuantizedWeight = Int4Weight | BlockWeight
+"""A GGUF matrix packed for a decode kernel: the block kernels' or torch's int4 one."""
+QUANTIZED_MATRICES = (Int4Weight, BlockWeight)
+
+
+def decode_matrix(matrix: QuantizedMatrix) -> QuantizedWeight:
+    """``matrix`` for int4 decode: on the block kernels where they run, else torch's int4
+    kernel (which raises ``ValueError`` for a shape it cannot tile)."""
+    if block_kernels() and BlockWeight.fits(*matrix.shape):
+        return BlockWeight.of(matrix)
+    return Int4Weight.of(matrix)
+
+
+def decode_head_matrix(matrix: Q8Matrix) -> QuantizedWeight | None:
+    """A ``Q8_0`` head for int4 decode, or None where no kernel fits its shape."""
+    if block_kernels() and BlockWeight.fits(*matrix.shape):
+        return BlockWeight.of_q8_0(matrix)
+    if Int4Weight.fits(*matrix.shape):
+        return Int4Weight.of_q8_0(matrix)
+    return None
+
+
+def quantized_decode_works() -> bool:
+    """Whether some kernel here decodes from GGUF blocks: the block kernels or torch's."""
+    return block_kernels() or int4_kernels_work()

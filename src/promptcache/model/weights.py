@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from promptcache.model.gguf_blocks import QuantizedMatrix
-from promptcache.model.quantized import Int4Weight
+from promptcache.model.quantized import QuantizedWeight, decode_matrix
 
 if TYPE_CHECKING:
     from transformers import PreTrainedConfig
@@ -98,8 +98,8 @@ class ModelWeights:
         return cls(config=config, tensors=NamedTensors.of_module(model))
 
 
-Matrix = torch.Tensor | Int4Weight
-"""A projection's weights: a float tensor, or 4-bit blocks packed for the int4 kernel."""
+Matrix = torch.Tensor | QuantizedWeight
+"""A projection's weights: a float tensor, or GGUF blocks packed for a decode kernel."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def int4_layer(
         "gate_up_weight": [f"{mlp}gate_proj.weight", f"{mlp}up_proj.weight"],
         "down_weight": [f"{mlp}down_proj.weight"],
     }
-    changes: dict[str, Int4Weight] = {}
+    changes: dict[str, QuantizedWeight] = {}
     for field_name, names in groups.items():
         parts = [matrices.get(name) for name in names]
         present = [part for part in parts if part is not None]
@@ -201,7 +201,7 @@ def int4_layer(
                 f"The GGUF blocks of {', '.join(names)} do not de-quantise to the "
                 "converted model's weights; cannot decode from them."
             )
-        changes[field_name] = Int4Weight.of(matrix)
+        changes[field_name] = decode_matrix(matrix)
     return replace(layer, **changes), len(changes)  # type: ignore[arg-type]
 
 

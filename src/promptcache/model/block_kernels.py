@@ -1,0 +1,144 @@
+"""Loading the GGUF block kernels (``kernels/block_dot.cpp``), built once per machine.
+
+The kernels multiply activations by a GGUF's ``Q4_1``/``Q8_0`` blocks as llama.cpp
+does (activations rounded to 8-bit blocks, exact integer block sums, one float32
+scale per block) with AVX2 integer instructions. PyTorch's own CPU int4 kernel
+(``_weight_int4pack_mm_for_cpu``) is the fallback: on an AVX2-only EPYC here it
+was compute-bound, as slow per decode step as float16 weights, which read 2.6x
+the bytes.
+
+They are C++, compiled on first use by :func:`torch.utils.cpp_extension.load`
+(about a minute on 2 cores; cached under ``TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions``, keyed by the source, so later starts load in
+milliseconds). ``make setup`` builds them. They are used only where they can
+run: an x86-64 CPU with AVX2, FMA and F16C, a C++ compiler and ninja, and a
+self-check against the float32 maths passing. Otherwise :func:`block_kernels`
+says why and the caller falls back. ``PROMPTCACHE_BLOCK_KERNELS=0`` turns
+them off (to compare the two paths side by side).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import platform
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+__all__ = ["block_kernels", "block_kernels_unavailable"]
+
+_LOG = logging.getLogger(__name__)
+_SOURCE = Path(__file__).with_name("kernels") / "block_dot.cpp"
+_CPU_FLAGS = ("avx2", "fma", "f16c")
+_LOCK = threading.Lock()
+
+
+def block_kernels() -> bool:
+    """Whether the block kernels are loaded (built first if need be) and work here."""
+    return not block_kernels_unavailable()
+
+
+def block_kernels_unavailable() -> str:
+    """Why the block kernels cannot be used here ('' when they can)."""
+    with _LOCK:
+        return _load()
+
+
+@functools.cache
+def _load() -> str:
+    if os.environ.get("PROMPTCACHE_BLOCK_KERNELS", "1").strip() == "0":
+        return "PROMPTCACHE_BLOCK_KERNELS=0 turns them off."
+    why = _cannot_build()
+    if why:
+        return why
+    try:
+        _build()
+    except Exception as error:  # a compiler's failure has many types; all mean "not here"
+        _LOG.warning("GGUF block kernels not built (%s); using torch's int4 kernel", error)
+        return f"building them failed: {str(error).splitlines()[0] if str(error) else error!r}"
+    if not _self_check():
+        return "their self-check against float32 failed on this machine."
+    return ""
+
+
+def _cannot_build() -> str:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"they are x86-64 code; this machine is {platform.machine()}."
+    flags = _cpu_flags()
+    missing = [flag for flag in _CPU_FLAGS if flag not in flags]
+    if missing:
+        return f"this CPU lacks {', '.join(missing)}."
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        return "no C++ compiler (c++) to build them."
+    if _ninja() is None:
+        return "no ninja to build them (pip install ninja)."
+    return ""
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "flags":
+            return set(value.split())
+    return set()
+
+
+def _ninja() -> str | None:
+    """ninja's directory: on PATH, beside this interpreter (a venv's bin), or the PyPI package's."""
+    found = shutil.which("ninja") or shutil.which("ninja", path=str(Path(sys.executable).parent))
+    if found:
+        return str(Path(found).parent)
+    try:
+        import ninja  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return str(ninja.BIN_DIR)
+
+
+def _build() -> None:
+    from torch.utils import cpp_extension
+
+    ninja_dir = _ninja()
+    path = os.environ.get("PATH", "")
+    if ninja_dir and ninja_dir not in path.split(os.pathsep):
+        os.environ["PATH"] = ninja_dir + os.pathsep + path  # cpp_extension runs "ninja"
+    cpp_extension.load(
+        name="promptcache_block_dot",
+        sources=[str(_SOURCE)],
+        extra_cflags=["-O3", "-std=c++20", "-mavx2", "-mfma", "-mf16c"],
+        is_python_module=False,
+        verbose=False,
+    )
+
+
+def _self_check() -> bool:
+    """A small random Q4_1 and Q8_0 matrix against float32 maths on the same 8-bit activations."""
+    generator = torch.Generator().manual_seed(0)
+    rows, cols, batch = 24, 96, 5  # 3 blocks: a pair and an odd one
+    x = torch.randn(batch, cols, generator=generator)
+    nibbles = torch.randint(0, 16, (rows, cols), dtype=torch.uint8, generator=generator)
+    scales = (torch.rand(rows, cols // 32, generator=generator) / 8).to(torch.float16).float()
+    mins = (-torch.rand(rows, cols // 32, generator=generator)).to(torch.float16).float()
+    values = torch.randint(-128, 128, (rows, cols), dtype=torch.int8, generator=generator)
+    from promptcache.model.block_weights import pack_nibbles, rounded_activations
+
+    with torch.inference_mode():
+        q4 = torch.ops.promptcache_blocks.q4_1_linear(x, pack_nibbles(nibbles), scales, mins)
+        q8 = torch.ops.promptcache_blocks.q8_0_linear(x, values, scales)
+    rounded = rounded_activations(x)
+    q4_weights = nibbles.float() * scales.repeat_interleave(32, 1)
+    q4_weights += mins.repeat_interleave(32, 1)
+    q8_weights = values.float() * scales.repeat_interleave(32, 1)
+    return bool(
+        torch.allclose(q4, rounded @ q4_weights.T, rtol=1e-4, atol=1e-4)
+        and torch.allclose(q8, rounded @ q8_weights.T, rtol=1e-4, atol=1e-4)
+    )

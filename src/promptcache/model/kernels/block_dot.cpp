@@ -1,0 +1,265 @@
+// Matrix-vector products straight from a GGUF's Q4_1 / Q8_0 blocks, on AVX2.
+//
+// The way llama.cpp computes them (ggml's vec_dot_q4_1_q8_1 / q8_0_q8_0): the
+// activations are rounded to signed 8-bit blocks of 32 with one float scale per
+// block, and every block's dot product is an exact integer sum
+// (maddubs + madd), scaled once in float32. The weights are the GGUF's own: the
+// nibbles as stored (two blocks to a 32-byte load: block_weights.py packs
+// them) or the bytes as stored, the float16 scales and minimums widened to
+// float32 exactly (reading 2 bytes more a block, and saving the conversions:
+// the kernels are bound by instructions, not bytes, on an AVX2 EPYC).
+//
+// Summation order is fixed per (activation row, output row): blocks in order
+// into 8 float lanes, then one horizontal sum. It depends neither on how many
+// activation rows are multiplied together nor on how output rows are split
+// across threads, so a batched decode step gives each sequence bitwise the
+// logits it gets alone.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kBlock = 32;
+constexpr int64_t kRowTile = 4;  // activation rows per pass over a weight row
+
+// Activation rows as 8-bit blocks: q = round(x / d), d = max|x| / 127 per block,
+// and s = d * sum(q) (what a Q4_1 minimum multiplies). A block holding a NaN or
+// infinity gets d = NaN, so the outputs it touches are NaN, as in float32.
+struct QuantizedRows {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<float> s;
+};
+
+QuantizedRows quantize_rows(const float* x, int64_t rows, int64_t cols) {
+  const int64_t blocks = cols / kBlock;
+  QuantizedRows out{std::vector<int8_t>(rows * cols), std::vector<float>(rows * blocks),
+                    std::vector<float>(rows * blocks)};
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* v = x + r * cols + b * kBlock;
+      int8_t* q = out.q.data() + r * cols + b * kBlock;
+      float amax = 0.0f;
+      bool finite = true;
+      for (int64_t i = 0; i < kBlock; ++i) {
+        finite = finite && std::isfinite(v[i]);
+        amax = std::fmax(amax, std::fabs(v[i]));
+      }
+      const float d = finite ? amax / 127.0f : NAN;
+      const float inverse = (finite && d != 0.0f) ? 1.0f / d : 0.0f;
+      int sum = 0;
+      for (int64_t i = 0; i < kBlock; ++i) {
+        const int value = finite ? static_cast<int>(std::nearbyint(v[i] * inverse)) : 0;
+        q[i] = static_cast<int8_t>(value);
+        sum += value;
+      }
+      out.d[r * blocks + b] = d;
+      out.s[r * blocks + b] = d * static_cast<float>(sum);
+    }
+  }
+  return out;
+}
+
+inline float horizontal_sum(__m256 v) {
+  __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  half = _mm_add_ss(half, _mm_movehdup_ps(half));
+  return _mm_cvtss_f32(half);
+}
+
+// Per (activation row, block): the product of the weight block's scale and the
+// activation block's, for one weight row; the main loops broadcast it from here.
+inline void block_scales(const float* weight_d, const float* x_d, int64_t blocks, float* out) {
+  int64_t b = 0;
+  for (; b + 8 <= blocks; b += 8)
+    _mm256_storeu_ps(out + b, _mm256_mul_ps(_mm256_loadu_ps(weight_d + b), _mm256_loadu_ps(x_d + b)));
+  for (; b < blocks; ++b) out[b] = weight_d[b] * x_d[b];
+}
+
+// sum over blocks of minimum * (d * sum(q)): a Q4_1 row's offset term, in fixed order.
+inline float offset_term(const float* mins, const float* x_s, int64_t blocks) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 8 <= blocks; b += 8)
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(mins + b), _mm256_loadu_ps(x_s + b), acc);
+  float total = horizontal_sum(acc);
+  for (; b < blocks; ++b) total = std::fma(mins[b], x_s[b], total);
+  return total;
+}
+
+inline __m256 block_dot(__m256i unsigned_w, __m256i signed_x, __m256 scale, __m256 acc) {
+  const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_w, signed_x),
+                                         _mm256_set1_epi16(1));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
+}
+
+// One Q4 weight row against R activation rows. The row's nibbles come in pairs
+// of blocks, 32 bytes a pair: byte i holds weight i of the even block in its
+// low nibble and weight i of the odd block in its high one (an odd last block
+// has zero high nibbles, never read). Even and odd blocks sum into separate
+// lanes, two chains instead of one long one.
+template <int R>
+void q4_row(const uint8_t* nibbles, const float* d, const float* mins, int64_t blocks,
+            const QuantizedRows& x, int64_t first, int64_t cols, float* scales, float* out,
+            int64_t out_stride) {
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  __m256 even[R];
+  __m256 odd[R];
+  for (int r = 0; r < R; ++r) {
+    even[r] = _mm256_setzero_ps();
+    odd[r] = _mm256_setzero_ps();
+    block_scales(d, x.d.data() + (first + r) * blocks, blocks, scales + r * blocks);
+  }
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + b * 16));
+    const __m256i q0 = _mm256_and_si256(raw, low);
+    const __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+    for (int r = 0; r < R; ++r) {
+      const int8_t* xq = x.q.data() + (first + r) * cols + b * kBlock;
+      even[r] = block_dot(q0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)),
+                          _mm256_broadcast_ss(scales + r * blocks + b), even[r]);
+      odd[r] = block_dot(q1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + kBlock)),
+                         _mm256_broadcast_ss(scales + r * blocks + b + 1), odd[r]);
+    }
+  }
+  if (b < blocks) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + b * 16));
+    const __m256i q0 = _mm256_and_si256(raw, low);
+    for (int r = 0; r < R; ++r) {
+      const int8_t* xq = x.q.data() + (first + r) * cols + b * kBlock;
+      even[r] = block_dot(q0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)),
+                          _mm256_broadcast_ss(scales + r * blocks + b), even[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    out[r * out_stride] = horizontal_sum(_mm256_add_ps(even[r], odd[r])) +
+                          offset_term(mins, x.s.data() + (first + r) * blocks, blocks);
+}
+
+// One Q8_0 weight row (signed bytes in order) against R activation rows.
+template <int R>
+void q8_row(const int8_t* values, const float* d, int64_t blocks, const QuantizedRows& x,
+            int64_t first, int64_t cols, float* scales, float* out, int64_t out_stride) {
+  __m256 even[R];
+  __m256 odd[R];
+  for (int r = 0; r < R; ++r) {
+    even[r] = _mm256_setzero_ps();
+    odd[r] = _mm256_setzero_ps();
+    block_scales(d, x.d.data() + (first + r) * blocks, blocks, scales + r * blocks);
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + b * kBlock));
+    const __m256i magnitude = _mm256_sign_epi8(w, w);  // |w| as unsigned (-128 -> 128)
+    for (int r = 0; r < R; ++r) {
+      const __m256i xq = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(x.q.data() + (first + r) * cols + b * kBlock));
+      // x * sign(w): each product keeps its sign; |w| * |x| <= 128 * 127 per byte pair.
+      __m256& acc = (b & 1) ? odd[r] : even[r];
+      acc = block_dot(magnitude, _mm256_sign_epi8(xq, w),
+                      _mm256_broadcast_ss(scales + r * blocks + b), acc);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r * out_stride] = horizontal_sum(_mm256_add_ps(even[r], odd[r]));
+}
+
+// The matrix's width from its scales (32 weights a scale), after checking them.
+int64_t checked_in_features(const at::Tensor& x, const at::Tensor& scales, int64_t out_features) {
+  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous() && scales.dim() == 2 &&
+                  scales.size(0) == out_features,
+              "scales must be contiguous float32 [out_features, in_features / 32]");
+  const int64_t in_features = scales.size(1) * kBlock;
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(),
+              "x must be a contiguous float32 [rows, in_features] tensor");
+  TORCH_CHECK(x.size(1) == in_features, "x has ", x.size(1), " columns; the matrix has ",
+              in_features);
+  return in_features;
+}
+
+template <typename RowFn>
+at::Tensor for_each_output_row(const at::Tensor& x, int64_t out_features, RowFn row_fn) {
+  const int64_t rows = x.size(0);
+  const int64_t cols = x.size(1);
+  at::Tensor out = at::empty({rows, out_features}, x.options());
+  if (rows == 0 || out_features == 0) return out;
+  const QuantizedRows quantized = quantize_rows(x.data_ptr<float>(), rows, cols);
+  float* result = out.data_ptr<float>();
+  const int64_t blocks = cols / kBlock;
+  at::parallel_for(0, out_features, 64, [&](int64_t begin, int64_t end) {
+    std::vector<float> scales(kRowTile * blocks);
+    float* s = scales.data();
+    for (int64_t n = begin; n < end; ++n) {
+      int64_t first = 0;
+      for (; first + kRowTile <= rows; first += kRowTile)
+        row_fn.template operator()<kRowTile>(n, quantized, first, s, result + first * out_features + n);
+      switch (rows - first) {
+        case 3: row_fn.template operator()<3>(n, quantized, first, s, result + first * out_features + n); break;
+        case 2: row_fn.template operator()<2>(n, quantized, first, s, result + first * out_features + n); break;
+        case 1: row_fn.template operator()<1>(n, quantized, first, s, result + first * out_features + n); break;
+        default: break;
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& nibbles, const at::Tensor& scales,
+                       const at::Tensor& mins) {
+  TORCH_CHECK(nibbles.dim() == 2, "nibbles must be [out_features, bytes]");
+  const int64_t out_features = nibbles.size(0);
+  const int64_t cols = checked_in_features(x, scales, out_features);
+  const int64_t blocks = cols / kBlock;
+  TORCH_CHECK(nibbles.scalar_type() == at::kByte && nibbles.is_contiguous() && nibbles.dim() == 2 &&
+                  nibbles.size(1) == (blocks + 1) / 2 * kBlock,
+              "nibbles must be contiguous uint8 [out_features, 32 * ceil(in_features / 64)]");
+  TORCH_CHECK(mins.sizes() == scales.sizes() && mins.scalar_type() == at::kFloat &&
+                  mins.is_contiguous(),
+              "mins must be contiguous float32, shaped as scales");
+  const uint8_t* w = nibbles.data_ptr<uint8_t>();
+  const float* d = scales.data_ptr<float>();
+  const float* m = mins.data_ptr<float>();
+  const int64_t row_bytes = nibbles.size(1);
+  auto row_fn = [&]<int R>(int64_t n, const QuantizedRows& q, int64_t first, float* buffer,
+                           float* out) {
+    q4_row<R>(w + n * row_bytes, d + n * blocks, m + n * blocks, blocks, q, first, cols, buffer,
+              out, out_features);
+  };
+  return for_each_output_row(x, out_features, row_fn);
+}
+
+at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales) {
+  TORCH_CHECK(values.dim() == 2, "values must be [out_features, in_features]");
+  const int64_t out_features = values.size(0);
+  const int64_t cols = checked_in_features(x, scales, out_features);
+  TORCH_CHECK(values.scalar_type() == at::kChar && values.is_contiguous() && values.dim() == 2 &&
+                  values.size(1) == cols,
+              "values must be contiguous int8 [out_features, in_features]");
+  const int64_t blocks = cols / kBlock;
+  const int8_t* w = values.data_ptr<int8_t>();
+  const float* d = scales.data_ptr<float>();
+  auto row_fn = [&]<int R>(int64_t n, const QuantizedRows& q, int64_t first, float* buffer,
+                           float* out) {
+    q8_row<R>(w + n * cols, d + n * blocks, blocks, q, first, cols, buffer, out, out_features);
+  };
+  return for_each_output_row(x, out_features, row_fn);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(promptcache_blocks, m) {
+  m.def("q4_1_linear(Tensor x, Tensor nibbles, Tensor scales, Tensor mins) -> Tensor");
+  m.def("q8_0_linear(Tensor x, Tensor values, Tensor scales) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(promptcache_blocks, CPU, m) {
+  m.impl("q4_1_linear", &q4_1_linear);
+  m.impl("q8_0_linear", &q8_0_linear);
+}

@@ -1,0 +1,118 @@
+"""The GGUF block kernels: the GGUF's values exactly, llama.cpp's activation rounding,
+rows independent of their batch and of the thread count, bad input refused.
+
+Each kernel result is checked against float64 maths on the activations rounded as
+the kernels round them (:func:`rounded_activations`): that leaves only float32
+summation order between the two.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from promptcache.model.block_kernels import block_kernels
+from promptcache.model.block_weights import BlockWeight, pack_nibbles, rounded_activations
+from promptcache.model.gguf_blocks import Q8Matrix, QuantizedMatrix
+from promptcache.model.torch_threads import torch_threads
+
+pytestmark = pytest.mark.skipif(not block_kernels(), reason="no GGUF block kernels here")
+
+
+def q4(kind: str, rows: int, blocks: int, seed: int = 0) -> QuantizedMatrix:
+    generator = torch.Generator().manual_seed(seed)
+    cols = 32 * blocks
+    scales = (torch.rand(rows, blocks, generator=generator) * 0.02 + 1e-3).half()
+    minimums = None
+    if kind == "Q4_1":
+        minimums = (-8 * scales.float() * torch.rand(rows, blocks, generator=generator)).half()
+    nibbles = torch.randint(0, 16, (rows, cols), dtype=torch.uint8, generator=generator)
+    return QuantizedMatrix(kind, nibbles, scales, minimums)
+
+
+def q8(rows: int, blocks: int, seed: int = 0) -> Q8Matrix:
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randint(-128, 128, (rows, 32 * blocks), dtype=torch.int8, generator=generator)
+    return Q8Matrix(values, (torch.rand(rows, blocks, generator=generator) * 0.01 + 1e-4).half())
+
+
+def expected(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (rounded_activations(x).double() @ weights.double().T).float()
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3, 18])
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1"])
+def test_q4_blocks_keep_the_gguf_weights_and_multiply_by_rounded_activations(
+    kind: str, blocks: int
+) -> None:
+    matrix = q4(kind, rows=37, blocks=blocks, seed=blocks)
+    weight = BlockWeight.of(matrix)
+    assert torch.equal(weight.dequantize(), matrix.dequantize()), "the GGUF's weights, bitwise"
+    x = torch.randn(6, 32 * blocks, generator=torch.Generator().manual_seed(7)) * 3
+    with torch.inference_mode():
+        got = weight.matmul(x)
+    torch.testing.assert_close(got, expected(x, matrix.dequantize()), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 18])
+def test_q8_blocks_keep_the_gguf_weights_and_multiply_by_rounded_activations(blocks: int) -> None:
+    matrix = q8(rows=41, blocks=blocks, seed=blocks)
+    matrix.values[0, :32] = -128  # |w| = 128: the sign trick's edge
+    weight = BlockWeight.of_q8_0(matrix)
+    assert torch.equal(weight.dequantize(), matrix.dequantize())
+    x = torch.randn(5, 32 * blocks, generator=torch.Generator().manual_seed(8))
+    x[0, :32] = 127.0  # every activation at the top of its block's range
+    with torch.inference_mode():
+        got = weight.matmul(x)
+    torch.testing.assert_close(got, expected(x, matrix.dequantize()), rtol=1e-5, atol=1e-4)
+
+
+def test_rounding_is_llama_cpps_8_bit_blocks() -> None:
+    x = torch.tensor([[127.0, -63.4, 0.49, 0.51] + [0.0] * 28])
+    assert rounded_activations(x)[0, :4].tolist() == [127.0, -63.0, 0.0, 1.0]
+    # The kernel rounds the same way: one weight per element picks it out.
+    weight = BlockWeight.of_q8_0(Q8Matrix(torch.eye(32, dtype=torch.int8), torch.ones(32, 1).half()))
+    with torch.inference_mode():
+        assert weight.matmul(x)[0, :4].tolist() == [127.0, -63.0, 0.0, 1.0]
+
+
+def test_a_rows_result_depends_on_neither_its_batch_nor_the_threads() -> None:
+    weight = BlockWeight.of(q4("Q4_1", rows=300, blocks=5, seed=3))
+    head = BlockWeight.of_q8_0(q8(rows=300, blocks=5, seed=4))
+    x = torch.randn(9, 160, generator=torch.Generator().manual_seed(5))  # tiles of 4, then 1
+    for matrix in (weight, head):
+        with torch.inference_mode():
+            with torch_threads(2):
+                together = matrix.matmul(x)
+            with torch_threads(1):
+                alone = torch.cat([matrix.matmul(x[i : i + 1]) for i in range(9)])
+        assert torch.equal(together, alone)
+
+
+def test_a_non_finite_activation_gives_non_finite_outputs_not_garbage() -> None:
+    weight = BlockWeight.of(q4("Q4_1", rows=16, blocks=2))
+    x = torch.randn(2, 64)
+    x[0, 40] = float("nan")
+    x[1, 3] = float("inf")
+    with torch.inference_mode():
+        out = weight.matmul(x)
+    assert out.isnan().all(), "NaN, as float32 maths would give for inf * w + ... - ..."
+
+
+def test_bad_shapes_are_errors_not_crashes() -> None:
+    weight = BlockWeight.of(q4("Q4_1", rows=16, blocks=2))
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="columns"):
+        weight.matmul(torch.randn(1, 96))
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="nibbles"):
+        torch.ops.promptcache_blocks.q4_1_linear(
+            torch.randn(1, 64), weight.data[:, :5], weight.scales, weight.minimums
+        )
+    assert not BlockWeight.fits(16, 48), "whole blocks of 32 only"
+
+
+def test_nibble_pairs_are_one_load_for_two_blocks() -> None:
+    nibbles = torch.arange(96, dtype=torch.uint8).remainder(16).reshape(1, 96)
+    packed = pack_nibbles(nibbles)
+    assert packed.shape == (1, 64)  # 3 blocks: a pair and an odd one, padded
+    assert int(packed[0, 0]) == int(nibbles[0, 0]) | (int(nibbles[0, 32]) << 4)
+    assert int(packed[0, 33]) == int(nibbles[0, 65]), "the odd block's high nibbles are zero"
