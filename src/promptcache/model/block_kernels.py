@@ -114,7 +114,11 @@ def _build() -> None:
     cpp_extension.load(
         name="promptcache_block_dot",
         sources=[str(_SOURCE)],
-        extra_cflags=["-O3", "-std=c++20", "-mavx2", "-mfma", "-mf16c"],
+        # -fopenmp: at::parallel_for is OpenMP pragmas in ATen's headers, ignored (one
+        # thread) without it. The libgomp.so.1 it links against is the one torch has
+        # already loaded (same soname), so both share one thread pool and thread count.
+        extra_cflags=["-O3", "-std=c++20", "-mavx2", "-mfma", "-mf16c", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
         is_python_module=False,
         verbose=False,
     )
@@ -142,3 +146,13 @@ def _self_check() -> bool:
         torch.allclose(q4, rounded @ q4_weights.T, rtol=1e-4, atol=1e-4)
         and torch.allclose(q8, rounded @ q8_weights.T, rtol=1e-4, atol=1e-4)
     )
+
+
+def main() -> None:
+    """``python -m promptcache.model.block_kernels``: build them now and say whether they run."""
+    why = block_kernels_unavailable()
+    print("GGUF block kernels: " + ("built and working" if not why else f"not used: {why}"))
+
+
+if __name__ == "__main__":
+    main()
