@@ -11,7 +11,8 @@ the matmul throughput of the dtype it runs in.
   counted: that traffic is the hardware's, not the program's.
 * **read GB/s** -- a float32 ``sum`` of the same buffer: reads only, the
   access pattern of a decode step's weight reads.
-* **matmul GFLOP/s** -- ``torch.mm`` of square matrices (2 N^3 flops) in
+* **matmul GFLOP/s** -- ``torch.mm`` of square matrices (2 N^3 flops; N grown from 256
+  only while a call stays fast, so an emulated dtype does not take minutes) in
   float32, bfloat16 and float16, and ``torch._int_mm`` (int8 x int8 -> int32,
   GOP/s) where torch has a CPU kernel for it; the best of a few repeats.
 
@@ -91,14 +92,40 @@ def memory_bandwidth(buffer_bytes: int, repeat: int) -> tuple[float, float]:
     return 2 * nbytes / copy / 1e9, nbytes / read / 1e9
 
 
+_SLOW_CALL_SECONDS = 0.25
+"""A dtype whose matmul takes longer than this at some size is not grown further: a
+CPU without native bfloat16/float16 maths (AVX2 only) runs them through a slow
+fallback, and 2048^3 of that took minutes."""
+
+
+def grown_size(run_at: Callable[[int], Callable[[], object]], size: int) -> int:
+    """The largest size from 256, doubling, up to ``size``, whose one call stays under
+    :data:`_SLOW_CALL_SECONDS` (256 at the least)."""
+    current = min(256, size)
+    while current < size:
+        run = run_at(current)
+        started = time.perf_counter()
+        run()
+        if time.perf_counter() - started > _SLOW_CALL_SECONDS / 8:  # 8x the work at 2x
+            break
+        current = min(2 * current, size)
+    return current
+
+
 def matmul_throughput(dtype: torch.dtype, size: int, repeat: int) -> float:
-    """GFLOP/s of one ``size`` x ``size`` matmul in ``dtype`` (best of ``repeat``)."""
+    """GFLOP/s of one square matmul in ``dtype`` (best of ``repeat``), at ``size`` or at the
+    largest size below it that runs in a bounded time (:func:`grown_size`)."""
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(dtype)
-    b = torch.randn(size, size, generator=generator).to(dtype)
+
+    def run_at(n: int) -> Callable[[], object]:
+        a = torch.randn(n, n, generator=generator).to(dtype)
+        b = torch.randn(n, n, generator=generator).to(dtype)
+        return lambda: torch.mm(a, b)
+
     with torch.inference_mode():
-        seconds = best_seconds(lambda: torch.mm(a, b), repeat)
-    return 2 * size**3 / seconds / 1e9
+        n = grown_size(run_at, size)
+        seconds = best_seconds(run_at(n), repeat)
+    return 2 * n**3 / seconds / 1e9
 
 
 def int8_matmul_throughput(size: int, repeat: int) -> float | None:
@@ -107,14 +134,19 @@ def int8_matmul_throughput(size: int, repeat: int) -> float | None:
     if int_mm is None:
         return None
     generator = torch.Generator().manual_seed(0)
-    a = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=generator)
-    b = torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=generator)
+
+    def run_at(n: int) -> Callable[[], object]:
+        a = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=generator)
+        b = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=generator)
+        return lambda: int_mm(a, b)
+
     try:
         with torch.inference_mode():
-            seconds = best_seconds(lambda: int_mm(a, b), repeat)
+            n = grown_size(run_at, size)
+            seconds = best_seconds(run_at(n), repeat)
     except (RuntimeError, NotImplementedError):
         return None
-    return 2 * size**3 / seconds / 1e9
+    return 2 * n**3 / seconds / 1e9
 
 
 def measure(
@@ -356,7 +388,7 @@ def main() -> None:
     print(f"{'memory read (float32 sum)':32}{limits.read_gb_s:>10.1f} GB/s")
     for name, value in limits.matmul_gflop_s.items():
         unit = "GOP/s" if name == "int8" else "GFLOP/s"
-        label = f"matmul {name} ({args.matmul_size}^2)"
+        label = f"matmul {name} (<= {args.matmul_size}^2)"
         print(f"{label:32}{value:>10.0f} {unit}")
     for name in ("bfloat16", "float16", "int8"):
         if name in limits.matmul_gflop_s:
