@@ -99,6 +99,7 @@ def main() -> None:
         "prefill_ratio_vs_float32": {
             k: round(v / prefill["float32"], 2) for k, v in prefill.items()
         },
+        "int4_kernel": decoders["int4"].decode_kernel if "int4" in decoders else None,
         "prompt_tokens": len(long),
         "new_tokens": args.new_tokens,
         "model_id": loaded.model_id,
@@ -121,6 +122,8 @@ def main() -> None:
         f"model {loaded.model_id}; load average {report['load_average_1m']} "
         f"on {os.cpu_count()} CPUs"
     )
+    if report["int4_kernel"]:
+        print(f"int4 runs on: {report['int4_kernel']} (PROMPTCACHE_BLOCK_KERNELS=0: torch-int4)")
     print(f"{'decode':10}{'tok/s':>9}{'MB/token':>10}{'GB/s':>7}{'vs fp16':>9}{'agree':>7}")
     for name in decoders:
         print(

@@ -104,6 +104,8 @@ def main() -> None:
             "mean_log_likelihood": round(ll, 5),
             "delta_vs_float32": round(ll - base, 5),
         }
+    if "decode int4" in variants:
+        report["int4_kernel"] = variants["decode int4"].decode_kernel
     report["prompts"] = len(prompts)
     report["new_tokens"] = args.new_tokens
     report["text_tokens"] = len(text_ids)
@@ -114,6 +116,8 @@ def main() -> None:
         return
     print(f"model {loaded.model_id}; {len(prompts)} prompts x {args.new_tokens} greedy tokens")
     print(f"float32 mean log-likelihood: decode {base_decode:.4f}, prefill {base_prefill:.4f}")
+    if "int4_kernel" in report:
+        print(f"int4 runs on: {report['int4_kernel']} (PROMPTCACHE_BLOCK_KERNELS=0: torch-int4)")
     for name in variants:
         row = report[name]
         print(

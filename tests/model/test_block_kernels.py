@@ -36,6 +36,11 @@ def q8(rows: int, blocks: int, seed: int = 0) -> Q8Matrix:
     return Q8Matrix(values, (torch.rand(rows, blocks, generator=generator) * 0.01 + 1e-4).half())
 
 
+def identity_q8() -> Q8Matrix:
+    """One weight of 1 per row: each output is one rounded activation."""
+    return Q8Matrix(torch.eye(32, dtype=torch.int8), torch.ones(32, 1).half())
+
+
 def expected(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (rounded_activations(x).double() @ weights.double().T).float()
 
@@ -71,7 +76,9 @@ def test_rounding_is_llama_cpps_8_bit_blocks() -> None:
     x = torch.tensor([[127.0, -63.4, 0.49, 0.51] + [0.0] * 28])
     assert rounded_activations(x)[0, :4].tolist() == [127.0, -63.0, 0.0, 1.0]
     # The kernel rounds the same way: one weight per element picks it out.
-    weight = BlockWeight.of_q8_0(Q8Matrix(torch.eye(32, dtype=torch.int8), torch.ones(32, 1).half()))
+    weight = BlockWeight.of_q8_0(
+        Q8Matrix(torch.eye(32, dtype=torch.int8), torch.ones(32, 1).half())
+    )
     with torch.inference_mode():
         assert weight.matmul(x)[0, :4].tolist() == [127.0, -63.0, 0.0, 1.0]
 
@@ -97,6 +104,20 @@ def test_a_non_finite_activation_gives_non_finite_outputs_not_garbage() -> None:
     with torch.inference_mode():
         out = weight.matmul(x)
     assert out.isnan().all(), "NaN, as float32 maths would give for inf * w + ... - ..."
+
+
+def test_tiny_activations_round_like_any_others() -> None:
+    """A block whose step ``max|x| / 127`` is subnormal: ``1 / step`` would overflow."""
+    weight = BlockWeight.of_q8_0(
+        Q8Matrix(torch.eye(32, dtype=torch.int8), torch.ones(32, 1).half())
+    )
+    x = torch.zeros(1, 32)
+    x[0, 0], x[0, 1] = 1e-39, -5e-40
+    with torch.inference_mode():
+        got = weight.matmul(x)
+    assert torch.equal(got, rounded_activations(x))
+    assert got.isfinite().all()
+    torch.testing.assert_close(got[0, :2], x[0, :2], rtol=1e-2, atol=0.0)  # not zeroed
 
 
 def test_bad_shapes_are_errors_not_crashes() -> None:

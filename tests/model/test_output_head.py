@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from promptcache.model import precision
+from promptcache.model.block_weights import BlockWeight
 from promptcache.model.gguf_blocks import Q8Matrix, read_gguf_head
 from promptcache.model.loading import LoadedModel
 from promptcache.model.output_head import Int4Head
-from promptcache.model.block_weights import BlockWeight
 from promptcache.model.quantized import Int4Weight, int4_kernels_work, quantized_decode_works
 from promptcache.model.runtime import LlamaRuntime
 

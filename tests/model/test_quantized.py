@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from promptcache.model import gguf_blocks
+from promptcache.model.block_weights import BlockWeight
 from promptcache.model.gguf_blocks import QuantizedMatrix, read_gguf_matrices
 from promptcache.model.loading import LoadedModel
-from promptcache.model.block_weights import BlockWeight
 from promptcache.model.quantized import Int4Weight, int4_kernels_work, quantized_decode_works
 from promptcache.model.runtime import LlamaRuntime
 

@@ -98,7 +98,7 @@ def _ninja() -> str | None:
     if found:
         return str(Path(found).parent)
     try:
-        import ninja  # type: ignore[import-untyped]
+        import ninja
     except ImportError:
         return None
     return str(ninja.BIN_DIR)

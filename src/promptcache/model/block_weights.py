@@ -43,8 +43,8 @@ def rounded_activations(x: torch.Tensor) -> torch.Tensor:
     rows, cols = x.shape
     blocks = x.to(torch.float32).reshape(rows, cols // BLOCK, BLOCK)
     d = blocks.abs().amax(-1, keepdim=True) / 127.0
-    inverse = torch.where(d == 0, torch.zeros_like(d), 1.0 / d)
-    return (torch.round(blocks * inverse) * d).reshape(rows, cols)
+    safe = torch.where(d == 0, torch.ones_like(d), d)
+    return (torch.round(blocks / safe) * d).reshape(rows, cols)
 
 
 class BlockWeight:
@@ -104,9 +104,7 @@ class BlockWeight:
         if self.minimums is None:
             out: torch.Tensor = torch.ops.promptcache_blocks.q8_0_linear(x, self.data, self.scales)
         else:
-            out = torch.ops.promptcache_blocks.q4_1_linear(
-                x, self.data, self.scales, self.minimums
-            )
+            out = torch.ops.promptcache_blocks.q4_1_linear(x, self.data, self.scales, self.minimums)
         return out
 
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

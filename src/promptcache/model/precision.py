@@ -4,9 +4,10 @@ The runtime keeps the model's exact float32 weights and, per role, the copies
 a precision asks for:
 
 * **decode** (one generated token per sequence per step; bound by the bytes of
-  weights read): ``int4`` -- the GGUF's own 4-bit blocks on the CPU int4
-  kernel (:mod:`promptcache.model.quantized`); a ``Q8_0`` output head runs on
-  the same kernel, its leading logits recomputed exactly
+  weights read): ``int4`` -- the GGUF's own 4-bit blocks, on the GGUF block
+  kernels where they run (:mod:`promptcache.model.block_kernels`), else on
+  torch's CPU int4 kernel (:mod:`promptcache.model.quantized`); a ``Q8_0``
+  output head runs on the same kernel, its leading logits recomputed exactly
   (:mod:`promptcache.model.output_head`), any other head in float32;
   ``float16`` -- half-size copies; ``float32`` -- the exact weights.
   ``auto`` is ``int4`` when the model came from a GGUF whose layer matrices are
@@ -38,11 +39,12 @@ from pathlib import Path
 
 import torch
 
+from promptcache.model.block_weights import BlockWeight
 from promptcache.model.gguf_blocks import read_gguf_head, read_gguf_matrices
 from promptcache.model.layers import PROMPT_TILE_ROWS, tiled_linear
 from promptcache.model.output_head import Int4Head
 from promptcache.model.precision_names import DECODE_PRECISIONS, PROMPT_PRECISIONS
-from promptcache.model.quantized import decode_head_matrix, quantized_decode_works
+from promptcache.model.quantized import Int4Weight, decode_head_matrix, quantized_decode_works
 from promptcache.model.torch_threads import torch_threads
 from promptcache.model.weights import LayerWeights, ModelWeights, cast_layer, int4_layer
 
@@ -64,6 +66,18 @@ class WeightSet:
     lm_head: torch.Tensor | Int4Head
     weight_bytes: int
     """Bytes of matmul weights one pass over every layer and the head reads."""
+
+    @property
+    def kernel(self) -> str:
+        """What the matrices run on: ``gguf-blocks`` (:mod:`.block_kernels`), ``torch-int4``
+        (torch's CPU int4 kernel), or the precision's name for float weights."""
+        for layer in self.layers:
+            for matrix in (layer.qkv_weight, layer.o_weight, layer.gate_up_weight):
+                if isinstance(matrix, BlockWeight):
+                    return "gguf-blocks"
+                if isinstance(matrix, Int4Weight):
+                    return "torch-int4"
+        return self.precision
 
     @property
     def float_head(self) -> torch.Tensor:

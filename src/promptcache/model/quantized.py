@@ -1,4 +1,8 @@
-"""Decoding straight from a GGUF's 4-bit blocks, on PyTorch's CPU int4 kernels.
+"""Decoding straight from a GGUF's 4-bit blocks: which kernel, and PyTorch's CPU int4 one.
+
+:func:`decode_matrix` / :func:`decode_head_matrix` put a matrix on the GGUF block
+kernels (:mod:`promptcache.model.block_kernels`) where they run, and on PyTorch's
+int4 kernel, described here, otherwise.
 
 A decode step of a small model on a CPU is bound by the bytes of weights it
 reads. The float16 copies of the de-quantised GGUF read 2 bytes per weight; the

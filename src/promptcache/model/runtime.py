@@ -184,6 +184,12 @@ class LlamaRuntime:
         return self._decode.precision
 
     @property
+    def decode_kernel(self) -> str:
+        """What decode steps' matrices run on: ``gguf-blocks``, ``torch-int4``, or the float
+        precision (see :attr:`WeightSet.kernel <promptcache.model.precision.WeightSet.kernel>`)."""
+        return self._decode.kernel
+
+    @property
     def prefill_precision(self) -> str:
         """What prompt forwards multiply by: ``bfloat16`` or ``float32``."""
         return self._prompt.precision

@@ -54,10 +54,12 @@ QuantizedRows quantize_rows(const float* x, int64_t rows, int64_t cols) {
         amax = std::fmax(amax, std::fabs(v[i]));
       }
       const float d = finite ? amax / 127.0f : NAN;
-      const float inverse = (finite && d != 0.0f) ? 1.0f / d : 0.0f;
+      // A division, not a multiplication by 1 / d: that inverse overflows for a
+      // subnormal d. |v / d| <= 127 always, and ties round to even.
+      const bool scaled = finite && d != 0.0f;
       int sum = 0;
       for (int64_t i = 0; i < kBlock; ++i) {
-        const int value = finite ? static_cast<int>(std::nearbyint(v[i] * inverse)) : 0;
+        const int value = scaled ? static_cast<int>(std::nearbyint(v[i] / d)) : 0;
         q[i] = static_cast<int8_t>(value);
         sum += value;
       }
