@@ -137,3 +137,38 @@ def test_nibble_pairs_are_one_load_for_two_blocks() -> None:
     assert packed.shape == (1, 64)  # 3 blocks: a pair and an odd one, padded
     assert int(packed[0, 0]) == int(nibbles[0, 0]) | (int(nibbles[0, 32]) << 4)
     assert int(packed[0, 33]) == int(nibbles[0, 65]), "the odd block's high nibbles are zero"
+
+
+@pytest.mark.parametrize("keys", [1, 7, 8, 300])
+def test_decode_attention_is_one_querys_softmax_attention_with_its_kv_written(keys: int) -> None:
+    heads, kv_heads, dim, capacity = 9, 3, 64, 320
+    generator = torch.Generator().manual_seed(keys)
+    kv = torch.randn(2, kv_heads, capacity, dim, generator=generator)
+    qk = torch.randn(heads + kv_heads, dim, generator=generator) * 2
+    value = torch.randn(kv_heads, dim, generator=generator)
+    position = keys - 1
+    with torch.inference_mode():
+        got = torch.ops.promptcache_blocks.decode_attention(qk, value, kv, position, dim**-0.5)
+    assert torch.equal(kv[0, :, position], qk[heads:]) and torch.equal(kv[1, :, position], value)
+    q = qk[:heads].view(kv_heads, heads // kv_heads, dim)
+    scores = torch.bmm(q, kv[0, :, :keys].transpose(1, 2)) * dim**-0.5
+    want = torch.bmm(torch.softmax(scores, -1), kv[1, :, :keys]).reshape(-1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_decode_attention_refuses_a_position_outside_the_buffer() -> None:
+    kv = torch.zeros(2, 1, 4, 8)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside the KV buffer"):
+        torch.ops.promptcache_blocks.decode_attention(
+            torch.zeros(2, 8), torch.zeros(1, 8), kv, 4, 1.0
+        )
+    assert torch.equal(kv, torch.zeros(2, 1, 4, 8)), "nothing written"
+
+
+def test_decode_attention_propagates_nan_as_softmax_does() -> None:
+    kv = torch.randn(2, 1, 16, 8)
+    qk = torch.randn(2, 8)
+    qk[0, 0] = float("nan")
+    with torch.inference_mode():
+        out = torch.ops.promptcache_blocks.decode_attention(qk, torch.randn(1, 8), kv, 9, 1.0)
+    assert out.isnan().all()
