@@ -184,3 +184,18 @@ def test_int4_batched_decode_rows_equal_steps_run_alone(
         assert torch.equal(kv_alone, kv_batched), "int4 rows do not depend on the batch"
     # The head too runs on the int4 kernel and refines each row on its own: bit for bit.
     assert torch.equal(got, want)
+
+
+def test_float16_decode_of_a_bias_free_model_stays_close(embedded_model: LoadedModel) -> None:
+    """SmolLM2 has no projection biases, so a float16 step's values reach attention in
+    float16 (the tiny test models' biases promote them to float32)."""
+    exact = LlamaRuntime(embedded_model.weights)
+    half = LlamaRuntime(embedded_model.weights, decode_precision="float16")
+    ids = _chat(embedded_model, "Name a prime number.")
+    kv_exact, kv_half = exact.new_kv(len(ids) + 2), half.new_kv(len(ids) + 2)
+    exact.prefill(ids, kv_exact, 0)
+    half.prefill(ids, kv_half, 0)
+    want = exact.step(ids[-1], kv_exact, len(ids))
+    got = half.step(ids[-1], kv_half, len(ids))
+    assert float((got - want).norm() / want.norm()) < 0.02
+    assert int(got.argmax()) == int(want.argmax())

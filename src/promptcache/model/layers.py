@@ -164,7 +164,11 @@ class LayerMath:
         fifth of a decode step)."""
         if self._fused_attention and kv.dtype == torch.float32:
             out: torch.Tensor = torch.ops.promptcache_blocks.decode_attention(
-                qk.contiguous(), value.contiguous(), kv, position, self._scale
+                qk.to(kv.dtype).contiguous(),
+                value.to(kv.dtype).contiguous(),  # 16-bit for float16 decode weights
+                kv,
+                position,
+                self._scale,
             )
             return out
         heads, kv_heads, dim = self._num_heads, self._num_kv_heads, self._head_dim
