@@ -114,6 +114,17 @@ inline __m256 block_dot(__m256i unsigned_w, __m256i signed_x, __m256 scale, __m2
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
 }
 
+// Zeroed accumulators and each row's block scales, before a weight row's blocks.
+template <int R>
+void start_rows(__m256* even, __m256* odd, const float* d, const QuantizedRows& x, int64_t first,
+                int64_t blocks, float* scales) {
+  for (int r = 0; r < R; ++r) {
+    even[r] = _mm256_setzero_ps();
+    odd[r] = _mm256_setzero_ps();
+    block_scales(d, x.d.data() + (first + r) * blocks, blocks, scales + r * blocks);
+  }
+}
+
 // One Q4 weight row against R activation rows. The row's nibbles come in pairs
 // of blocks, 32 bytes a pair: byte i holds weight i of the even block in its
 // low nibble and weight i of the odd block in its high one (an odd last block
@@ -126,11 +137,7 @@ void q4_row(const uint8_t* nibbles, const float* d, const float* mins, int64_t b
   const __m256i low = _mm256_set1_epi8(0x0F);
   __m256 even[R];
   __m256 odd[R];
-  for (int r = 0; r < R; ++r) {
-    even[r] = _mm256_setzero_ps();
-    odd[r] = _mm256_setzero_ps();
-    block_scales(d, x.d.data() + (first + r) * blocks, blocks, scales + r * blocks);
-  }
+  start_rows<R>(even, odd, d, x, first, blocks, scales);
   int64_t b = 0;
   for (; b + 2 <= blocks; b += 2) {
     const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + b * 16));
@@ -164,11 +171,7 @@ void q8_row(const int8_t* values, const float* d, int64_t blocks, const Quantize
             int64_t first, int64_t cols, float* scales, float* out, int64_t out_stride) {
   __m256 even[R];
   __m256 odd[R];
-  for (int r = 0; r < R; ++r) {
-    even[r] = _mm256_setzero_ps();
-    odd[r] = _mm256_setzero_ps();
-    block_scales(d, x.d.data() + (first + r) * blocks, blocks, scales + r * blocks);
-  }
+  start_rows<R>(even, odd, d, x, first, blocks, scales);
   for (int64_t b = 0; b < blocks; ++b) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + b * kBlock));
     const __m256i magnitude = _mm256_sign_epi8(w, w);  // |w| as unsigned (-128 -> 128)
