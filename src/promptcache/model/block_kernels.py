@@ -7,10 +7,14 @@ scale per block) with AVX2 integer instructions. PyTorch's own CPU int4 kernel
 was compute-bound, as slow per decode step as float16 weights, which read 2.6x
 the bytes.
 
+The same library has ``decode_attention``: one decode query's attention over a
+float32 KV cache in one call (:meth:`LayerMath._attend_one
+<promptcache.model.layers.LayerMath._attend_one>`).
+
 They are C++, compiled on first use by :func:`torch.utils.cpp_extension.load`
-(about a minute on 2 cores; cached under ``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``, keyed by the source, so later starts load in
-milliseconds). ``make setup`` builds them. They are used only where they can
+(about 30 s on 2 cores; cached under ``TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions``, keyed by the source; a later process loads and
+checks them in about 0.4 s). ``make setup`` builds them. They are used only where they can
 run: an x86-64 CPU with AVX2, FMA and F16C, a C++ compiler and ninja, and a
 self-check against the float32 maths passing. Otherwise :func:`block_kernels`
 says why and the caller falls back. ``PROMPTCACHE_BLOCK_KERNELS=0`` turns
@@ -125,7 +129,8 @@ def _build() -> None:
 
 
 def _self_check() -> bool:
-    """A small random Q4_1 and Q8_0 matrix against float32 maths on the same 8-bit activations."""
+    """A small random Q4_1 and Q8_0 matrix against float32 maths on the same 8-bit activations,
+    and one attention query against softmax attention."""
     generator = torch.Generator().manual_seed(0)
     rows, cols, batch = 24, 96, 5  # 3 blocks: a pair and an odd one
     x = torch.randn(batch, cols, generator=generator)
@@ -138,11 +143,20 @@ def _self_check() -> bool:
     with torch.inference_mode():
         q4 = torch.ops.promptcache_blocks.q4_1_linear(x, pack_nibbles(nibbles), scales, mins)
         q8 = torch.ops.promptcache_blocks.q8_0_linear(x, values, scales)
+        kv = torch.randn(2, 1, 8, 32, generator=generator)
+        qk = torch.randn(3, 32, generator=generator)
+        value = torch.randn(1, 32, generator=generator)
+        attended = torch.ops.promptcache_blocks.decode_attention(qk, value, kv, 5, 0.125)
+    weights = torch.softmax(qk[:2] @ kv[0, 0, :6].T * 0.125, -1)
+    attention_ok = bool(
+        torch.equal(kv[0, 0, 5], qk[2])
+        and torch.allclose(attended, (weights @ kv[1, 0, :6]).reshape(-1), rtol=1e-5, atol=1e-6)
+    )
     rounded = rounded_activations(x)
     q4_weights = nibbles.float() * scales.repeat_interleave(32, 1)
     q4_weights += mins.repeat_interleave(32, 1)
     q8_weights = values.float() * scales.repeat_interleave(32, 1)
-    return bool(
+    return attention_ok and bool(
         torch.allclose(q4, rounded @ q4_weights.T, rtol=1e-4, atol=1e-4)
         and torch.allclose(q8, rounded @ q8_weights.T, rtol=1e-4, atol=1e-4)
     )
