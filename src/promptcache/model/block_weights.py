@@ -1,12 +1,12 @@
 """GGUF ``Q4_0``/``Q4_1``/``Q8_0`` matrices on the block kernels (:mod:`.block_kernels`).
 
-A :class:`BlockWeight` holds a matrix as the GGUF stores it -- the nibbles two to
-a byte in ggml's order (byte ``i`` of a block: weight ``i`` low, ``i + 16``
-high), or the signed bytes, and the float16 scales (and Q4_1 minimums) -- and
-multiplies float32 activations by it the way llama.cpp does: each activation
+A :class:`BlockWeight` holds a matrix as the GGUF's own values -- the nibbles
+(repacked two blocks to a 32-byte load, :func:`pack_nibbles`) or the signed
+bytes, and the float16 scales (and Q4_1 minimums) widened exactly to float32 --
+and multiplies float32 activations by it the way llama.cpp does: each activation
 block of 32 rounded to 8 bits with scale ``max|x| / 127``, exact integer block
 sums, float32 scaling. ``Q4_0`` (``d * (q - 8)``) runs as ``Q4_1`` with minimum
-``-8 d``, which float16 holds exactly.
+``-8 d``, which is exact.
 
 The weights are therefore the GGUF's exactly; what changes against float32
 maths is the 8-bit rounding of the activations (at most half a step,
@@ -58,7 +58,7 @@ class BlockWeight:
         minimums: torch.Tensor | None,
     ) -> None:
         self.data = data
-        """uint8 packed nibbles ``[out, in / 2]`` (Q4) or int8 values ``[out, in]`` (Q8_0)."""
+        """uint8 nibble pairs ``[out, 32 * ceil(in / 64)]`` (Q4) or int8 values ``[out, in]``."""
         self.scales = scales
         """``d``, float32 ``[out, in / 32]`` (the GGUF's float16 values, widened exactly)."""
         self.minimums = minimums
@@ -118,7 +118,7 @@ class BlockWeight:
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weights (exactly the GGUF's ``d * q + m`` / ``d * q``)."""
-        d = self.scales.to(torch.float32).repeat_interleave(BLOCK, 1)
+        d = self.scales.repeat_interleave(BLOCK, 1)
         if self.minimums is None:
             return self.data.to(torch.float32) * d
         rows = self.out_features

@@ -24,6 +24,11 @@ SmolLM2 chat replies (3 prompts x 48 greedy tokens): a median of 2 candidates a
 step, 7 at the 90th percentile, 29 at most. Past ``_MOST_CANDIDATES`` (a flat
 distribution) the whole row is computed exactly.
 
+That bound is the kernel's own (``logit_bounds``): the one above for torch's int4
+kernel; on the GGUF block kernels (:class:`~promptcache.model.block_weights.BlockWeight`),
+whose weights are exact and whose activations are rounded to 8-bit blocks, ``|w_row|``
+times the rounding's Euclidean size (half a step per element) plus a float32-sums term.
+
 Each row is refined on its own, with the same operations whatever the batch,
 so a sequence's logits do not depend on what it is batched with.
 """
