@@ -21,7 +21,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "GGML_BMI2": ("bmi2",),
     "GGML_AVX_VNNI": ("avx_vnni",),
     "GGML_AVX512": ("avx512f", "avx512bw", "avx512dq", "avx512vl"),
-    "GGML_AVX512_VBMI": ("avx512_vbmi",),
+    "GGML_AVX512_VBMI": ("avx512vbmi",),  # the kernel spells this one without "_"
     "GGML_AVX512_VNNI": ("avx512_vnni",),
     "GGML_AVX512_BF16": ("avx512_bf16",),
 }
