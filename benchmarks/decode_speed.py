@@ -35,6 +35,7 @@ import torch
 
 import machine_limits
 from promptcache.cli._progress import loading_progress
+from promptcache.model.block_kernels import kernel_isa
 from promptcache.model.loading import LoadedModel, load_model
 from promptcache.model.precision import bfloat16_matmuls_supported
 from promptcache.model.runtime import LlamaRuntime
@@ -73,23 +74,34 @@ def main() -> None:
     short = chat_ids(loaded, "Tell me a story about a lighthouse keeper.")
     long = chat_ids(loaded, PARAGRAPH * (args.prompt_tokens // 30 + 10))[-args.prompt_tokens :]
 
+    # Where int4 runs on the AVX-512 VNNI rows, the AVX2 rows too, side by side (the
+    # same runtime, switched: their results are bitwise the same).
+    runtimes: dict[str, LlamaRuntime] = dict(decoders)
+    isas = {name: "auto" for name in runtimes}
+    int4 = decoders.get("int4")
+    if int4 is not None and int4.decode_kernel == "gguf-blocks" and kernel_isa() != "avx2":
+        runtimes["int4-avx2"], isas["int4-avx2"] = int4, "avx2"
     decode: dict[str, float] = {}
     prefill: dict[str, float] = {}
     tokens: dict[str, list[int]] = {}
     for _ in range(args.repeat):
-        for name, runtime in decoders.items():
+        for name, runtime in runtimes.items():
+            if runtime.decode_kernel == "gguf-blocks":
+                kernel_isa(isas[name])
             rate, tokens[name] = runtime_decode(runtime, short, args.new_tokens)
             decode[name] = max(decode.get(name, 0.0), rate)
+        if int4 is not None and int4.decode_kernel == "gguf-blocks":
+            kernel_isa("auto")
         for name, runtime in prefillers.items():
             prefill[name] = max(prefill.get(name, 0.0), runtime_prefill(runtime, long))
 
     report: dict[str, Any] = {
         "decode_tok_s": {k: round(v, 1) for k, v in decode.items()},
         "decode_weight_mb_per_token": {
-            k: round(r.weight_bytes("decode") / 1e6, 1) for k, r in decoders.items()
+            k: round(r.weight_bytes("decode") / 1e6, 1) for k, r in runtimes.items()
         },
         "decode_gb_s": {
-            k: round(decode[k] * r.weight_bytes("decode") / 1e9, 2) for k, r in decoders.items()
+            k: round(decode[k] * r.weight_bytes("decode") / 1e9, 2) for k, r in runtimes.items()
         },
         "decode_ratio_vs_float16": {k: round(v / decode["float16"], 2) for k, v in decode.items()},
         "greedy_tokens_before_divergence_from_float32": {
@@ -99,7 +111,10 @@ def main() -> None:
         "prefill_ratio_vs_float32": {
             k: round(v / prefill["float32"], 2) for k, v in prefill.items()
         },
-        "int4_kernel": decoders["int4"].decode_kernel if "int4" in decoders else None,
+        "int4_kernel": int4.decode_kernel if int4 is not None else None,
+        "int4_isa": kernel_isa()
+        if int4 is not None and int4.decode_kernel == "gguf-blocks"
+        else None,
         "prompt_tokens": len(long),
         "new_tokens": args.new_tokens,
         "model_id": loaded.model_id,
@@ -110,7 +125,7 @@ def main() -> None:
     report["machine_limits"] = machine_limits.precision_shares(
         machine_limits.measure(repeat=3),
         loaded,
-        decode_tok_s={k: (r, decode[k]) for k, r in decoders.items()},
+        decode_tok_s={k: (r, decode[k]) for k, r in runtimes.items()},
         decode_context=len(short) + args.new_tokens // 2,
         prefill_tok_s={k: (r, prefill[k]) for k, r in prefillers.items()},
         prompt_tokens=len(long),
@@ -123,9 +138,12 @@ def main() -> None:
         f"on {os.cpu_count()} CPUs"
     )
     if report["int4_kernel"]:
-        print(f"int4 runs on: {report['int4_kernel']} (PROMPTCACHE_BLOCK_KERNELS=0: torch-int4)")
+        isa = f" on {report['int4_isa']}" if report["int4_isa"] else ""
+        print(
+            f"int4 runs on: {report['int4_kernel']}{isa} (PROMPTCACHE_BLOCK_KERNELS=0: torch-int4)"
+        )
     print(f"{'decode':10}{'tok/s':>9}{'MB/token':>10}{'GB/s':>7}{'vs fp16':>9}{'agree':>7}")
-    for name in decoders:
+    for name in runtimes:
         print(
             f"{name:10}{decode[name]:>9.1f}{report['decode_weight_mb_per_token'][name]:>10.1f}"
             f"{report['decode_gb_s'][name]:>7.2f}{report['decode_ratio_vs_float16'][name]:>8.2f}x"

@@ -8,15 +8,31 @@ summation order between the two.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
-from promptcache.model.block_kernels import block_kernels
+from promptcache.model.block_kernels import _cpu_flags, block_kernels, kernel_isa
 from promptcache.model.block_weights import BlockWeight, pack_nibbles, rounded_activations
 from promptcache.model.gguf_blocks import Q8Matrix, QuantizedMatrix
 from promptcache.model.torch_threads import torch_threads
 
 pytestmark = pytest.mark.skipif(not block_kernels(), reason="no GGUF block kernels here")
+
+VNNI_FLAGS = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni"}
+HAS_VNNI = _cpu_flags() >= VNNI_FLAGS
+needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="this CPU lacks AVX-512 VNNI")
+
+
+@pytest.fixture(autouse=True, params=["avx2", pytest.param("avx512-vnni", marks=needs_vnni)])
+def isa(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test on each instruction set the CPU has; the process's choice restored after."""
+    chosen = kernel_isa(request.param)
+    try:
+        yield chosen
+    finally:
+        kernel_isa("auto")
 
 
 def q4(kind: str, rows: int, blocks: int, seed: int = 0) -> QuantizedMatrix:
@@ -172,3 +188,32 @@ def test_decode_attention_propagates_nan_as_softmax_does() -> None:
     with torch.inference_mode():
         out = torch.ops.promptcache_blocks.decode_attention(qk, torch.randn(1, 8), kv, 9, 1.0)
     assert out.isnan().all()
+
+
+def test_auto_picks_vnni_exactly_where_the_cpu_has_it(isa: str) -> None:
+    assert isa in ("avx2", "avx512-vnni")
+    assert kernel_isa("auto") == ("avx512-vnni" if HAS_VNNI else "avx2")
+    assert kernel_isa("") == kernel_isa(), "'' only asks"
+
+
+def test_an_unknown_or_missing_instruction_set_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="kernel_isa takes"):
+        kernel_isa("avx10")
+    if not HAS_VNNI:
+        with pytest.raises(RuntimeError, match="lacks AVX-512 VNNI"):
+            kernel_isa("avx512-vnni")
+
+
+@needs_vnni
+@pytest.mark.parametrize("blocks", [1, 2, 3, 18, 48])
+@pytest.mark.parametrize("batch", [1, 3, 4, 9])
+def test_vnni_gives_bitwise_the_avx2_results(blocks: int, batch: int) -> None:
+    x = torch.randn(batch, 32 * blocks, generator=torch.Generator().manual_seed(blocks)) * 3
+    matrices = [BlockWeight.of(q4("Q4_1", 29, blocks)), BlockWeight.of_q8_0(q8(29, blocks))]
+    got: dict[str, list[torch.Tensor]] = {}
+    with torch.inference_mode():
+        for chosen in ("avx2", "avx512-vnni"):
+            kernel_isa(chosen)
+            got[chosen] = [weight.matmul(x) for weight in matrices]
+    for avx2, vnni in zip(got["avx2"], got["avx512-vnni"], strict=True):
+        assert torch.equal(avx2, vnni)

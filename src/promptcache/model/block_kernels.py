@@ -2,7 +2,8 @@
 
 The kernels multiply activations by a GGUF's ``Q4_1``/``Q8_0`` blocks as llama.cpp
 does (activations rounded to 8-bit blocks, exact integer block sums, one float32
-scale per block) with AVX2 integer instructions. PyTorch's own CPU int4 kernel
+scale per block) with AVX2 integer instructions, or AVX-512 VNNI where the CPU
+has it (:func:`kernel_isa`; same results bitwise, measured below). PyTorch's own CPU int4 kernel
 (``_weight_int4pack_mm_for_cpu``) is the fallback: on an AVX2-only EPYC here it
 was compute-bound, as slow per decode step as float16 weights, which read 2.6x
 the bytes.
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["block_kernels", "block_kernels_unavailable"]
+__all__ = ["block_kernels", "block_kernels_unavailable", "kernel_isa"]
 
 _LOG = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("kernels") / "block_dot.cpp"
@@ -54,6 +55,15 @@ def block_kernels_unavailable() -> str:
 
 
 @functools.cache
+def kernel_isa(requested: str = "") -> str:
+    """The instructions the matrix kernels run on: ``"avx512-vnni"`` where the CPU has
+    AVX-512 VNNI (a pair of blocks a vpdpbusd), else ``"avx2"``; both give bitwise the
+    same results. ``requested`` (``"auto"``, ``"avx2"``, ``"avx512-vnni"``) switches it for
+    the whole process first, to compare the two; ``""`` only asks. Needs the kernels
+    loaded (:func:`block_kernels`)."""
+    return str(torch.ops.promptcache_blocks.kernel_isa(requested))
+
+
 def _load() -> str:
     if os.environ.get("PROMPTCACHE_BLOCK_KERNELS", "1").strip() == "0":
         return "PROMPTCACHE_BLOCK_KERNELS=0 turns them off."
