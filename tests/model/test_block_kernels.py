@@ -214,6 +214,7 @@ def test_vnni_gives_bitwise_the_avx2_results(blocks: int, batch: int) -> None:
     with torch.inference_mode():
         for chosen in ("avx2", "avx512-vnni"):
             kernel_isa(chosen)
+            assert torch.ops.promptcache_blocks.kernel_isa("") == chosen, "really switched"
             got[chosen] = [weight.matmul(x) for weight in matrices]
     for avx2, vnni in zip(got["avx2"], got["avx512-vnni"], strict=True):
         assert torch.equal(avx2, vnni)

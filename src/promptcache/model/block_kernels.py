@@ -3,7 +3,7 @@
 The kernels multiply activations by a GGUF's ``Q4_1``/``Q8_0`` blocks as llama.cpp
 does (activations rounded to 8-bit blocks, exact integer block sums, one float32
 scale per block) with AVX2 integer instructions, or AVX-512 VNNI where the CPU
-has it (:func:`kernel_isa`; same results bitwise, measured below). PyTorch's own CPU int4 kernel
+has it (:func:`kernel_isa`; bitwise the same results). PyTorch's own CPU int4 kernel
 (``_weight_int4pack_mm_for_cpu``) is the fallback: on an AVX2-only EPYC here it
 was compute-bound, as slow per decode step as float16 weights, which read 2.6x
 the bytes.
@@ -54,7 +54,6 @@ def block_kernels_unavailable() -> str:
         return _load()
 
 
-@functools.cache
 def kernel_isa(requested: str = "") -> str:
     """The instructions the matrix kernels run on: ``"avx512-vnni"`` where the CPU has
     AVX-512 VNNI (a pair of blocks a vpdpbusd), else ``"avx2"``; both give bitwise the
@@ -64,6 +63,7 @@ def kernel_isa(requested: str = "") -> str:
     return str(torch.ops.promptcache_blocks.kernel_isa(requested))
 
 
+@functools.cache
 def _load() -> str:
     if os.environ.get("PROMPTCACHE_BLOCK_KERNELS", "1").strip() == "0":
         return "PROMPTCACHE_BLOCK_KERNELS=0 turns them off."
