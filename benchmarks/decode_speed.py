@@ -79,8 +79,9 @@ def main() -> None:
     runtimes: dict[str, LlamaRuntime] = dict(decoders)
     isas = {name: "auto" for name in runtimes}
     int4 = decoders.get("int4")
-    if int4 is not None and int4.decode_kernel == "gguf-blocks" and kernel_isa() != "avx2":
-        runtimes["int4-avx2"], isas["int4-avx2"] = int4, "avx2"
+    on_blocks = int4 is not None and int4.decode_kernel == "gguf-blocks"
+    if on_blocks and kernel_isa() != "avx2":
+        runtimes["int4-avx2"], isas["int4-avx2"] = decoders["int4"], "avx2"
     decode: dict[str, float] = {}
     prefill: dict[str, float] = {}
     tokens: dict[str, list[int]] = {}
@@ -90,7 +91,7 @@ def main() -> None:
                 kernel_isa(isas[name])
             rate, tokens[name] = runtime_decode(runtime, short, args.new_tokens)
             decode[name] = max(decode.get(name, 0.0), rate)
-        if int4 is not None and int4.decode_kernel == "gguf-blocks":
+        if on_blocks:
             kernel_isa("auto")
         for name, runtime in prefillers.items():
             prefill[name] = max(prefill.get(name, 0.0), runtime_prefill(runtime, long))
@@ -112,9 +113,7 @@ def main() -> None:
             k: round(v / prefill["float32"], 2) for k, v in prefill.items()
         },
         "int4_kernel": int4.decode_kernel if int4 is not None else None,
-        "int4_isa": kernel_isa()
-        if int4 is not None and int4.decode_kernel == "gguf-blocks"
-        else None,
+        "int4_isa": kernel_isa() if on_blocks else None,
         "prompt_tokens": len(long),
         "new_tokens": args.new_tokens,
         "model_id": loaded.model_id,

@@ -127,6 +127,43 @@ void start_rows(__m256* even, __m256* odd, const float* d, const QuantizedRows& 
   }
 }
 
+// After a Q4 row's block pairs (`b` the first block left): the odd last block, if
+// any, into the even chains, then each output. Shared by the AVX2 and VNNI rows, so
+// both end in the same instructions.
+template <int R>
+void q4_finish_rows(const uint8_t* nibbles, const float* mins, int64_t blocks, int64_t b,
+                    const QuantizedRows& x, int64_t first, int64_t cols, const float* scales,
+                    __m256* even, const __m256* odd, float* out, int64_t out_stride) {
+  if (b < blocks) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + b * 16));
+    const __m256i q0 = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
+    for (int r = 0; r < R; ++r) {
+      const int8_t* xq = x.q.data() + (first + r) * cols + b * kBlock;
+      even[r] = block_dot(q0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)),
+                          _mm256_broadcast_ss(scales + r * blocks + b), even[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    out[r * out_stride] = horizontal_sum(_mm256_add_ps(even[r], odd[r])) +
+                          offset_term(mins, x.s.data() + (first + r) * blocks, blocks);
+}
+
+// One Q8_0 block `b` of a weight row against R activation rows, into `acc`: the AVX2
+// rows' every block, the VNNI rows' odd last one.
+template <int R>
+void q8_block(const int8_t* values, int64_t blocks, int64_t b, const QuantizedRows& x,
+              int64_t first, int64_t cols, const float* scales, __m256* acc) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + b * kBlock));
+  const __m256i magnitude = _mm256_sign_epi8(w, w);  // |w| as unsigned (-128 -> 128)
+  for (int r = 0; r < R; ++r) {
+    const __m256i xq = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(x.q.data() + (first + r) * cols + b * kBlock));
+    // x * sign(w): each product keeps its sign; |w| * |x| <= 128 * 127 per byte pair.
+    acc[r] = block_dot(magnitude, _mm256_sign_epi8(xq, w),
+                       _mm256_broadcast_ss(scales + r * blocks + b), acc[r]);
+  }
+}
+
 // One Q4 weight row against R activation rows. The row's nibbles come in pairs
 // of blocks, 32 bytes a pair: byte i holds weight i of the even block in its
 // low nibble and weight i of the odd block in its high one (an odd last block
@@ -153,18 +190,7 @@ void q4_row(const uint8_t* nibbles, const float* d, const float* mins, int64_t b
                          _mm256_broadcast_ss(scales + r * blocks + b + 1), odd[r]);
     }
   }
-  if (b < blocks) {
-    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + b * 16));
-    const __m256i q0 = _mm256_and_si256(raw, low);
-    for (int r = 0; r < R; ++r) {
-      const int8_t* xq = x.q.data() + (first + r) * cols + b * kBlock;
-      even[r] = block_dot(q0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)),
-                          _mm256_broadcast_ss(scales + r * blocks + b), even[r]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    out[r * out_stride] = horizontal_sum(_mm256_add_ps(even[r], odd[r])) +
-                          offset_term(mins, x.s.data() + (first + r) * blocks, blocks);
+  q4_finish_rows<R>(nibbles, mins, blocks, b, x, first, cols, scales, even, odd, out, out_stride);
 }
 
 // One Q8_0 weight row (signed bytes in order) against R activation rows.
@@ -174,18 +200,8 @@ void q8_row(const int8_t* values, const float* d, int64_t blocks, const Quantize
   __m256 even[R];
   __m256 odd[R];
   start_rows<R>(even, odd, d, x, first, blocks, scales);
-  for (int64_t b = 0; b < blocks; ++b) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + b * kBlock));
-    const __m256i magnitude = _mm256_sign_epi8(w, w);  // |w| as unsigned (-128 -> 128)
-    for (int r = 0; r < R; ++r) {
-      const __m256i xq = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(x.q.data() + (first + r) * cols + b * kBlock));
-      // x * sign(w): each product keeps its sign; |w| * |x| <= 128 * 127 per byte pair.
-      __m256& acc = (b & 1) ? odd[r] : even[r];
-      acc = block_dot(magnitude, _mm256_sign_epi8(xq, w),
-                      _mm256_broadcast_ss(scales + r * blocks + b), acc);
-    }
-  }
+  for (int64_t b = 0; b < blocks; ++b)
+    q8_block<R>(values, blocks, b, x, first, cols, scales, (b & 1) ? odd : even);
   for (int r = 0; r < R; ++r) out[r * out_stride] = horizontal_sum(_mm256_add_ps(even[r], odd[r]));
 }
 
@@ -211,12 +227,6 @@ PROMPTCACHE_VNNI inline __m512 pair_dot(__m512i unsigned_w, __m512i signed_x, __
                                         __m512 acc) {
   const __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), unsigned_w, signed_x);
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc);
-}
-
-PROMPTCACHE_VNNI inline __m256 single_dot(__m256i unsigned_w, __m256i signed_x, __m256 scale,
-                                          __m256 acc) {
-  const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned_w, signed_x);
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
 }
 
 // The pair accumulator's halves: AVX2's even and odd chains.
@@ -250,18 +260,7 @@ PROMPTCACHE_VNNI void q4_row_vnni(const uint8_t* nibbles, const float* d, const 
     even[r] = low_half(pairs[r]);
     odd[r] = high_half(pairs[r]);
   }
-  if (b < blocks) {
-    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles + b * 16));
-    const __m256i q0 = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
-    for (int r = 0; r < R; ++r) {
-      const int8_t* xq = x.q.data() + (first + r) * cols + b * kBlock;
-      even[r] = single_dot(q0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)),
-                           _mm256_broadcast_ss(scales + r * blocks + b), even[r]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    out[r * out_stride] = horizontal_sum(_mm256_add_ps(even[r], odd[r])) +
-                          offset_term(mins, x.s.data() + (first + r) * blocks, blocks);
+  q4_finish_rows<R>(nibbles, mins, blocks, b, x, first, cols, scales, even, odd, out, out_stride);
 }
 
 template <int R>
@@ -289,16 +288,7 @@ PROMPTCACHE_VNNI void q8_row_vnni(const int8_t* values, const float* d, int64_t 
     even[r] = low_half(pairs[r]);
     odd[r] = high_half(pairs[r]);
   }
-  if (b < blocks) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + b * kBlock));
-    const __m256i magnitude = _mm256_sign_epi8(w, w);
-    for (int r = 0; r < R; ++r) {
-      const __m256i xq = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(x.q.data() + (first + r) * cols + b * kBlock));
-      even[r] = single_dot(magnitude, _mm256_sign_epi8(xq, w),
-                           _mm256_broadcast_ss(scales + r * blocks + b), even[r]);
-    }
-  }
+  if (b < blocks) q8_block<R>(values, blocks, b, x, first, cols, scales, even);
   for (int r = 0; r < R; ++r) out[r * out_stride] = horizontal_sum(_mm256_add_ps(even[r], odd[r]));
 }
 
