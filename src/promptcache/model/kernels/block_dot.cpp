@@ -233,6 +233,16 @@ PROMPTCACHE_VNNI inline __m512 pair_dot(__m512i unsigned_w, __m512i signed_x, __
 PROMPTCACHE_VNNI inline __m256 low_half(__m512 v) { return _mm512_castps512_ps256(v); }
 PROMPTCACHE_VNNI inline __m256 high_half(__m512 v) { return _mm512_extractf32x8_ps(v, 1); }
 
+// Zeroed pair accumulators and each row's block scales (start_rows' VNNI form).
+template <int R>
+PROMPTCACHE_VNNI void start_pairs(__m512* pairs, const float* d, const QuantizedRows& x,
+                                  int64_t first, int64_t blocks, float* scales) {
+  for (int r = 0; r < R; ++r) {
+    pairs[r] = _mm512_setzero_ps();
+    block_scales(d, x.d.data() + (first + r) * blocks, blocks, scales + r * blocks);
+  }
+}
+
 template <int R>
 PROMPTCACHE_VNNI void q4_row_vnni(const uint8_t* nibbles, const float* d, const float* mins,
                                   int64_t blocks, const QuantizedRows& x, int64_t first,
@@ -240,11 +250,8 @@ PROMPTCACHE_VNNI void q4_row_vnni(const uint8_t* nibbles, const float* d, const 
   const __m512i low = _mm512_set1_epi8(0x0F);
   // Shift the high 256 bits' copy by 4: the odd block's nibbles come down.
   const __m512i shifts = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
-  __m256 even[R];
-  __m256 odd[R];
-  start_rows<R>(even, odd, d, x, first, blocks, scales);
   __m512 pairs[R];
-  for (int r = 0; r < R; ++r) pairs[r] = _mm512_setzero_ps();
+  start_pairs<R>(pairs, d, x, first, blocks, scales);
   int64_t b = 0;
   for (; b + 2 <= blocks; b += 2) {
     const __m512i raw = _mm512_broadcast_i64x4(
@@ -256,6 +263,8 @@ PROMPTCACHE_VNNI void q4_row_vnni(const uint8_t* nibbles, const float* d, const 
                           pairs[r]);
     }
   }
+  __m256 even[R];
+  __m256 odd[R];
   for (int r = 0; r < R; ++r) {
     even[r] = low_half(pairs[r]);
     odd[r] = high_half(pairs[r]);
@@ -267,11 +276,8 @@ template <int R>
 PROMPTCACHE_VNNI void q8_row_vnni(const int8_t* values, const float* d, int64_t blocks,
                                   const QuantizedRows& x, int64_t first, int64_t cols,
                                   float* scales, float* out, int64_t out_stride) {
-  __m256 even[R];
-  __m256 odd[R];
-  start_rows<R>(even, odd, d, x, first, blocks, scales);
   __m512 pairs[R];
-  for (int r = 0; r < R; ++r) pairs[r] = _mm512_setzero_ps();
+  start_pairs<R>(pairs, d, x, first, blocks, scales);
   int64_t b = 0;
   for (; b + 2 <= blocks; b += 2) {
     const __m512i w = _mm512_loadu_si512(values + b * kBlock);
@@ -284,6 +290,8 @@ PROMPTCACHE_VNNI void q8_row_vnni(const int8_t* values, const float* d, int64_t 
       pairs[r] = pair_dot(magnitude, signed_x, pair_scales(scales + r * blocks + b), pairs[r]);
     }
   }
+  __m256 even[R];
+  __m256 odd[R];
   for (int r = 0; r < R; ++r) {
     even[r] = low_half(pairs[r]);
     odd[r] = high_half(pairs[r]);
