@@ -8,6 +8,11 @@ has it (:func:`kernel_isa`; bitwise the same results). PyTorch's own CPU int4 ke
 was compute-bound, as slow per decode step as float16 weights, which read 2.6x
 the bytes.
 
+Each call's rows are split across the calling thread (its torch thread count) and
+helper threads of the library's own (``kernels/work_share.cpp``), which take only
+the chunks left: a core the OS gives to another thread then holds a call up by one
+chunk, where OpenMP's even split waited for that thread's whole share.
+
 The same library has ``decode_attention``: one decode query's attention over a
 float32 KV cache in one call (:meth:`LayerMath._attend_one
 <promptcache.model.layers.LayerMath._attend_one>`).
@@ -38,7 +43,8 @@ import torch
 __all__ = ["block_kernels", "block_kernels_unavailable", "kernel_isa"]
 
 _LOG = logging.getLogger(__name__)
-_SOURCE = Path(__file__).with_name("kernels") / "block_dot.cpp"
+_KERNELS = Path(__file__).with_name("kernels")
+_SOURCES = (_KERNELS / "block_dot.cpp", _KERNELS / "work_share.cpp")
 _CPU_FLAGS = ("avx2", "fma", "f16c")
 _LOCK = threading.Lock()
 
@@ -127,12 +133,11 @@ def _build() -> None:
         os.environ["PATH"] = ninja_dir + os.pathsep + path  # cpp_extension runs "ninja"
     cpp_extension.load(
         name="promptcache_block_dot",
-        sources=[str(_SOURCE)],
-        # -fopenmp: at::parallel_for is OpenMP pragmas in ATen's headers, ignored (one
-        # thread) without it. The libgomp.so.1 it links against is the one torch has
-        # already loaded (same soname), so both share one thread pool and thread count.
-        extra_cflags=["-O3", "-std=c++20", "-mavx2", "-mfma", "-mf16c", "-fopenmp"],
-        extra_ldflags=["-fopenmp"],
+        sources=[str(source) for source in _SOURCES],
+        # No -fopenmp: the kernels share their work on threads of their own
+        # (kernels/work_share.cpp), not on OpenMP's team.
+        extra_cflags=["-O3", "-std=c++20", "-mavx2", "-mfma", "-mf16c", "-pthread"],
+        extra_ldflags=["-pthread"],
         is_python_module=False,
         verbose=False,
     )

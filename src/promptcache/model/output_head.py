@@ -39,6 +39,7 @@ import torch
 
 from promptcache.model.block_weights import BlockWeight
 from promptcache.model.quantized import Int4Weight
+from promptcache.model.torch_threads import torch_threads
 
 __all__ = ["Int4Head"]
 
@@ -67,8 +68,14 @@ class Int4Head:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[rows, vocab]`` (float32) of the hidden states ``x`` ``[rows, hidden]``."""
         coarse = self.packed.decode_matmul(x).to(torch.float32)
-        for row in range(x.shape[0]):
-            self._refine(coarse[row], x[row])
+        # The refinement's vocabulary-wide element-wise operations are the only ones in a
+        # decode step large enough for torch to split across OpenMP's team, and after each
+        # split that team's threads spin for milliseconds, on the cores the block kernels'
+        # own helpers need for the next step (work_share.cpp): one thread does them in
+        # tens of microseconds.
+        with torch_threads(1):
+            for row in range(x.shape[0]):
+                self._refine(coarse[row], x[row])
         return coarse
 
     def _refine(self, logits: torch.Tensor, x: torch.Tensor) -> None:

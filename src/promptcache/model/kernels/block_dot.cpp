@@ -21,6 +21,8 @@
 
 #include <immintrin.h>
 
+#include "work_share.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -341,6 +343,14 @@ int64_t checked_in_features(const at::Tensor& x, const at::Tensor& scales, int64
   return in_features;
 }
 
+// Output rows per chunk of a product's work (work_share.h): about eight chunks a thread,
+// so a helper that is preempted holds up little, and none for a small product (a chunk
+// handed over costs about as much as a few rows).
+int64_t rows_per_chunk(int64_t out_features, int64_t threads) {
+  constexpr int64_t kFewestRows = 32;
+  return std::max(kFewestRows, (out_features + threads * 8 - 1) / (threads * 8));
+}
+
 template <typename RowFn>
 at::Tensor for_each_output_row(const at::Tensor& x, int64_t out_features, RowFn row_fn) {
   const int64_t rows = x.size(0);
@@ -350,10 +360,14 @@ at::Tensor for_each_output_row(const at::Tensor& x, int64_t out_features, RowFn 
   const QuantizedRows quantized = quantize_rows(x.data_ptr<float>(), rows, cols);
   float* result = out.data_ptr<float>();
   const int64_t blocks = cols / kBlock;
-  at::parallel_for(0, out_features, 64, [&](int64_t begin, int64_t end) {
-    std::vector<float> scales(kRowTile * blocks);
+  const int64_t threads = at::get_num_threads();
+  const int64_t chunk_rows = rows_per_chunk(out_features, threads);
+  auto chunk_body = [&](int64_t chunk) {
+    thread_local std::vector<float> scales;
+    scales.resize(kRowTile * blocks);
     float* s = scales.data();
-    for (int64_t n = begin; n < end; ++n) {
+    const int64_t end = std::min(out_features, (chunk + 1) * chunk_rows);
+    for (int64_t n = chunk * chunk_rows; n < end; ++n) {
       int64_t first = 0;
       for (; first + kRowTile <= rows; first += kRowTile)
         row_fn.template operator()<kRowTile>(n, quantized, first, s, result + first * out_features + n);
@@ -364,7 +378,8 @@ at::Tensor for_each_output_row(const at::Tensor& x, int64_t out_features, RowFn 
         default: break;
       }
     }
-  });
+  };
+  promptcache::share_chunks((out_features + chunk_rows - 1) / chunk_rows, threads, chunk_body);
   return out;
 }
 
@@ -500,12 +515,14 @@ at::Tensor decode_attention(const at::Tensor& qk, const at::Tensor& value, const
   at::Tensor out = at::empty({heads * dim}, qk.options());
   float* result = out.data_ptr<float>();
   const float factor = static_cast<float>(scale);
-  // Heads split across threads only when there is enough to split: a fork costs
-  // microseconds, a head over a few hundred keys less.
-  const int64_t grain = keys * dim < 32768 ? heads : 1;
-  at::parallel_for(0, heads, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(keys + 8);
-    for (int64_t h = begin; h < end; ++h) {
+  // Heads split across threads only when there is enough to split: handing a chunk
+  // over costs a microsecond or so, a head over a few hundred keys not much more.
+  const int64_t heads_per_chunk = keys * dim < 32768 ? heads : 1;
+  auto chunk_body = [&](int64_t chunk) {
+    thread_local std::vector<float> scores;
+    scores.resize(keys + 8);
+    const int64_t end = std::min(heads, (chunk + 1) * heads_per_chunk);
+    for (int64_t h = chunk * heads_per_chunk; h < end; ++h) {
       const float* query = q + h * dim;
       const float* k = cache + (h / group) * head_stride;
       const float* v = cache + half_stride + (h / group) * head_stride;
@@ -544,7 +561,9 @@ at::Tensor decode_attention(const at::Tensor& qk, const at::Tensor& value, const
       const float inverse = 1.0f / total;
       for (int64_t i = 0; i < dim; ++i) o[i] *= inverse;
     }
-  });
+  };
+  promptcache::share_chunks((heads + heads_per_chunk - 1) / heads_per_chunk,
+                            at::get_num_threads(), chunk_body);
   return out;
 }
 
