@@ -30,6 +30,7 @@ them off (to compare the two paths side by side).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import platform
@@ -44,7 +45,9 @@ __all__ = ["block_kernels", "block_kernels_unavailable", "kernel_isa"]
 
 _LOG = logging.getLogger(__name__)
 _KERNELS = Path(__file__).with_name("kernels")
-_SOURCES = (_KERNELS / "block_dot.cpp", _KERNELS / "work_share.cpp")
+_SOURCES = tuple(
+    _KERNELS / name for name in ("block_dot.cpp", "work_share.cpp", "decode_layers.cpp")
+)
 _CPU_FLAGS = ("avx2", "fma", "f16c")
 _LOCK = threading.Lock()
 
@@ -135,12 +138,29 @@ def _build() -> None:
         name="promptcache_block_dot",
         sources=[str(source) for source in _SOURCES],
         # No -fopenmp: the kernels share their work on threads of their own
-        # (kernels/work_share.cpp), not on OpenMP's team.
-        extra_cflags=["-O3", "-std=c++20", "-mavx2", "-mfma", "-mf16c", "-pthread"],
+        # (kernels/work_share.cpp), not on OpenMP's team. The headers' digest is a
+        # build flag because torch keys its cache by the sources and flags only, so a
+        # changed header alone would otherwise load the old library.
+        extra_cflags=[
+            "-O3",
+            "-std=c++20",
+            "-mavx2",
+            "-mfma",
+            "-mf16c",
+            "-pthread",
+            _headers_digest(),
+        ],
         extra_ldflags=["-pthread"],
         is_python_module=False,
         verbose=False,
     )
+
+
+def _headers_digest() -> str:
+    digest = hashlib.sha256()
+    for header in sorted(_KERNELS.glob("*.h")):
+        digest.update(header.read_bytes())
+    return f"-DPROMPTCACHE_HEADERS={digest.hexdigest()[:16]}"
 
 
 def _self_check() -> bool:

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcache.model.architecture import SUPPORTED_MODEL_TYPES, Architecture, lm_head
+from promptcache.model.fused_decode import fused_decode_layers
 from promptcache.model.layers import LayerMath
 from promptcache.model.output_head import Int4Head
 from promptcache.model.precision import WeightSet, decode_weights, exact_set, prompt_weights
@@ -129,6 +130,7 @@ class LlamaRuntime:
         self._math = LayerMath(arch, self._dtype, onednn=use_onednn)
         exact = exact_set(self._layers, self._lm_head)
         self._decode = decode_weights(decode_precision, weights, exact)
+        self._fused_decode = fused_decode_layers(self._decode.layers, arch, self._dtype)
         self._prompt = prompt_weights(prefill_precision, exact)
         self._decode_threads = decode_threads
         all_threads = torch.get_num_threads()
@@ -369,6 +371,11 @@ class LlamaRuntime:
         else:
             cos, sin = self._rope.at(positions)
         x = F.embedding(torch.tensor(tokens), self._embed)
+        if self._fused_decode is not None and all(kv.dtype == torch.float32 for kv in buffers):
+            x = self._fused_decode.forward(x, buffers, positions, cos, sin)
+            return _head_logits(
+                self._math, self._math.norm(x, self._final_norm), self._decode.lm_head
+            )
         for number, layer in enumerate(self._decode.layers):
             layer_buffers = [kv[number] for kv in buffers]
             x = self._math.decode_rows(x, layer, layer_buffers, positions, cos, sin)

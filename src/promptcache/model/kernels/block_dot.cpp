@@ -21,6 +21,7 @@
 
 #include <immintrin.h>
 
+#include "block_ops.h"
 #include "work_share.h"
 
 #include <algorithm>
@@ -383,6 +384,10 @@ at::Tensor for_each_output_row(const at::Tensor& x, int64_t out_features, RowFn 
   return out;
 }
 
+}  // namespace
+
+namespace promptcache {
+
 at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& nibbles, const at::Tensor& scales,
                        const at::Tensor& mins) {
   TORCH_CHECK(nibbles.dim() == 2, "nibbles must be [out_features, bytes]");
@@ -453,6 +458,8 @@ at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::
 // scores q.k * scale, their maximum, exp (a polynomial, below), the sum, and the
 // weighted sum of values divided by it.
 
+namespace {
+
 // exp(x) for x <= 0 (scores minus their maximum), Cephes' polynomial as in
 // avx_mathfun: |relative error| < 2e-7 over the range; exp(-88) and below is 0.
 inline __m256 exp_nonpositive(__m256 x) {
@@ -480,6 +487,8 @@ inline float dot(const float* a, const float* b, int64_t n) {
   for (; i < n; ++i) total = std::fma(a[i], b[i], total);
   return total;
 }
+
+}  // namespace
 
 // qk: [heads + kv_heads, dim] (RoPE'd queries, then keys); value: [kv_heads, dim];
 // kv: [2, kv_heads, capacity, dim], this layer's cache. Writes the new key and value
@@ -567,7 +576,7 @@ at::Tensor decode_attention(const at::Tensor& qk, const at::Tensor& value, const
   return out;
 }
 
-}  // namespace
+}  // namespace promptcache
 
 TORCH_LIBRARY(promptcache_blocks, m) {
   m.def("q4_1_linear(Tensor x, Tensor nibbles, Tensor scales, Tensor mins) -> Tensor");
@@ -577,7 +586,7 @@ TORCH_LIBRARY(promptcache_blocks, m) {
 }
 
 TORCH_LIBRARY_IMPL(promptcache_blocks, CPU, m) {
-  m.impl("q4_1_linear", &q4_1_linear);
-  m.impl("q8_0_linear", &q8_0_linear);
-  m.impl("decode_attention", &decode_attention);
+  m.impl("q4_1_linear", &promptcache::q4_1_linear);
+  m.impl("q8_0_linear", &promptcache::q8_0_linear);
+  m.impl("decode_attention", &promptcache::decode_attention);
 }

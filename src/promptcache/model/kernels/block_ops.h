@@ -1,0 +1,21 @@
+// The block kernels' products and attention (block_dot.cpp), for the fused decode
+// layers (decode_layers.cpp) to call without a round trip through Python.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace promptcache {
+
+// x [rows, in] float32 times a Q4_1 matrix (nibble pairs, float32 scales and minimums).
+at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& nibbles, const at::Tensor& scales,
+                       const at::Tensor& mins);
+
+// x [rows, in] float32 times a Q8_0 matrix (int8 values, float32 scales).
+at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales);
+
+// One query's attention over this layer's float32 KV [2, kv_heads, capacity, dim], after
+// writing its key and value at `position`; [heads * dim].
+at::Tensor decode_attention(const at::Tensor& qk, const at::Tensor& value, const at::Tensor& kv,
+                            int64_t position, double scale);
+
+}  // namespace promptcache
