@@ -107,7 +107,9 @@ class LayerMath:
 
         A lone decode step is one row and a batch of concurrent steps several, through
         these same operations: each row's numbers do not depend on the others (with
-        ``int4`` bitwise; float matmuls up to summation order)."""
+        ``int4`` bitwise; float matmuls up to summation order). Where every decode matrix
+        is GGUF blocks over a float32 cache, the runtime runs the same maths as one C++
+        call instead (:mod:`promptcache.model.fused_decode`)."""
         heads, kv_heads, dim = self._num_heads, self._num_kv_heads, self._head_dim
         qkv = self._raw_linear(self._decode_norm(x, layer.input_norm), layer.qkv_weight)
         qkv = self._with_bias(qkv, layer.qkv_bias).view(x.shape[0], -1, dim)
