@@ -168,14 +168,14 @@ class DecodeLayers : public torch::CustomClassHolder {
                 "heads must be a positive multiple of kv_heads, head_dim even");
     const int64_t qkv_width = (heads + 2 * kv_heads) * head_dim;
     for (size_t first = 0; first < tensors.size(); first += kTensorsPerLayer) {
-      const auto at = static_cast<int64_t>(first);
+      const auto offset = static_cast<int64_t>(first);
       layers_.push_back(Layer{
           float_vector(tensors[first], hidden, "input_norm"),
           float_vector(tensors[first + 1], hidden, "post_norm"),
-          projection(tensors, at + 2, qkv_width, hidden, "qkv"),
-          projection(tensors, at + 6, hidden, heads * head_dim, "o"),
-          projection(tensors, at + 10, 2 * intermediate, hidden, "gate_up"),
-          projection(tensors, at + 14, hidden, intermediate, "down"),
+          projection(tensors, offset + 2, qkv_width, hidden, "qkv"),
+          projection(tensors, offset + 6, hidden, heads * head_dim, "o"),
+          projection(tensors, offset + 10, 2 * intermediate, hidden, "gate_up"),
+          projection(tensors, offset + 14, hidden, intermediate, "down"),
       });
     }
   }
