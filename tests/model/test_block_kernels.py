@@ -15,8 +15,9 @@ import torch
 
 from promptcache.model.block_kernels import _cpu_flags, block_kernels, kernel_isa
 from promptcache.model.block_weights import BlockWeight, pack_nibbles, rounded_activations
-from promptcache.model.gguf_blocks import Q8Matrix, QuantizedMatrix
+from promptcache.model.gguf_blocks import Q8Matrix
 from promptcache.model.torch_threads import torch_threads
+from tests.model.block_matrices import q4, q8
 
 pytestmark = pytest.mark.skipif(not block_kernels(), reason="no GGUF block kernels here")
 
@@ -33,23 +34,6 @@ def isa(request: pytest.FixtureRequest) -> Iterator[str]:
         yield chosen
     finally:
         kernel_isa("auto")
-
-
-def q4(kind: str, rows: int, blocks: int, seed: int = 0) -> QuantizedMatrix:
-    generator = torch.Generator().manual_seed(seed)
-    cols = 32 * blocks
-    scales = (torch.rand(rows, blocks, generator=generator) * 0.02 + 1e-3).half()
-    minimums = None
-    if kind == "Q4_1":
-        minimums = (-8 * scales.float() * torch.rand(rows, blocks, generator=generator)).half()
-    nibbles = torch.randint(0, 16, (rows, cols), dtype=torch.uint8, generator=generator)
-    return QuantizedMatrix(kind, nibbles, scales, minimums)
-
-
-def q8(rows: int, blocks: int, seed: int = 0) -> Q8Matrix:
-    generator = torch.Generator().manual_seed(seed)
-    values = torch.randint(-128, 128, (rows, 32 * blocks), dtype=torch.int8, generator=generator)
-    return Q8Matrix(values, (torch.rand(rows, blocks, generator=generator) * 0.01 + 1e-4).half())
 
 
 def identity_q8() -> Q8Matrix:

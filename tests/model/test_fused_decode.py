@@ -16,12 +16,12 @@ from promptcache.model.architecture import Architecture
 from promptcache.model.block_kernels import block_kernels
 from promptcache.model.block_weights import BlockWeight
 from promptcache.model.fused_decode import fused_decode_layers
-from promptcache.model.gguf_blocks import Q8Matrix, QuantizedMatrix
 from promptcache.model.layers import LayerMath
 from promptcache.model.loading import LoadedModel
 from promptcache.model.rope import RopeTable
 from promptcache.model.runtime import LlamaRuntime
 from promptcache.model.weights import LayerWeights
+from tests.model.block_matrices import q4, q8
 
 pytestmark = pytest.mark.skipif(not block_kernels(), reason="no GGUF block kernels here")
 
@@ -37,38 +37,29 @@ ARCH = Architecture(
 )
 
 
-def q4_1(rows: int, cols: int, generator: torch.Generator) -> BlockWeight:
-    blocks = cols // 32
-    scales = (torch.rand(rows, blocks, generator=generator) * 0.02 + 2e-3).half()
-    minimums = (-8 * scales.float() * torch.rand(rows, blocks, generator=generator)).half()
-    nibbles = torch.randint(0, 16, (rows, cols), dtype=torch.uint8, generator=generator)
-    return BlockWeight.of(QuantizedMatrix("Q4_1", nibbles, scales, minimums))
-
-
-def q8_0(rows: int, cols: int, generator: torch.Generator) -> BlockWeight:
-    values = torch.randint(-128, 128, (rows, cols), dtype=torch.int8, generator=generator)
-    scales = (torch.rand(rows, cols // 32, generator=generator) * 2e-3 + 1e-4).half()
-    return BlockWeight.of_q8_0(Q8Matrix(values, scales))
-
-
 def random_layer(seed: int, *, biases: bool) -> LayerWeights:
     """A layer of mixed Q4_1 / Q8_0 blocks (as GGUFs mix them), with or without biases."""
     g = torch.Generator().manual_seed(seed)
     qkv = (ARCH.num_heads + 2 * ARCH.num_kv_heads) * ARCH.head_dim
+    hidden, attention, intermediate = (
+        ARCH.hidden // 32,
+        ARCH.num_heads * ARCH.head_dim // 32,
+        ARCH.intermediate // 32,
+    )
 
     def bias(size: int) -> torch.Tensor | None:
         return torch.randn(size, generator=g) * 0.1 if biases else None
 
     return LayerWeights(
         input_norm=1 + 0.1 * torch.randn(ARCH.hidden, generator=g),
-        qkv_weight=q4_1(qkv, ARCH.hidden, g),
+        qkv_weight=BlockWeight.of(q4("Q4_1", qkv, hidden, 4 * seed)),
         qkv_bias=bias(qkv),
-        o_weight=q8_0(ARCH.hidden, ARCH.num_heads * ARCH.head_dim, g),
+        o_weight=BlockWeight.of_q8_0(q8(ARCH.hidden, attention, 4 * seed + 1)),
         o_bias=bias(ARCH.hidden),
         post_norm=1 + 0.1 * torch.randn(ARCH.hidden, generator=g),
-        gate_up_weight=q4_1(2 * ARCH.intermediate, ARCH.hidden, g),
+        gate_up_weight=BlockWeight.of(q4("Q4_1", 2 * ARCH.intermediate, hidden, 4 * seed + 2)),
         gate_up_bias=bias(2 * ARCH.intermediate),
-        down_weight=q8_0(ARCH.hidden, ARCH.intermediate, g),
+        down_weight=BlockWeight.of_q8_0(q8(ARCH.hidden, intermediate, 4 * seed + 3)),
         down_bias=bias(ARCH.hidden),
     )
 

@@ -17,18 +17,14 @@ import torch
 
 from promptcache.model.block_kernels import block_kernels
 from promptcache.model.block_weights import BlockWeight
-from promptcache.model.gguf_blocks import QuantizedMatrix
 from promptcache.model.torch_threads import torch_threads
+from tests.model.block_matrices import q4
 
 pytestmark = pytest.mark.skipif(not block_kernels(), reason="no GGUF block kernels here")
 
 
 def q4_1(rows: int, blocks: int, seed: int) -> BlockWeight:
-    generator = torch.Generator().manual_seed(seed)
-    scales = (torch.rand(rows, blocks, generator=generator) * 0.02 + 1e-3).half()
-    minimums = (-8 * scales.float() * torch.rand(rows, blocks, generator=generator)).half()
-    nibbles = torch.randint(0, 16, (rows, 32 * blocks), dtype=torch.uint8, generator=generator)
-    return BlockWeight.of(QuantizedMatrix("Q4_1", nibbles, scales, minimums))
+    return BlockWeight.of(q4("Q4_1", rows, blocks, seed))
 
 
 def product(weight: BlockWeight, x: torch.Tensor, threads: int) -> torch.Tensor:

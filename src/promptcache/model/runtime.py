@@ -373,12 +373,10 @@ class LlamaRuntime:
         x = F.embedding(torch.tensor(tokens), self._embed)
         if self._fused_decode is not None and all(kv.dtype == torch.float32 for kv in buffers):
             x = self._fused_decode.forward(x, buffers, positions, cos, sin)
-            return _head_logits(
-                self._math, self._math.norm(x, self._final_norm), self._decode.lm_head
-            )
-        for number, layer in enumerate(self._decode.layers):
-            layer_buffers = [kv[number] for kv in buffers]
-            x = self._math.decode_rows(x, layer, layer_buffers, positions, cos, sin)
+        else:
+            for number, layer in enumerate(self._decode.layers):
+                layer_buffers = [kv[number] for kv in buffers]
+                x = self._math.decode_rows(x, layer, layer_buffers, positions, cos, sin)
         return _head_logits(self._math, self._math.norm(x, self._final_norm), self._decode.lm_head)
 
     def _check(self, kv: torch.Tensor, start: int, end: int) -> None:
