@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from promptcache.model.block_kernels import _cpu_flags, block_kernels, kernel_isa
-from promptcache.model.block_weights import BlockWeight, pack_nibbles, rounded_activations
+from promptcache.model.block_weights import (
+    BlockWeight,
+    rounded_activations,
+    tile_q4,
+    tile_q8,
+    tile_scales,
+)
 from promptcache.model.gguf_blocks import Q8Matrix
 from promptcache.model.torch_threads import torch_threads
 from tests.model.block_matrices import q4, q8
@@ -122,21 +128,37 @@ def test_tiny_activations_round_like_any_others() -> None:
 
 def test_bad_shapes_are_errors_not_crashes() -> None:
     weight = BlockWeight.of(q4("Q4_1", rows=16, blocks=2))
+    ops = torch.ops.promptcache_blocks
     with torch.inference_mode(), pytest.raises(RuntimeError, match="columns"):
         weight.matmul(torch.randn(1, 96))
-    with torch.inference_mode(), pytest.raises(RuntimeError, match="nibbles"):
-        torch.ops.promptcache_blocks.q4_1_linear(
-            torch.randn(1, 64), weight.data[:, :5], weight.scales, weight.minimums
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="data must be"):
+        ops.q4_1_linear(
+            torch.randn(1, 64), weight.data[:, :, :5], weight.scales, weight.minimums, 16
         )
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="do not fill"):
+        ops.q4_1_linear(torch.randn(1, 64), weight.data, weight.scales, weight.minimums, 17)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="scales must be"):
+        ops.q8_0_linear(torch.randn(1, 64), weight.data, weight.scales.float(), 16)
     assert not BlockWeight.fits(16, 48), "whole blocks of 32 only"
 
 
-def test_nibble_pairs_are_one_load_for_two_blocks() -> None:
-    nibbles = torch.arange(96, dtype=torch.uint8).remainder(16).reshape(1, 96)
-    packed = pack_nibbles(nibbles)
-    assert packed.shape == (1, 64)  # 3 blocks: a pair and an odd one, padded
-    assert int(packed[0, 0]) == int(nibbles[0, 0]) | (int(nibbles[0, 32]) << 4)
-    assert int(packed[0, 33]) == int(nibbles[0, 65]), "the odd block's high nibbles are zero"
+def test_a_tile_holds_groups_of_four_weights_of_eight_rows() -> None:
+    generator = torch.Generator().manual_seed(3)
+    nibbles = torch.randint(0, 16, (9, 64), dtype=torch.uint8, generator=generator)
+    tiled = tile_q4(nibbles)
+    assert tiled.shape == (2, 2, 128), "9 rows: two tiles of 8, two blocks"
+    for row, block, k, j in [(0, 0, 0, 0), (5, 1, 3, 2), (7, 0, 2, 3), (8, 1, 1, 1)]:
+        byte = int(tiled[row // 8, block, 32 * k + 4 * (row % 8) + j])
+        assert byte & 0x0F == int(nibbles[row, 32 * block + 4 * k + j])
+        assert byte >> 4 == int(nibbles[row, 32 * block + 16 + 4 * k + j])
+    assert not tiled[1, :, 4:32].any(), "rows 9..15 of the last tile are zero padding"
+
+    values = torch.randint(-128, 128, (9, 64), dtype=torch.int8, generator=generator)
+    bytes_ = tile_q8(values)
+    assert bytes_.shape == (2, 2, 256)
+    assert int(bytes_[0, 1, 32 * 6 + 4 * 3 + 1]) == int(values[3, 32 + 4 * 6 + 1])
+    scales = torch.rand(9, 2, generator=generator).half()
+    assert torch.equal(tile_scales(scales)[1, 1, 0], scales[8, 1])
 
 
 @pytest.mark.parametrize("keys", [1, 7, 8, 300])

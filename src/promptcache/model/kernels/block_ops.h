@@ -6,12 +6,15 @@
 
 namespace promptcache {
 
-// x [rows, in] float32 times a Q4_1 matrix (nibble pairs, float32 scales and minimums).
+// x [rows, in] float32 times a Q4_1 matrix of `out_features` rows in tiles of 8 (nibbles,
+// float16 scales and minimums; block_dot.cpp has the layout).
 at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& nibbles, const at::Tensor& scales,
-                       const at::Tensor& mins);
+                       const at::Tensor& mins, int64_t out_features);
 
-// x [rows, in] float32 times a Q8_0 matrix (int8 values, float32 scales).
-at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales);
+// x [rows, in] float32 times a Q8_0 matrix of `out_features` rows in tiles of 8 (int8
+// values, float16 scales).
+at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales,
+                       int64_t out_features);
 
 // One query's attention over this layer's float32 KV [2, kv_heads, capacity, dim], after
 // writing its key and value at `position`; [heads * dim].

@@ -38,13 +38,11 @@ struct Projection {
   at::Tensor scales;
   at::Tensor mins;  // undefined: Q8_0
   at::Tensor bias;  // undefined: none
-
-  int64_t out_features() const { return scales.size(0); }
-  int64_t in_features() const { return scales.size(1) * kBlock; }
+  int64_t out_features = 0;
 
   at::Tensor apply(const at::Tensor& x) const {
-    at::Tensor out =
-        mins.defined() ? q4_1_linear(x, data, scales, mins) : q8_0_linear(x, data, scales);
+    at::Tensor out = mins.defined() ? q4_1_linear(x, data, scales, mins, out_features)
+                                    : q8_0_linear(x, data, scales, out_features);
     if (bias.defined()) out.add_(bias);
     return out;
   }
@@ -137,11 +135,12 @@ Projection projection(const std::vector<std::optional<at::Tensor>>& tensors, int
                       int64_t out_features, int64_t in_features, const char* what) {
   const std::optional<at::Tensor>& data = tensors[first];
   const std::optional<at::Tensor>& scales = tensors[first + 1];
-  TORCH_CHECK(data.has_value() && scales.has_value() && scales->dim() == 2 &&
-                  scales->scalar_type() == at::kFloat && scales->size(0) == out_features &&
+  // Tiles of 8 rows (block_dot.cpp); the kernels check the rest of the layout.
+  TORCH_CHECK(data.has_value() && scales.has_value() && scales->dim() == 3 &&
+                  scales->size(0) == (out_features + 7) / 8 &&
                   scales->size(1) * kBlock == in_features,
               what, " must be a [", out_features, ", ", in_features, "] matrix of GGUF blocks");
-  Projection p{*data, *scales, at::Tensor(), at::Tensor()};
+  Projection p{*data, *scales, at::Tensor(), at::Tensor(), out_features};
   if (tensors[first + 2].has_value()) p.mins = *tensors[first + 2];
   if (tensors[first + 3].has_value()) p.bias = float_vector(tensors[first + 3], out_features, what);
   return p;
