@@ -178,6 +178,35 @@ def test_decode_attention_is_one_querys_softmax_attention_with_its_kv_written(ke
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("heads", "kv_heads", "dim"), [(9, 3, 64), (8, 2, 40), (4, 4, 16)])
+def test_a_batchs_attention_is_each_rows_own_bitwise(heads: int, kv_heads: int, dim: int) -> None:
+    """One work-shared call over (row, KV head) pairs gives each row what it gets alone;
+    head sizes past and short of the 16 columns a pass holds in registers."""
+    generator = torch.Generator().manual_seed(dim)
+    positions = [0, 40, 700]  # past the size where one row alone is split by heads
+    buffers = [torch.randn(2, kv_heads, 720, dim, generator=generator) for _ in positions]
+    alone = [buffer.clone() for buffer in buffers]
+    qkv = torch.randn(len(positions), (heads + 2 * kv_heads) * dim, generator=generator)
+    ops = torch.ops.promptcache_blocks
+    with torch.inference_mode():
+        got = ops.decode_attention_rows(qkv, buffers, positions, heads, kv_heads, 0.125)
+        for row, (kv, position) in enumerate(zip(alone, positions, strict=True)):
+            parts = qkv[row].view(heads + 2 * kv_heads, dim)
+            want = ops.decode_attention(
+                parts[: heads + kv_heads].contiguous(),
+                parts[heads + kv_heads :].contiguous(),
+                kv,
+                position,
+                0.125,
+            )
+            assert torch.equal(got[row], want), f"row {row}"
+            assert torch.equal(buffers[row], kv), "the key and value written alike"
+    q = qkv[2].view(-1, dim)[:heads].view(kv_heads, heads // kv_heads, dim)
+    scores = torch.bmm(q, buffers[2][0, :, :701].transpose(1, 2)) * 0.125
+    reference = torch.bmm(torch.softmax(scores, -1), buffers[2][1, :, :701]).reshape(-1)
+    torch.testing.assert_close(got[2], reference, rtol=1e-5, atol=1e-6)
+
+
 def test_decode_attention_refuses_a_position_outside_the_buffer() -> None:
     kv = torch.zeros(2, 1, 4, 8)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="outside the KV buffer"):

@@ -29,6 +29,7 @@
 #include <immintrin.h>
 
 #include "block_ops.h"
+#include "vector_math.h"
 #include "work_share.h"
 
 #include <algorithm>
@@ -55,13 +56,6 @@ struct QuantizedRows {
   std::vector<float> d;
   std::vector<float> s;
 };
-
-inline float horizontal_sum(__m256 v) {
-  __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  half = _mm_add_ps(half, _mm_movehl_ps(half, half));
-  half = _mm_add_ss(half, _mm_movehdup_ps(half));
-  return _mm_cvtss_f32(half);
-}
 
 inline float horizontal_max(__m256 v) {
   __m128 half = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -321,7 +315,7 @@ at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::
   return for_each_tile(x, tiles, out_features, tile_fn);
 }
 
-// ---- One decode query's attention over a float32 KV cache ----------------------
+// ---- Decode queries' attention over float32 KV caches ---------------------------
 //
 // A decode step's attention is, per layer, a handful of tiny operations (write
 // the key and value, two bmm, a softmax); dispatching them cost more than their
@@ -329,27 +323,14 @@ at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::
 // one call. Per head, in a fixed order that depends on nothing but the position:
 // scores q.k * scale, their maximum, exp (a polynomial, below), the sum, and the
 // weighted sum of values divided by it.
+//
+// The query heads that share a KV head (grouped-query attention) run together, so
+// each key and value row is read from memory once for the group, not once a head:
+// past a few hundred positions the KV rows, not the maths, are what a step waits
+// for (SmolLM2: 3 query heads a KV head, 2 MB of KV a layer at 1,400 positions).
+// And a batch's rows run as one work-shared call over (row, KV head) pairs.
 
 namespace {
-
-// exp(x) for x <= 0 (scores minus their maximum), Cephes' polynomial as in
-// avx_mathfun: |relative error| < 2e-7 over the range; exp(-88) and below is 0.
-inline __m256 exp_nonpositive(__m256 x) {
-  x = _mm256_max_ps(_mm256_set1_ps(-87.33654f), x);  // x second: a NaN stays NaN
-  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-  __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(exponent));
-}
 
 inline float dot(const float* a, const float* b, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
@@ -360,6 +341,169 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return total;
 }
 
+// out[t] = (q . k[t]) * factor for 8 consecutive key rows k [8, dim], dim a multiple of 8.
+inline void eight_scores(const float* q, const float* k, int64_t dim, float factor, float* out) {
+  __m256 acc[8];
+  for (int t = 0; t < 8; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < dim; c += 8) {
+    const __m256 query = _mm256_loadu_ps(q + c);
+    for (int t = 0; t < 8; ++t) acc[t] = _mm256_fmadd_ps(query, _mm256_loadu_ps(k + t * dim + c), acc[t]);
+  }
+  // Each accumulator's 8 lanes summed, the 8 sums into one register in key order.
+  const __m256 first = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+  const __m256 second = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+  const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(first, second, 0x20),
+                                    _mm256_permute2f128_ps(first, second, 0x31));
+  _mm256_storeu_ps(out, _mm256_mul_ps(sums, _mm256_set1_ps(factor)));
+}
+
+// scores[0..keys) = exp(scores - max); returns their sum (the tail through the same
+// polynomial, padded with exp(-inf) = 0).
+float exponentiate(float* scores, int64_t keys) {
+  float top = -INFINITY;
+  for (int64_t j = 0; j < keys; ++j) top = std::fmax(top, scores[j]);
+  __m256 sum8 = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= keys; j += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + j), _mm256_set1_ps(top)));
+    _mm256_storeu_ps(scores + j, e);
+    sum8 = _mm256_add_ps(sum8, e);
+  }
+  float total = horizontal_sum(sum8);
+  if (j < keys) {
+    alignas(32) float tail[8];
+    for (int64_t t = 0; t < 8; ++t) tail[t] = j + t < keys ? scores[j + t] - top : -INFINITY;
+    _mm256_store_ps(tail, exp_nonpositive(_mm256_load_ps(tail)));
+    for (int64_t t = 0; j + t < keys; ++t) {
+      scores[j + t] = tail[t];
+      total += tail[t];
+    }
+  }
+  return total;
+}
+
+// o[q] = sum over keys of p[q][key] * v[key], for G queries, 16 columns at a time in
+// registers (one pass over the keys per 16 columns: a 64-byte line of each row).
+template <int G>
+void weighted_values(const float* p, int64_t keys, const float* v, int64_t dim, float* o,
+                     int64_t o_stride, int64_t p_stride) {
+  int64_t c = 0;
+  for (; c + 16 <= dim; c += 16) {
+    __m256 lo[G];
+    __m256 hi[G];
+    for (int q = 0; q < G; ++q) lo[q] = hi[q] = _mm256_setzero_ps();
+    for (int64_t key = 0; key < keys; ++key) {
+      const __m256 a = _mm256_loadu_ps(v + key * dim + c);
+      const __m256 b = _mm256_loadu_ps(v + key * dim + c + 8);
+      for (int q = 0; q < G; ++q) {
+        const __m256 weight = _mm256_set1_ps(p[q * p_stride + key]);
+        lo[q] = _mm256_fmadd_ps(weight, a, lo[q]);
+        hi[q] = _mm256_fmadd_ps(weight, b, hi[q]);
+      }
+    }
+    for (int q = 0; q < G; ++q) {
+      _mm256_storeu_ps(o + q * o_stride + c, lo[q]);
+      _mm256_storeu_ps(o + q * o_stride + c + 8, hi[q]);
+    }
+  }
+  for (; c < dim; ++c)  // a head size not a multiple of 16: the rest one column at a time
+    for (int q = 0; q < G; ++q) {
+      float total = 0.0f;
+      for (int64_t key = 0; key < keys; ++key) total = std::fma(p[q * p_stride + key], v[key * dim + c], total);
+      o[q * o_stride + c] = total;
+    }
+}
+
+// The `group` query heads q [group, dim] that share one KV head (k, v [capacity, dim]),
+// over keys 0..keys-1; out [group, dim].
+void attend_group(const float* q, int64_t group, const float* k, const float* v, int64_t keys,
+                  int64_t dim, float factor, float* out) {
+  thread_local std::vector<float> scores;
+  const int64_t stride = keys + 8;
+  scores.resize(group * stride);
+  float* s = scores.data();
+  // Eight keys at a time (their rows then sit in L1 for the group's other heads): eight
+  // independent chains, reduced together, where one dot a key waited on one chain.
+  const int64_t blocked = dim % 8 == 0 ? keys / 8 * 8 : 0;
+  for (int64_t key = 0; key < blocked; key += 8)
+    for (int64_t h = 0; h < group; ++h) eight_scores(q + h * dim, k + key * dim, dim, factor, s + h * stride + key);
+  for (int64_t key = blocked; key < keys; ++key)
+    for (int64_t h = 0; h < group; ++h) s[h * stride + key] = dot(q + h * dim, k + key * dim, dim) * factor;
+  std::vector<float> totals(group);
+  for (int64_t h = 0; h < group; ++h) totals[h] = exponentiate(s + h * stride, keys);
+  // Columns in registers for up to 6 heads at once (12 accumulators).
+  for (int64_t first = 0; first < group;) {
+    const int64_t count = std::min<int64_t>(6, group - first);
+    const float* p = s + first * stride;
+    float* o = out + first * dim;
+    switch (count) {
+      case 6: weighted_values<6>(p, keys, v, dim, o, dim, stride); break;
+      case 5: weighted_values<5>(p, keys, v, dim, o, dim, stride); break;
+      case 4: weighted_values<4>(p, keys, v, dim, o, dim, stride); break;
+      case 3: weighted_values<3>(p, keys, v, dim, o, dim, stride); break;
+      case 2: weighted_values<2>(p, keys, v, dim, o, dim, stride); break;
+      default: weighted_values<1>(p, keys, v, dim, o, dim, stride); break;
+    }
+    first += count;
+  }
+  for (int64_t h = 0; h < group; ++h) {
+    const float inverse = 1.0f / totals[h];
+    for (int64_t i = 0; i < dim; ++i) out[h * dim + i] *= inverse;
+  }
+}
+
+// One row's attention: its layer KV [2, kv_heads, capacity, dim], its queries and key
+// [heads + kv_heads, dim] and value [kv_heads, dim].
+struct AttentionRow {
+  const float* qk;
+  const float* value;
+  float* cache;
+  int64_t head_stride;
+  int64_t half_stride;
+  int64_t position;
+  float* out;
+};
+
+void check_kv(const at::Tensor& kv, int64_t position) {
+  TORCH_CHECK(kv.dim() == 4 && kv.size(0) == 2 && kv.scalar_type() == at::kFloat &&
+                  kv.stride(3) == 1 && kv.stride(2) == kv.size(3),
+              "kv must be float32 [2, kv_heads, capacity, dim] with contiguous rows");
+  TORCH_CHECK(position >= 0 && position < kv.size(2), "position ", position,
+              " is outside the KV buffer (capacity ", kv.size(2), ")");
+}
+
+// Writes each row's key and value at its position, then attends: one chunk per
+// (row, KV head) when there is enough to split, else one for all (handing a chunk
+// over costs a microsecond or so, a head over a few hundred keys not much more).
+void attend_rows(const std::vector<AttentionRow>& rows, int64_t heads, int64_t kv_heads,
+                 int64_t dim, double scale) {
+  const int64_t group = heads / kv_heads;
+  int64_t work = 0;
+  for (const AttentionRow& row : rows) {
+    for (int64_t g = 0; g < kv_heads; ++g) {
+      std::copy_n(row.qk + (heads + g) * dim, dim, row.cache + g * row.head_stride + row.position * dim);
+      std::copy_n(row.value + g * dim, dim,
+                  row.cache + row.half_stride + g * row.head_stride + row.position * dim);
+    }
+    work += (row.position + 1) * dim * heads;
+  }
+  const float factor = static_cast<float>(scale);
+  const int64_t pairs = static_cast<int64_t>(rows.size()) * kv_heads;
+  const int64_t pairs_per_chunk = work < 3 * 32768 ? pairs : 1;
+  auto chunk_body = [&](int64_t chunk) {
+    const int64_t end = std::min(pairs, (chunk + 1) * pairs_per_chunk);
+    for (int64_t pair = chunk * pairs_per_chunk; pair < end; ++pair) {
+      const AttentionRow& row = rows[pair / kv_heads];
+      const int64_t g = pair % kv_heads;
+      attend_group(row.qk + g * group * dim, group, row.cache + g * row.head_stride,
+                   row.cache + row.half_stride + g * row.head_stride, row.position + 1, dim,
+                   factor, row.out + g * group * dim);
+    }
+  };
+  promptcache::share_chunks((pairs + pairs_per_chunk - 1) / pairs_per_chunk,
+                            at::get_num_threads(), chunk_body);
+}
+
 }  // namespace
 
 // qk: [heads + kv_heads, dim] (RoPE'd queries, then keys); value: [kv_heads, dim];
@@ -367,11 +511,8 @@ inline float dot(const float* a, const float* b, int64_t n) {
 // at `position`, returns [heads * dim].
 at::Tensor decode_attention(const at::Tensor& qk, const at::Tensor& value, const at::Tensor& kv,
                             int64_t position, double scale) {
-  TORCH_CHECK(kv.dim() == 4 && kv.size(0) == 2 && kv.scalar_type() == at::kFloat &&
-                  kv.stride(3) == 1 && kv.stride(2) == kv.size(3),
-              "kv must be float32 [2, kv_heads, capacity, dim] with contiguous rows");
+  check_kv(kv, position);
   const int64_t kv_heads = kv.size(1);
-  const int64_t capacity = kv.size(2);
   const int64_t dim = kv.size(3);
   TORCH_CHECK(qk.dim() == 2 && qk.is_contiguous() && qk.scalar_type() == at::kFloat &&
                   qk.size(1) == dim && qk.size(0) > kv_heads && (qk.size(0) - kv_heads) % kv_heads == 0,
@@ -379,72 +520,38 @@ at::Tensor decode_attention(const at::Tensor& qk, const at::Tensor& value, const
   TORCH_CHECK(value.dim() == 2 && value.is_contiguous() && value.scalar_type() == at::kFloat &&
                   value.size(0) == kv_heads && value.size(1) == dim,
               "value must be contiguous float32 [kv_heads, dim]");
-  TORCH_CHECK(position >= 0 && position < capacity, "position ", position,
-              " is outside the KV buffer (capacity ", capacity, ")");
   const int64_t heads = qk.size(0) - kv_heads;
-  const int64_t group = heads / kv_heads;
-  const int64_t keys = position + 1;
-  const float* q = qk.data_ptr<float>();
-  float* cache = kv.data_ptr<float>();
-  const int64_t head_stride = kv.stride(1);
-  const int64_t half_stride = kv.stride(0);
-  for (int64_t g = 0; g < kv_heads; ++g) {
-    std::copy_n(q + (heads + g) * dim, dim, cache + g * head_stride + position * dim);
-    std::copy_n(value.data_ptr<float>() + g * dim, dim,
-                cache + half_stride + g * head_stride + position * dim);
-  }
   at::Tensor out = at::empty({heads * dim}, qk.options());
-  float* result = out.data_ptr<float>();
-  const float factor = static_cast<float>(scale);
-  // Heads split across threads only when there is enough to split: handing a chunk
-  // over costs a microsecond or so, a head over a few hundred keys not much more.
-  const int64_t heads_per_chunk = keys * dim < 32768 ? heads : 1;
-  auto chunk_body = [&](int64_t chunk) {
-    thread_local std::vector<float> scores;
-    scores.resize(keys + 8);
-    const int64_t end = std::min(heads, (chunk + 1) * heads_per_chunk);
-    for (int64_t h = chunk * heads_per_chunk; h < end; ++h) {
-      const float* query = q + h * dim;
-      const float* k = cache + (h / group) * head_stride;
-      const float* v = cache + half_stride + (h / group) * head_stride;
-      float top = -INFINITY;
-      for (int64_t j = 0; j < keys; ++j) {
-        scores[j] = dot(query, k + j * dim, dim) * factor;
-        top = std::fmax(top, scores[j]);
-      }
-      __m256 sum8 = _mm256_setzero_ps();
-      int64_t j = 0;
-      for (; j + 8 <= keys; j += 8) {
-        const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores.data() + j), _mm256_set1_ps(top)));
-        _mm256_storeu_ps(scores.data() + j, e);
-        sum8 = _mm256_add_ps(sum8, e);
-      }
-      float total = horizontal_sum(sum8);
-      if (j < keys) {  // the tail through the same polynomial, padded with exp(-inf) = 0
-        alignas(32) float tail[8];
-        for (int64_t t = 0; t < 8; ++t) tail[t] = j + t < keys ? scores[j + t] - top : -INFINITY;
-        _mm256_store_ps(tail, exp_nonpositive(_mm256_load_ps(tail)));
-        for (int64_t t = 0; j + t < keys; ++t) {
-          scores[j + t] = tail[t];
-          total += tail[t];
-        }
-      }
-      float* o = result + h * dim;
-      std::fill_n(o, dim, 0.0f);
-      for (int64_t key = 0; key < keys; ++key) {
-        const float p = scores[key];
-        const float* row = v + key * dim;
-        int64_t i = 0;
-        for (; i + 8 <= dim; i += 8)
-          _mm256_storeu_ps(o + i, _mm256_fmadd_ps(_mm256_set1_ps(p), _mm256_loadu_ps(row + i), _mm256_loadu_ps(o + i)));
-        for (; i < dim; ++i) o[i] = std::fma(p, row[i], o[i]);
-      }
-      const float inverse = 1.0f / total;
-      for (int64_t i = 0; i < dim; ++i) o[i] *= inverse;
-    }
-  };
-  promptcache::share_chunks((heads + heads_per_chunk - 1) / heads_per_chunk,
-                            at::get_num_threads(), chunk_body);
+  attend_rows({AttentionRow{qk.data_ptr<float>(), value.data_ptr<float>(), kv.data_ptr<float>(),
+                            kv.stride(1), kv.stride(0), position, out.data_ptr<float>()}},
+              heads, kv_heads, dim, scale);
+  return out;
+}
+
+at::Tensor decode_attention_rows(const at::Tensor& qkv, const std::vector<at::Tensor>& layer_kv,
+                                 const std::vector<int64_t>& positions, int64_t heads,
+                                 int64_t kv_heads, double scale) {
+  const auto rows = static_cast<int64_t>(layer_kv.size());
+  TORCH_CHECK(static_cast<int64_t>(positions.size()) == rows && qkv.dim() == 2 &&
+                  qkv.size(0) == rows && qkv.is_contiguous() && qkv.scalar_type() == at::kFloat &&
+                  heads > 0 && kv_heads > 0 && heads % kv_heads == 0 &&
+                  qkv.size(1) % (heads + 2 * kv_heads) == 0,
+              "qkv must be contiguous float32 [rows, (heads + 2 kv_heads) * dim], one KV and "
+              "position a row");
+  const int64_t dim = qkv.size(1) / (heads + 2 * kv_heads);
+  at::Tensor out = at::empty({rows, heads * dim}, qkv.options());
+  std::vector<AttentionRow> work;
+  for (int64_t r = 0; r < rows; ++r) {
+    const at::Tensor& kv = layer_kv[r];
+    check_kv(kv, positions[r]);
+    TORCH_CHECK(kv.size(1) == kv_heads && kv.size(3) == dim, "row ", r,
+                "'s KV does not have the queries' heads and size");
+    const float* row = qkv.data_ptr<float>() + r * qkv.size(1);
+    work.push_back(AttentionRow{row, row + (heads + kv_heads) * dim, kv.data_ptr<float>(),
+                                kv.stride(1), kv.stride(0), positions[r],
+                                out.data_ptr<float>() + r * heads * dim});
+  }
+  attend_rows(work, heads, kv_heads, dim, scale);
   return out;
 }
 
@@ -454,6 +561,9 @@ TORCH_LIBRARY(promptcache_blocks, m) {
   m.def("q4_1_linear(Tensor x, Tensor nibbles, Tensor scales, Tensor mins, int out_features) -> Tensor");
   m.def("q8_0_linear(Tensor x, Tensor values, Tensor scales, int out_features) -> Tensor");
   m.def("decode_attention(Tensor qk, Tensor value, Tensor(a!) kv, int position, float scale) -> Tensor");
+  m.def(
+      "decode_attention_rows(Tensor qkv, Tensor(a!)[] layer_kv, int[] positions, int heads, "
+      "int kv_heads, float scale) -> Tensor");
   m.def("kernel_isa(str requested) -> str", &kernel_isa);
 }
 
@@ -461,4 +571,5 @@ TORCH_LIBRARY_IMPL(promptcache_blocks, CPU, m) {
   m.impl("q4_1_linear", &promptcache::q4_1_linear);
   m.impl("q8_0_linear", &promptcache::q8_0_linear);
   m.impl("decode_attention", &promptcache::decode_attention);
+  m.impl("decode_attention_rows", &promptcache::decode_attention_rows);
 }

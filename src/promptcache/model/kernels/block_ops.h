@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 namespace promptcache {
 
 // x [rows, in] float32 times a Q4_1 matrix of `out_features` rows in tiles of 8 (nibbles,
@@ -20,5 +22,12 @@ at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::
 // writing its key and value at `position`; [heads * dim].
 at::Tensor decode_attention(const at::Tensor& qk, const at::Tensor& value, const at::Tensor& kv,
                             int64_t position, double scale);
+
+// The attention of a batch's rows in one work-shared call: qkv [rows, (heads + 2 kv_heads)
+// * dim] (queries and keys RoPE'd), layer_kv[r] row r's [2, kv_heads, capacity, dim]
+// written at positions[r]; [rows, heads * dim].
+at::Tensor decode_attention_rows(const at::Tensor& qkv, const std::vector<at::Tensor>& layer_kv,
+                                 const std::vector<int64_t>& positions, int64_t heads,
+                                 int64_t kv_heads, double scale);
 
 }  // namespace promptcache
