@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from promptcache.model import precision
+from promptcache.model import output_head, precision
+from promptcache.model.block_kernels import block_kernels
 from promptcache.model.block_weights import BlockWeight
 from promptcache.model.gguf_blocks import Q8Matrix, read_gguf_head
 from promptcache.model.loading import LoadedModel
@@ -98,9 +99,43 @@ def test_the_embedded_models_head_decodes_from_its_q8_0_blocks(
     rows = torch.arange(0, matrix.shape[0], 97)
     assert torch.equal(matrix.dequantize(rows), head.exact[rows])
     exact = LlamaRuntime(embedded_model.weights)
-    # int4 decode reads about 6 bits a weight for the layers and 9 for the head (the
-    # block kernels' float32 scales), against float32's 32.
+    # int4 decode reads about 5 bits a weight for the layers and 8.5 for the head (the
+    # GGUF's own bytes and float16 scales, in tiles), against float32's 32.
     assert runtime.weight_bytes("decode") < 0.25 * exact.weight_bytes("decode")
+
+
+@pytest.mark.skipif(not block_kernels(), reason="no GGUF block kernels here")
+@pytest.mark.parametrize("most", [2048, 1])
+def test_the_block_heads_refinement_recomputes_exactly_the_candidates(
+    monkeypatch: pytest.MonkeyPatch, most: int
+) -> None:
+    """The one-call refinement (kernels/head_refine.cpp) follows Int4Head's rule: the
+    logits whose upper bound reaches the largest lower bound are exact, the others keep
+    their coarse value; past the candidate limit, the whole row is exact."""
+    monkeypatch.setattr(output_head, "_MOST_CANDIDATES", most)
+    matrix = random_q8(rows=512, cols=64, seed=8)
+    exact = matrix.dequantize()
+    packed = BlockWeight.of_q8_0(matrix)
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(9))
+    got = Int4Head(packed, exact).logits(x)
+    coarse = packed.decode_matmul(x)
+    want = x @ exact.T
+    norms = torch.linalg.vector_norm(exact, dim=1)
+    whole_rows = 0
+    for row in range(x.shape[0]):
+        bound = norms * packed.logit_bounds(x[row])[0]
+        floor = (coarse[row] - bound).max()
+        candidates = (coarse[row] + bound) >= floor
+        assert 1 <= int(candidates.sum()) < 512
+        if int(candidates.sum()) > most:
+            candidates[:] = True
+            whole_rows += 1
+        torch.testing.assert_close(
+            got[row][candidates], want[row][candidates], rtol=1e-6, atol=1e-5
+        )
+        assert torch.equal(got[row][~candidates], coarse[row][~candidates]), "the tail kept"
+    assert got.argmax(-1).tolist() == want.argmax(-1).tolist()
+    assert (whole_rows > 0) == (most == 1), "the whole-row path taken exactly when asked"
 
 
 @torch_int4

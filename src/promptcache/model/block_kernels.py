@@ -46,7 +46,8 @@ __all__ = ["block_kernels", "block_kernels_unavailable", "kernel_isa"]
 _LOG = logging.getLogger(__name__)
 _KERNELS = Path(__file__).with_name("kernels")
 _SOURCES = tuple(
-    _KERNELS / name for name in ("block_dot.cpp", "work_share.cpp", "decode_layers.cpp")
+    _KERNELS / name
+    for name in ("block_dot.cpp", "work_share.cpp", "decode_layers.cpp", "head_refine.cpp")
 )
 _CPU_FLAGS = ("avx2", "fma", "f16c")
 _LOCK = threading.Lock()

@@ -59,6 +59,11 @@ class Int4Head:
         self.packed = packed
         self.exact = exact
         self._row_norms = torch.linalg.vector_norm(exact.to(torch.float32), dim=1)
+        # The block kernels' library has the refinement too (a BlockWeight means it is
+        # loaded); torch's int4 kernel keeps the torch operations below.
+        self._in_one_call = isinstance(packed, BlockWeight) and exact.dtype == torch.float32
+        if self._in_one_call:
+            self.exact = exact.contiguous()
 
     @property
     def nbytes(self) -> int:
@@ -81,6 +86,13 @@ class Int4Head:
     def _refine(self, logits: torch.Tensor, x: torch.Tensor) -> None:
         """Replace, in place, every logit that could be the largest with its exact value."""
         activation, relative = self.packed.logit_bounds(x)
+        if self._in_one_call and not relative and x.dtype == torch.float32:
+            # The same rule in one C++ call (kernels/head_refine.cpp): eight
+            # vocabulary-wide torch operations a row cost as much as the coarse product.
+            torch.ops.promptcache_blocks.refine_logits(
+                logits, x.contiguous(), self._row_norms, self.exact, activation, _MOST_CANDIDATES
+            )
+            return
         bound = self._row_norms * activation
         if relative:
             bound = bound.add_(logits.abs(), alpha=relative)

@@ -332,15 +332,6 @@ at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::
 
 namespace {
 
-inline float dot(const float* a, const float* b, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-  float total = horizontal_sum(acc);
-  for (; i < n; ++i) total = std::fma(a[i], b[i], total);
-  return total;
-}
-
 // out[t] = (q . k[t]) * factor for 8 consecutive key rows k [8, dim], dim a multiple of 8.
 inline void eight_scores(const float* q, const float* k, int64_t dim, float factor, float* out) {
   __m256 acc[8];

@@ -3,6 +3,9 @@
 
 #include <immintrin.h>
 
+#include <cmath>
+#include <cstdint>
+
 namespace promptcache {
 
 inline float horizontal_sum(__m256 v) {
@@ -10,6 +13,16 @@ inline float horizontal_sum(__m256 v) {
   half = _mm_add_ps(half, _mm_movehl_ps(half, half));
   half = _mm_add_ss(half, _mm_movehdup_ps(half));
   return _mm_cvtss_f32(half);
+}
+
+// a . b over n floats: 8 lanes in order, one horizontal sum, then the tail.
+inline float dot(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  float total = horizontal_sum(acc);
+  for (; i < n; ++i) total = std::fma(a[i], b[i], total);
+  return total;
 }
 
 // exp(x) for x <= 0 (scores minus their maximum), Cephes' polynomial as in

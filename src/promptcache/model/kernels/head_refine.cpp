@@ -1,0 +1,97 @@
+// The exact pass of Int4Head (output_head.py) for one row's logits, in one call.
+//
+// Int4Head finds the tokens whose coarse (quantized-head) logit could still be the
+// largest and recomputes those from the float32 head. In torch that was eight
+// vocabulary-wide operations and an index_select a row, about as long as the coarse
+// product itself on an AVX2 EPYC (SmolLM2: 49,152 logits); here it is two passes over
+// the logits and a dot product a candidate. Same rule as the Python it replaces: a
+// logit's bound is row_norms * activation, the floor the largest lower bound, and a
+// candidate any logit whose upper bound reaches it (the bounds here each one fma,
+// so within a rounding of torch's; a NaN among them refines nothing, as there).
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "vector_math.h"
+
+namespace promptcache {
+
+// Replace, in place, every logit of `logits` [vocab] that could be the largest with
+// its exact value from `exact` [vocab, hidden] and `x` [hidden]; all of them past
+// `most_candidates`. Returns how many were recomputed.
+int64_t refine_logits(const at::Tensor& logits, const at::Tensor& x, const at::Tensor& row_norms,
+                      const at::Tensor& exact, double activation, int64_t most_candidates) {
+  TORCH_CHECK(logits.dim() == 1 && logits.is_contiguous() && logits.scalar_type() == at::kFloat,
+              "logits must be a contiguous float32 vector");
+  const int64_t vocab = logits.size(0);
+  TORCH_CHECK(exact.dim() == 2 && exact.size(0) == vocab && exact.is_contiguous() &&
+                  exact.scalar_type() == at::kFloat,
+              "exact must be a contiguous float32 [vocab, hidden] head");
+  const int64_t hidden = exact.size(1);
+  TORCH_CHECK(x.dim() == 1 && x.size(0) == hidden && x.is_contiguous() &&
+                  x.scalar_type() == at::kFloat,
+              "x must be a contiguous float32 [hidden] vector");
+  TORCH_CHECK(row_norms.dim() == 1 && row_norms.size(0) == vocab && row_norms.is_contiguous() &&
+                  row_norms.scalar_type() == at::kFloat,
+              "row_norms must be a contiguous float32 [vocab] vector");
+  float* out = logits.data_ptr<float>();
+  const float* norms = row_norms.data_ptr<float>();
+  const float a = static_cast<float>(activation);
+  // The largest lower bound, NaN if any bound is (as torch's max): then no logit
+  // compares >= it, and none is recomputed, as in the torch rule.
+  const __m256 scale = _mm256_set1_ps(a);
+  __m256 top = _mm256_set1_ps(-INFINITY);
+  __m256 unordered = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= vocab; j += 8) {
+    const __m256 lower = _mm256_fnmadd_ps(_mm256_loadu_ps(norms + j), scale, _mm256_loadu_ps(out + j));
+    unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(lower, lower, _CMP_UNORD_Q));
+    top = _mm256_max_ps(top, lower);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, top);
+  float floor = lanes[0];
+  for (float lane : lanes) floor = std::max(floor, lane);
+  bool nan = _mm256_movemask_ps(unordered) != 0;
+  for (int64_t t = j; t < vocab; ++t) {
+    const float lower = std::fma(-norms[t], a, out[t]);
+    nan = nan || std::isnan(lower);
+    floor = std::max(floor, lower);
+  }
+  if (nan) return 0;
+  std::vector<int64_t> candidates;
+  const __m256 threshold = _mm256_set1_ps(floor);
+  for (j = 0; j + 8 <= vocab; j += 8) {
+    const __m256 upper = _mm256_fmadd_ps(_mm256_loadu_ps(norms + j), scale, _mm256_loadu_ps(out + j));
+    for (int mask = _mm256_movemask_ps(_mm256_cmp_ps(upper, threshold, _CMP_GE_OQ)); mask;
+         mask &= mask - 1)
+      candidates.push_back(j + __builtin_ctz(mask));
+  }
+  for (; j < vocab; ++j)
+    if (std::fma(norms[j], a, out[j]) >= floor) candidates.push_back(j);
+  const float* weights = exact.data_ptr<float>();
+  const float* v = x.data_ptr<float>();
+  if (static_cast<int64_t>(candidates.size()) > most_candidates) {
+    for (int64_t j = 0; j < vocab; ++j) out[j] = dot(weights + j * hidden, v, hidden);
+    return vocab;
+  }
+  for (int64_t j : candidates) out[j] = dot(weights + j * hidden, v, hidden);
+  return static_cast<int64_t>(candidates.size());
+}
+
+}  // namespace promptcache
+
+TORCH_LIBRARY_FRAGMENT(promptcache_blocks, m) {
+  m.def("refine_logits(Tensor(a!) logits, Tensor x, Tensor row_norms, Tensor exact, "
+        "float activation, int most_candidates) -> int");
+}
+
+TORCH_LIBRARY_IMPL(promptcache_blocks, CPU, m) {
+  m.impl("refine_logits", &promptcache::refine_logits);
+}
