@@ -85,14 +85,14 @@ def _load() -> str:
     except Exception as error:  # a compiler's failure has many types; all mean "not here"
         _LOG.warning("GGUF block kernels not built (%s); using torch's int4 kernel", error)
         return f"building them failed: {str(error).splitlines()[0] if str(error) else error!r}"
-    if kernel_isa() == "avx512-vnni" and not _self_check():
+    works = _self_check()
+    if not works and kernel_isa() == "avx512-vnni":
         # The VNNI tiles are a second compilation of the AVX2 ones (block_tiles.inc);
         # should they ever compute wrongly on some CPU, its AVX2 kernels still serve.
         _LOG.warning("the AVX-512 VNNI block kernels failed their self-check; using AVX2")
         kernel_isa("avx2")
-    if not _self_check():
-        return "their self-check against float32 failed on this machine."
-    return ""
+        works = _self_check()
+    return "" if works else "their self-check against float32 failed on this machine."
 
 
 def _cannot_build() -> str:

@@ -409,10 +409,13 @@ void weighted_values(const float* p, int64_t keys, const float* v, int64_t dim, 
 // over keys 0..keys-1; out [group, dim].
 void attend_group(const float* q, int64_t group, const float* k, const float* v, int64_t keys,
                   int64_t dim, float factor, float* out) {
-  thread_local std::vector<float> scores;
+  // One thread-local buffer for the scores and, after them, each head's softmax sum:
+  // no allocation per (row, KV head) and layer.
+  thread_local std::vector<float> scratch;
   const int64_t stride = keys + 8;
-  scores.resize(group * stride);
-  float* s = scores.data();
+  scratch.resize(group * stride + group);
+  float* s = scratch.data();
+  float* totals = s + group * stride;
   // Eight keys at a time (their rows then sit in L1 for the group's other heads): eight
   // independent chains, reduced together, where one dot a key waited on one chain.
   const int64_t blocked = dim % 8 == 0 ? keys / 8 * 8 : 0;
@@ -420,7 +423,6 @@ void attend_group(const float* q, int64_t group, const float* k, const float* v,
     for (int64_t h = 0; h < group; ++h) eight_scores(q + h * dim, k + key * dim, dim, factor, s + h * stride + key);
   for (int64_t key = blocked; key < keys; ++key)
     for (int64_t h = 0; h < group; ++h) s[h * stride + key] = dot(q + h * dim, k + key * dim, dim) * factor;
-  std::vector<float> totals(group);
   for (int64_t h = 0; h < group; ++h) totals[h] = exponentiate(s + h * stride, keys);
   // Columns in registers for up to 6 heads at once (12 accumulators).
   for (int64_t first = 0; first < group;) {
