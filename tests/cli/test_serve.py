@@ -46,7 +46,7 @@ def test_serve_options_reach_the_app(
     assert config.auto_cache is not None and config.auto_cache.ttl == "1h"
     assert captured["choice"].kv_cache_bytes == 256 * 1024 * 1024
     assert captured["choice"].max_queue == 3
-    assert captured["choice"].workers == 4
+    assert captured["choice"].workers == 8  # a batch of 8 rows (DEFAULT_DECODE_BATCH)
     assert captured["uvicorn"].host == "127.0.0.1" and captured["uvicorn"].port == 8123
     # The default store is SQLite under ./.promptcache/.
     assert (tmp_path / ".promptcache" / "responses.db").exists()

@@ -176,7 +176,9 @@ def serve(
     replica_min_load: ReplicaMinLoadOption = None,
     replica_health_interval: ReplicaHealthIntervalOption = None,
     max_queue: MaxQueueOption = 32,
-    engine_workers: EngineWorkersOption = 4,
+    # 8: on a 2-core Zen 5, 8 HTTP clients got 326 tok/s (median of 4) against 267 with
+    # 4 workers, whose batches hold 4 rows while the other 4 requests queue.
+    engine_workers: EngineWorkersOption = 8,
     decode_precision: DecodePrecisionOption = "auto",
     prefill_precision: PrefillPrecisionOption = "auto",
     kv_dtype: KvDtypeOption = None,
