@@ -55,6 +55,7 @@ struct QuantizedRows {
   std::vector<int8_t> q;
   std::vector<float> d;
   std::vector<float> s;
+  std::vector<uint8_t> offset;  // q + 128 (q ^ 0x80): the unsigned side of the Q8 pairs
 };
 
 inline float horizontal_max(__m256 v) {
@@ -123,6 +124,9 @@ QuantizedRows quantize_rows(const float* x, int64_t rows, int64_t cols) {
       out.s[r * blocks + b] = d * static_cast<float>(sum);
     }
   }
+  out.offset.resize(out.q.size());
+  for (size_t i = 0; i < out.q.size(); ++i)
+    out.offset[i] = static_cast<uint8_t>(out.q[i]) ^ 0x80;
   return out;
 }
 
@@ -138,8 +142,9 @@ inline __m256i broadcast_group(const int8_t* x, int64_t group) {
 // (vpdpbusd), which only changes how the exact integer block sums are formed. The VNNI copy
 // also has 512-bit kernels for two neighbouring tiles a pass (q4_tile_pair, q8_tile_pair):
 // every lane does its row's operations in q4_tile's order, so they are bitwise the same.
-// Measured on a 2-core Zen 5, 8 rows: 3072x576 84-120 -> 50-62 us, 576x1536 42-76 -> 34,
-// the Q8_0 head 1.9-3.0 -> 1.7-2.1 ms (noisy machine; three runs each, alternated).
+// Measured on a 2-core Zen 5, 8 activation rows, against the 256-bit VNNI tiles (three
+// runs each, alternated; a noisy machine): 3072x576 61-118 -> 41-48 us, 576x1536 33-67 ->
+// 30-38, 960x576 23-44 -> 18-21, the 49152x576 Q8_0 head 1.1-3.1 -> 0.9-1.7 ms.
 #define PROMPTCACHE_TILE_NAMESPACE avx2_tiles
 #define PROMPTCACHE_TILE_VNNI 0
 #include "block_tiles.inc"
@@ -351,8 +356,8 @@ at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::
     }
     const int8_t* tw = w + tile * tile_bytes;
     const uint16_t* td = d + tile * tile_scales;
-    vnni_tiles::q8_tile_pair<R>(tw, tw + tile_bytes, td, td + tile_scales, blocks, q.q.data(),
-                                q.d.data(), first, cols, out);
+    vnni_tiles::q8_tile_pair<R>(tw, tw + tile_bytes, td, td + tile_scales, blocks,
+                                q.offset.data(), q.d.data(), first, cols, out);
   };
   return for_each_tile(x, tiles, out_features, tile_fn, pair_fn, vnni);
 }
