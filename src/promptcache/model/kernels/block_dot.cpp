@@ -395,6 +395,34 @@ inline void eight_scores(const float* q, const float* k, int64_t dim, float fact
   _mm256_storeu_ps(out, _mm256_mul_ps(sums, _mm256_set1_ps(factor)));
 }
 
+// eight_scores for keys 0..7 and 8..15 at once (AVX-512, with the VNNI kernels): lane i
+// of accumulator t is lane i of eight_scores' accumulator for key t (lanes 0-7) or key
+// t + 8 (lanes 8-15), with the same FMA chain; each half is then reduced as eight_scores
+// reduces, so the 16 scores are bitwise its.
+__attribute__((target("avx512f,avx512dq"))) inline void sixteen_scores(
+    const float* q, const float* k, int64_t dim, float factor, float* out) {
+  __m512 acc[8];
+  for (int t = 0; t < 8; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < dim; c += 8) {
+    const __m512 query = _mm512_broadcast_f32x8(_mm256_loadu_ps(q + c));
+    for (int t = 0; t < 8; ++t) {
+      const __m512 keys = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(k + t * dim + c)),
+                                             _mm256_loadu_ps(k + (t + 8) * dim + c), 1);
+      acc[t] = _mm512_fmadd_ps(query, keys, acc[t]);
+    }
+  }
+  for (int half = 0; half < 2; ++half) {
+    __m256 a[8];
+    for (int t = 0; t < 8; ++t)
+      a[t] = half == 0 ? _mm512_castps512_ps256(acc[t]) : _mm512_extractf32x8_ps(acc[t], 1);
+    const __m256 first = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    const __m256 second = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(first, second, 0x20),
+                                      _mm256_permute2f128_ps(first, second, 0x31));
+    _mm256_storeu_ps(out + 8 * half, _mm256_mul_ps(sums, _mm256_set1_ps(factor)));
+  }
+}
+
 // scores[0..keys) = exp(scores - max); returns their sum (the tail through the same
 // polynomial, padded with exp(-inf) = 0).
 float exponentiate(float* scores, int64_t keys) {
@@ -462,6 +490,60 @@ void weighted_values(const float* p, int64_t keys, const float* v, int64_t dim, 
     }
 }
 
+// weighted_values in 512-bit registers (AVX-512, used with the VNNI kernels): the same
+// FMA chain for every output column, 16 columns a register instead of two halves of 8,
+// so the result is bitwise weighted_values'. 32 columns a pass where the head has them,
+// which halves the passes over the value rows and the weight broadcasts.
+template <int G>
+__attribute__((target("avx512f"))) void weighted_values_512(const float* p, int64_t keys,
+                                                            const float* v, int64_t dim, float* o,
+                                                            int64_t o_stride, int64_t p_stride) {
+  int64_t c = 0;
+  for (; c + 32 <= dim; c += 32) {
+    __m512 lo[G];
+    __m512 hi[G];
+    for (int q = 0; q < G; ++q) lo[q] = hi[q] = _mm512_setzero_ps();
+    for (int64_t key = 0; key < keys; ++key) {
+      const __m512 a = _mm512_loadu_ps(v + key * dim + c);
+      const __m512 b = _mm512_loadu_ps(v + key * dim + c + 16);
+      for (int q = 0; q < G; ++q) {
+        const __m512 weight = _mm512_set1_ps(p[q * p_stride + key]);
+        lo[q] = _mm512_fmadd_ps(weight, a, lo[q]);
+        hi[q] = _mm512_fmadd_ps(weight, b, hi[q]);
+      }
+    }
+    for (int q = 0; q < G; ++q) {
+      _mm512_storeu_ps(o + q * o_stride + c, lo[q]);
+      _mm512_storeu_ps(o + q * o_stride + c + 16, hi[q]);
+    }
+  }
+  for (; c + 16 <= dim; c += 16) {
+    __m512 acc[G];
+    for (int q = 0; q < G; ++q) acc[q] = _mm512_setzero_ps();
+    for (int64_t key = 0; key < keys; ++key) {
+      const __m512 a = _mm512_loadu_ps(v + key * dim + c);
+      for (int q = 0; q < G; ++q)
+        acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(p[q * p_stride + key]), a, acc[q]);
+    }
+    for (int q = 0; q < G; ++q) _mm512_storeu_ps(o + q * o_stride + c, acc[q]);
+  }
+  for (; c < dim; ++c)  // as weighted_values: the rest one column at a time
+    for (int q = 0; q < G; ++q) {
+      float total = 0.0f;
+      for (int64_t key = 0; key < keys; ++key) total = std::fma(p[q * p_stride + key], v[key * dim + c], total);
+      o[q * o_stride + c] = total;
+    }
+}
+
+template <int G>
+inline void weighted_values_any(bool wide, const float* p, int64_t keys, const float* v,
+                                int64_t dim, float* o, int64_t o_stride, int64_t p_stride) {
+  if (wide)
+    weighted_values_512<G>(p, keys, v, dim, o, o_stride, p_stride);
+  else
+    weighted_values<G>(p, keys, v, dim, o, o_stride, p_stride);
+}
+
 // The `group` query heads q [group, dim] that share one KV head (k, v [capacity, dim]),
 // over keys 0..keys-1; out [group, dim].
 void attend_group(const float* q, int64_t group, const float* k, const float* v, int64_t keys,
@@ -476,7 +558,12 @@ void attend_group(const float* q, int64_t group, const float* k, const float* v,
   // Eight keys at a time (their rows then sit in L1 for the group's other heads): eight
   // independent chains, reduced together, where one dot a key waited on one chain.
   const int64_t blocked = dim % 8 == 0 ? keys / 8 * 8 : 0;
-  for (int64_t key = 0; key < blocked; key += 8)
+  const bool wide = use_vnni;
+  int64_t key = 0;
+  if (wide)
+    for (; key + 16 <= blocked; key += 16)
+      for (int64_t h = 0; h < group; ++h) sixteen_scores(q + h * dim, k + key * dim, dim, factor, s + h * stride + key);
+  for (; key < blocked; key += 8)
     for (int64_t h = 0; h < group; ++h) eight_scores(q + h * dim, k + key * dim, dim, factor, s + h * stride + key);
   for (int64_t key = blocked; key < keys; ++key)
     for (int64_t h = 0; h < group; ++h) s[h * stride + key] = dot(q + h * dim, k + key * dim, dim) * factor;
@@ -487,12 +574,12 @@ void attend_group(const float* q, int64_t group, const float* k, const float* v,
     const float* p = s + first * stride;
     float* o = out + first * dim;
     switch (count) {
-      case 6: weighted_values<6>(p, keys, v, dim, o, dim, stride); break;
-      case 5: weighted_values<5>(p, keys, v, dim, o, dim, stride); break;
-      case 4: weighted_values<4>(p, keys, v, dim, o, dim, stride); break;
-      case 3: weighted_values<3>(p, keys, v, dim, o, dim, stride); break;
-      case 2: weighted_values<2>(p, keys, v, dim, o, dim, stride); break;
-      default: weighted_values<1>(p, keys, v, dim, o, dim, stride); break;
+      case 6: weighted_values_any<6>(wide, p, keys, v, dim, o, dim, stride); break;
+      case 5: weighted_values_any<5>(wide, p, keys, v, dim, o, dim, stride); break;
+      case 4: weighted_values_any<4>(wide, p, keys, v, dim, o, dim, stride); break;
+      case 3: weighted_values_any<3>(wide, p, keys, v, dim, o, dim, stride); break;
+      case 2: weighted_values_any<2>(wide, p, keys, v, dim, o, dim, stride); break;
+      default: weighted_values_any<1>(wide, p, keys, v, dim, o, dim, stride); break;
     }
     first += count;
   }

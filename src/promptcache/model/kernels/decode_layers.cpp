@@ -34,6 +34,19 @@ namespace {
 constexpr int64_t kTensorsPerLayer = 18;  // the norms, then 4 (data, scales, mins, bias) x 4
 constexpr int64_t kBlock = 32;
 
+// out += addend, element by element, on this thread. Not at::add_: past 32k elements (a
+// prompt chunk's rows) that is an OpenMP region, whose team then spins for milliseconds
+// on the cores the kernels' own helpers (work_share.cpp) need: a third of a 512-row
+// chunk's time went to libgomp's spin. `addend` is [cols] (a bias, every row) or out's shape.
+void add_in_place(at::Tensor& out, const at::Tensor& addend) {
+  float* o = out.data_ptr<float>();
+  const float* a = addend.data_ptr<float>();
+  const int64_t total = out.numel();
+  const int64_t period = addend.numel();
+  for (int64_t start = 0; start < total; start += period)
+    for (int64_t i = 0; i < period; ++i) o[start + i] += a[i];
+}
+
 // One of a layer's projections: GGUF blocks (minimums for Q4_1 only) and an optional bias.
 struct Projection {
   at::Tensor data;
@@ -45,7 +58,7 @@ struct Projection {
   at::Tensor apply(const at::Tensor& x) const {
     at::Tensor out = mins.defined() ? q4_1_linear(x, data, scales, mins, out_features)
                                     : q8_0_linear(x, data, scales, out_features);
-    if (bias.defined()) out.add_(bias);
+    if (bias.defined()) add_in_place(out, bias);
     return out;
   }
 };
@@ -237,9 +250,13 @@ class DecodeLayers : public torch::CustomClassHolder {
       for (const at::Tensor& kv : buffers) layer_kv.push_back(kv.select(0, number));
       const at::Tensor attention =
           decode_attention_rows(qkv, layer_kv, positions, heads_, kv_heads_, scale_);
-      x = layer.o.apply(attention).add_(x);
+      at::Tensor attended = layer.o.apply(attention);
+      add_in_place(attended, x);
+      x = attended;
       const at::Tensor gate_up = layer.gate_up.apply(rms_norm(x, layer.post_norm, eps_));
-      x = layer.down.apply(silu_times_up(gate_up, intermediate_)).add_(x);
+      at::Tensor down = layer.down.apply(silu_times_up(gate_up, intermediate_));
+      add_in_place(down, x);
+      x = down;
     }
     return x;
   }
