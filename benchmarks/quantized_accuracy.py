@@ -1,7 +1,8 @@
 """What each precision changes in the output, against the exact float32 weights, in one run.
 
 For every decode precision (``int4``: the GGUF's 4-bit blocks on the CPU int4
-kernel, ``float16``) and prefill precision (``bfloat16``), on the embedded
+kernel, ``float16``) and prefill precision (``bfloat16``; ``int4``, which decodes
+in ``int4`` too: the prompt tokens through the fused decode layers), on the embedded
 SmolLM2 (or ``--model``):
 
 * **greedy agreement** -- over several chat prompts, how many tokens the
@@ -72,6 +73,12 @@ def main() -> None:
         variants["decode int4"] = LlamaRuntime(loaded.weights, decode_precision="int4")
     except ValueError as error:
         print(f"int4 not measured: {error}")
+    try:  # the engine's auto on a Q4 GGUF: prompts on the fused decode layers too
+        variants["prefill int4"] = LlamaRuntime(
+            loaded.weights, decode_precision="int4", prefill_precision="int4"
+        )
+    except ValueError as error:
+        print(f"int4 prompts not measured: {error}")
     if bfloat16_matmuls_supported():
         variants["prefill bfloat16"] = LlamaRuntime(loaded.weights, prefill_precision="bfloat16")
 

@@ -193,9 +193,10 @@ DecodePrecisionOption = Annotated[
 PrefillPrecisionOption = Annotated[
     str,
     typer.Option(
-        help="Prompt weights of the local engine: bfloat16 (native bfloat16 matmuls in "
-        "fixed-size tiles), float32 (exact), or auto (bfloat16 where it measures faster "
-        "at start-up, else float32)."
+        help="Prompt weights of the local engine: int4 (prompt tokens through the fused "
+        "decode layers on a Q4 GGUF's blocks; needs int4 decode and a float32 KV), bfloat16 "
+        "(native bfloat16 matmuls in fixed-size tiles), float32 (exact), or auto (int4 "
+        "where it runs, else bfloat16 where it measures faster at start-up, else float32)."
     ),
 ]
 

@@ -9,4 +9,4 @@ from __future__ import annotations
 __all__ = ["DECODE_PRECISIONS", "PROMPT_PRECISIONS"]
 
 DECODE_PRECISIONS = ("auto", "int4", "float16", "float32")
-PROMPT_PRECISIONS = ("auto", "float32", "bfloat16")
+PROMPT_PRECISIONS = ("auto", "int4", "float32", "bfloat16")

@@ -48,7 +48,13 @@ from promptcache.model.architecture import SUPPORTED_MODEL_TYPES, Architecture, 
 from promptcache.model.fused_decode import fused_decode_layers
 from promptcache.model.layers import LayerMath
 from promptcache.model.output_head import Int4Head
-from promptcache.model.precision import WeightSet, decode_weights, exact_set, prompt_weights
+from promptcache.model.precision import (
+    WeightSet,
+    decode_weights,
+    exact_set,
+    fused_prompt_weights,
+    prompt_weights,
+)
 from promptcache.model.rope import SUPPORTED_ROPE_TYPES, RopeTable
 from promptcache.model.thread_tuning import ThreadCountTuner
 from promptcache.model.torch_threads import torch_threads
@@ -83,6 +89,7 @@ class LlamaRuntime:
         decode_threads: int | None = None,
         decode_precision: str = "float32",
         prefill_precision: str = "float32",
+        kv_dtype: torch.dtype | None = None,
     ) -> None:
         """Read ``model``'s weights (fusing projections in place; values unchanged).
 
@@ -104,10 +111,13 @@ class LlamaRuntime:
         per weight decode faster; the residual stream, norms, attention and the
         KV buffer stay in the model dtype.
         ``prefill_precision``: the weights of prompt forwards (:meth:`forward`,
-        :meth:`prefill`): ``float32`` (exact), ``bfloat16`` (fixed-size tiles, so a
-        prompt token's KV does not depend on how the prompt was chunked), or ``auto``
-        (``bfloat16`` where it measures faster here) -- see
-        :mod:`promptcache.model.precision`.
+        :meth:`prefill`): ``int4`` (the decode step's fused GGUF-block layers, a
+        chunk's tokens as its rows), ``float32`` (exact), ``bfloat16`` (fixed-size
+        tiles, so a prompt token's KV does not depend on how the prompt was chunked),
+        or ``auto`` (``int4`` where the fused layers run, else ``bfloat16`` where it
+        measures faster here) -- see :mod:`promptcache.model.precision`.
+        ``kv_dtype``: the dtype of the KV buffers this runtime will be given (default
+        the model's): ``int4`` prompts need float32.
         """
         if decode_threads is not None and decode_threads <= 0:
             raise ValueError(f"decode_threads must be positive, got {decode_threads}.")
@@ -131,7 +141,12 @@ class LlamaRuntime:
         exact = exact_set(self._layers, self._lm_head)
         self._decode = decode_weights(decode_precision, weights, exact)
         self._fused_decode = fused_decode_layers(self._decode.layers, arch, self._dtype)
-        self._prompt = prompt_weights(prefill_precision, exact)
+        # Prompts on the fused decode layers where they run (precision.py says why).
+        fused_prompts = self._fused_decode is not None and kv_dtype in (None, torch.float32)
+        if prefill_precision in ("auto", "int4") and fused_prompts and self._dtype == torch.float32:
+            self._prompt = fused_prompt_weights(self._decode, exact)
+        else:
+            self._prompt = prompt_weights(prefill_precision, exact)
         self._decode_threads = decode_threads
         all_threads = torch.get_num_threads()
         self._thread_tuner = (
@@ -193,7 +208,7 @@ class LlamaRuntime:
 
     @property
     def prefill_precision(self) -> str:
-        """What prompt forwards multiply by: ``bfloat16`` or ``float32``."""
+        """What prompt forwards multiply by: ``int4``, ``bfloat16`` or ``float32``."""
         return self._prompt.precision
 
     def weight_bytes(self, role: str = "decode") -> int:
@@ -257,11 +272,39 @@ class LlamaRuntime:
         count = int(ids.shape[0])
         end = start + count
         self._check(kv, start, end)
+        if weights.precision == "int4":
+            return self._fused_forward(ids, kv, start, weights, all_logits=all_logits)
         cos, sin = self._rope.span(start, end)
         mask, causal = self._math.mask(start, count)
         x = F.embedding(ids, self._embed)
         for index, layer in enumerate(weights.layers):
             x = self._math.layer(x, layer, kv[index], start, end, cos, sin, mask, causal)
+        if not all_logits:
+            x = x[-1:]
+        logits = _head_logits(self._math, self._math.norm(x, self._final_norm), weights.lm_head)
+        return logits if all_logits else logits[0]
+
+    def _fused_forward(
+        self,
+        ids: torch.Tensor,
+        kv: torch.Tensor,
+        start: int,
+        weights: WeightSet,
+        *,
+        all_logits: bool,
+    ) -> torch.Tensor:
+        """Prompt tokens as rows of one decode step (``int4`` prompts): each row's KV
+        written at its position in the one buffer, each attending up to itself."""
+        if kv.dtype != torch.float32 or self._fused_decode is None:
+            raise ValueError(
+                f"int4 prompts run on the fused decode layers, which need a float32 KV "
+                f"buffer; got {kv.dtype}."
+            )
+        count = int(ids.shape[0])
+        positions = list(range(start, start + count))
+        cos, sin = self._rope.at(positions)
+        x = F.embedding(ids, self._embed)
+        x = self._fused_decode.forward(x, [kv] * count, positions, cos, sin)
         if not all_logits:
             x = x[-1:]
         logits = _head_logits(self._math, self._math.norm(x, self._final_norm), weights.lm_head)

@@ -117,6 +117,7 @@ class LocalEngine:
                 loaded.weights,
                 decode_precision=config.decode_precision,
                 prefill_precision=config.prefill_precision,
+                kv_dtype=config.prefix_cache.torch_kv_dtype,
             )
         )
         self._decoder = self._executor.lane(
