@@ -273,28 +273,22 @@ class LlamaRuntime:
         end = start + count
         self._check(kv, start, end)
         if weights.precision == "int4":
-            return self._fused_forward(ids, kv, start, weights, all_logits=all_logits)
-        cos, sin = self._rope.span(start, end)
-        mask, causal = self._math.mask(start, count)
-        x = F.embedding(ids, self._embed)
-        for index, layer in enumerate(weights.layers):
-            x = self._math.layer(x, layer, kv[index], start, end, cos, sin, mask, causal)
+            x = self._fused_prompt(ids, kv, start)
+        else:
+            cos, sin = self._rope.span(start, end)
+            mask, causal = self._math.mask(start, count)
+            x = F.embedding(ids, self._embed)
+            for index, layer in enumerate(weights.layers):
+                x = self._math.layer(x, layer, kv[index], start, end, cos, sin, mask, causal)
         if not all_logits:
             x = x[-1:]
         logits = _head_logits(self._math, self._math.norm(x, self._final_norm), weights.lm_head)
         return logits if all_logits else logits[0]
 
-    def _fused_forward(
-        self,
-        ids: torch.Tensor,
-        kv: torch.Tensor,
-        start: int,
-        weights: WeightSet,
-        *,
-        all_logits: bool,
-    ) -> torch.Tensor:
+    def _fused_prompt(self, ids: torch.Tensor, kv: torch.Tensor, start: int) -> torch.Tensor:
         """Prompt tokens as rows of one decode step (``int4`` prompts): each row's KV
-        written at its position in the one buffer, each attending up to itself."""
+        written at its position in the one buffer, each attending up to itself; the
+        hidden states after the layers."""
         if kv.dtype != torch.float32 or self._fused_decode is None:
             raise ValueError(
                 f"int4 prompts run on the fused decode layers, which need a float32 KV "
@@ -303,12 +297,10 @@ class LlamaRuntime:
         count = int(ids.shape[0])
         positions = list(range(start, start + count))
         cos, sin = self._rope.at(positions)
-        x = F.embedding(ids, self._embed)
-        x = self._fused_decode.forward(x, [kv] * count, positions, cos, sin)
-        if not all_logits:
-            x = x[-1:]
-        logits = _head_logits(self._math, self._math.norm(x, self._final_norm), weights.lm_head)
-        return logits if all_logits else logits[0]
+        hidden: torch.Tensor = self._fused_decode.forward(
+            F.embedding(ids, self._embed), [kv] * count, positions, cos, sin
+        )
+        return hidden
 
     def prefill(
         self,
