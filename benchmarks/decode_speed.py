@@ -11,9 +11,10 @@ of each is reported, with ratios and the 1-minute load average:
   embedded model), with the bytes of weights each token reads and the GB/s
   that makes;
 * prefill tokens/s of one ``--prompt-tokens`` prompt (default 1,360: the issue's
-  document size) for each prefill precision: ``float32`` (exact) and
-  ``bfloat16`` (where oneDNN has bfloat16 matmuls here: fixed-size row tiles,
-  what the engine's ``auto`` picks where it measures faster);
+  document size) for each prefill precision: ``float32`` (exact),
+  ``bfloat16`` (where oneDNN has bfloat16 matmuls here: fixed-size row tiles)
+  and ``int4`` (the fused decode layers on a Q4 GGUF's blocks: the engine's
+  ``auto`` where they run; its GFLOP/s against the int8 dot-product peak);
 * greedy agreement: tokens each precision produces before it first differs
   from float32 (``benchmarks/quantized_accuracy.py`` measures accuracy in depth).
 
@@ -71,6 +72,12 @@ def main() -> None:
     prefillers = {"float32": decoders["float32"]}
     if bfloat16_matmuls_supported():
         prefillers["bfloat16"] = LlamaRuntime(loaded.weights, prefill_precision="bfloat16")
+    try:  # prompts on the fused decode layers (needs int4 decode on the block kernels)
+        prefillers["int4"] = LlamaRuntime(
+            loaded.weights, decode_precision="int4", prefill_precision="int4"
+        )
+    except ValueError as error:
+        print(f"int4 prompts not measured: {error}")
     short = chat_ids(loaded, "Tell me a story about a lighthouse keeper.")
     long = chat_ids(loaded, PARAGRAPH * (args.prompt_tokens // 30 + 10))[-args.prompt_tokens :]
 
@@ -148,7 +155,10 @@ def main() -> None:
             f"{report['decode_gb_s'][name]:>7.2f}{report['decode_ratio_vs_float16'][name]:>8.2f}x"
             f"{report['greedy_tokens_before_divergence_from_float32'][name]:>7}"
         )
-    print(f"prefill of {len(long)} tokens (the engine's auto: bfloat16 where it measures faster):")
+    print(
+        f"prefill of {len(long)} tokens (the engine's auto: int4 where the fused layers run, "
+        "else bfloat16 where it measures faster):"
+    )
     for name in prefillers:
         print(
             f"{name:10}{prefill[name]:>9.1f} tok/s"

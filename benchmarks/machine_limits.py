@@ -212,12 +212,22 @@ def prefill_flops(
     return 2.0 * params * tokens + 4.0 * num_layers * num_heads * head_dim * pairs
 
 
+PEAK_OF_PRECISION = {"int4": "int8"}
+"""The measured peak a prompt precision is held against where it is not a torch dtype:
+``int4`` prompts multiply 8-bit activations by 4-bit weights widened to bytes, with
+the integer dot products ``torch._int_mm`` (int8) runs on."""
+
+
+def peak_gflop_s(limits: MachineLimits, precision: str) -> float:
+    return limits.matmul_gflop_s[PEAK_OF_PRECISION.get(precision, precision)]
+
+
 def prefill_share(
     limits: MachineLimits, *, flops: float, seconds: float, dtype: str
 ) -> dict[str, float]:
     """Achieved prefill GFLOP/s and its share of the measured ``dtype`` matmul peak."""
     achieved = flops / seconds / 1e9
-    peak = limits.matmul_gflop_s[dtype]
+    peak = peak_gflop_s(limits, dtype)
     return {
         "prefill_gflop_s": round(achieved, 1),
         f"prefill_share_of_{dtype}_peak": round(achieved / peak, 3),
@@ -272,7 +282,7 @@ def engine_shares(
         "prefill_dtype": dtype,
         **prefill_share(limits, flops=flops, seconds=prefill_seconds, dtype=dtype),
         "limits_read_gb_s": round(limits.bandwidth_gb_s, 2),
-        f"limits_{dtype}_gflop_s": round(limits.matmul_gflop_s[dtype], 1),
+        f"limits_{dtype}_gflop_s": round(peak_gflop_s(limits, dtype), 1),
     }
 
 
@@ -284,7 +294,8 @@ def describe_shares(shares: Mapping[str, Any]) -> str:
         f"{shares['decode_bandwidth_share']:.0%} of {shares['limits_read_gb_s']:.1f} GB/s "
         f"({shares['decode_bytes_per_token'] / 1e6:.0f} MB/token); prefill "
         f"{shares['prefill_gflop_s']:.0f} GFLOP/s = "
-        f"{shares[f'prefill_share_of_{dtype}_peak']:.0%} of the {dtype} matmul peak "
+        f"{shares[f'prefill_share_of_{dtype}_peak']:.0%} of the "
+        f"{PEAK_OF_PRECISION.get(dtype, dtype)} matmul peak "
         f"({shares[f'limits_{dtype}_gflop_s']:.0f} GFLOP/s)"
     )
 
@@ -346,7 +357,7 @@ def describe_precision_shares(section: Mapping[str, Any]) -> list[str]:
     ]
     lines += [
         f"  prefill {name}: {p['prefill_gflop_s']:.0f} GFLOP/s = {p['share_of_peak']:.0%} "
-        f"of the {name} matmul peak"
+        f"of the {PEAK_OF_PRECISION.get(name, name)} matmul peak"
         for name, p in section["prefill"].items()
     ]
     return lines
