@@ -244,8 +244,9 @@ def test_an_unknown_or_missing_instruction_set_is_refused() -> None:
 @pytest.mark.parametrize("batch", [1, 3, 4, 9])
 @pytest.mark.parametrize("rows", [29, 20, 8])
 def test_vnni_gives_bitwise_the_avx2_results(blocks: int, batch: int, rows: int) -> None:
-    """VNNI runs two tiles a pass (512-bit) where it can: 29 rows are two pairs (the
-    last tile partial), 20 a pair and a single tile, 8 one tile alone."""
+    """VNNI runs two tiles a pass (512-bit) for 2 activation rows or more: 29 weight
+    rows are two pairs (the last tile partial), 20 a pair and a single tile, 8 one tile
+    alone; a batch of 1 takes single tiles."""
     x = torch.randn(batch, 32 * blocks, generator=torch.Generator().manual_seed(blocks)) * 3
     matrices = [BlockWeight.of(q4("Q4_1", rows, blocks)), BlockWeight.of_q8_0(q8(rows, blocks))]
     got: dict[str, list[torch.Tensor]] = {}
