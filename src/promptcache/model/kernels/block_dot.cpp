@@ -506,6 +506,10 @@ __attribute__((target("avx512f"))) void weighted_values_512(const float* p, int6
     __m512 hi[G];
     for (int q = 0; q < G; ++q) lo[q] = hi[q] = _mm512_setzero_ps();
     for (int64_t key = 0; key < keys; ++key) {
+      if (key + 32 < keys) {  // as the scores do (attend_group)
+        _mm_prefetch(reinterpret_cast<const char*>(v + (key + 32) * dim + c), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(v + (key + 32) * dim + c + 16), _MM_HINT_T0);
+      }
       const __m512 a = _mm512_loadu_ps(v + key * dim + c);
       const __m512 b = _mm512_loadu_ps(v + key * dim + c + 16);
       for (int q = 0; q < G; ++q) {
@@ -563,8 +567,15 @@ void attend_group(const float* q, int64_t group, const float* k, const float* v,
   const bool wide = use_vnni;
   int64_t key = 0;
   if (wide)
-    for (; key + 16 <= blocked; key += 16)
+    for (; key + 16 <= blocked; key += 16) {
+      // 128 keys ahead (and the values 32 rows ahead, weighted_values_512): a long
+      // context's KV comes from DRAM, and without it 30 layers' attention at 1,400 keys
+      // took 3.4 ms on 2 threads here, 2.0 with it (0.84 against 1.47 at 700).
+      if (key + 144 <= keys)
+        for (int64_t line = 0; line < 16 * dim; line += 16)
+          _mm_prefetch(reinterpret_cast<const char*>(k + (key + 128) * dim + line), _MM_HINT_T0);
       for (int64_t h = 0; h < group; ++h) sixteen_scores(q + h * dim, k + key * dim, dim, factor, s + h * stride + key);
+    }
   for (; key < blocked; key += 8)
     for (int64_t h = 0; h < group; ++h) eight_scores(q + h * dim, k + key * dim, dim, factor, s + h * stride + key);
   for (int64_t key = blocked; key < keys; ++key)
