@@ -471,6 +471,8 @@ void weighted_values(const float* p, int64_t keys, const float* v, int64_t dim, 
     __m256 hi[G];
     for (int q = 0; q < G; ++q) lo[q] = hi[q] = _mm256_setzero_ps();
     for (int64_t key = 0; key < keys; ++key) {
+      if (key + 32 < keys)  // the values 32 rows ahead (attend_group says why)
+        _mm_prefetch(reinterpret_cast<const char*>(v + (key + 32) * dim + c), _MM_HINT_T0);
       const __m256 a = _mm256_loadu_ps(v + key * dim + c);
       const __m256 b = _mm256_loadu_ps(v + key * dim + c + 8);
       for (int q = 0; q < G; ++q) {
@@ -576,8 +578,12 @@ void attend_group(const float* q, int64_t group, const float* k, const float* v,
           _mm_prefetch(reinterpret_cast<const char*>(k + (key + 128) * dim + line), _MM_HINT_T0);
       for (int64_t h = 0; h < group; ++h) sixteen_scores(q + h * dim, k + key * dim, dim, factor, s + h * stride + key);
     }
-  for (; key < blocked; key += 8)
+  for (; key < blocked; key += 8) {
+    if (key + 136 <= keys)  // as above
+      for (int64_t line = 0; line < 8 * dim; line += 16)
+        _mm_prefetch(reinterpret_cast<const char*>(k + (key + 128) * dim + line), _MM_HINT_T0);
     for (int64_t h = 0; h < group; ++h) eight_scores(q + h * dim, k + key * dim, dim, factor, s + h * stride + key);
+  }
   for (int64_t key = blocked; key < keys; ++key)
     for (int64_t h = 0; h < group; ++h) s[h * stride + key] = dot(q + h * dim, k + key * dim, dim) * factor;
   for (int64_t h = 0; h < group; ++h) totals[h] = exponentiate(s + h * stride, keys);
