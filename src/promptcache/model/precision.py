@@ -192,8 +192,8 @@ def prompt_weights(precision: str, exact: WeightSet) -> WeightSet:
     if precision == "int4":
         raise ValueError(
             "prefill_precision 'int4' runs prompts through the fused GGUF-block decode layers, "
-            "which need decode_precision int4 on the block kernels (a Q4_0/Q4_1 GGUF) and a "
-            "float32 KV (--kv-dtype float32)."
+            "which need decode_precision int4 on the block kernels (a Q4_0/Q4_1 GGUF; "
+            "PROMPTCACHE_FUSED_DECODE not 0) and a float32 KV (--kv-dtype float32)."
         )
     if precision == "auto":
         precision = "bfloat16" if bfloat16_prompts_pay(exact) else "float32"
