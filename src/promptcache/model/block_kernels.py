@@ -187,15 +187,23 @@ def _self_check() -> bool:
     with torch.inference_mode():
         q4 = BlockWeight.of(q4_matrix).matmul(x)
         q8 = BlockWeight.of_q8_0(q8_matrix).matmul(x)
-        kv = torch.randn(2, 1, 8, 32, generator=generator)
-        qk = torch.randn(3, 32, generator=generator)
-        value = torch.randn(1, 32, generator=generator)
-        attended = torch.ops.promptcache_blocks.decode_attention(qk, value, kv, 5, 0.125)
-    weights = torch.softmax(qk[:2] @ kv[0, 0, :6].T * 0.125, -1)
-    attention_ok = bool(
-        torch.equal(kv[0, 0, 5], qk[2])
-        and torch.allclose(attended, (weights @ kv[1, 0, :6]).reshape(-1), rtol=1e-5, atol=1e-6)
-    )
+        # 6 keys (the one-key tail) and 43 of 64 dims (16-key, 8-key and tail scores, the
+        # wide kernels' 32- and 16-column passes).
+        cases = []
+        for keys, dim in ((6, 32), (43, 64)):
+            kv = torch.randn(2, 1, keys + 2, dim, generator=generator)
+            qk = torch.randn(3, dim, generator=generator)
+            value = torch.randn(1, dim, generator=generator)
+            got = torch.ops.promptcache_blocks.decode_attention(qk, value, kv, keys - 1, 0.125)
+            cases.append((kv, qk, keys, got))
+    attention_ok = True
+    for kv, qk, keys, got in cases:
+        weights = torch.softmax(qk[:2] @ kv[0, 0, :keys].T * 0.125, -1)
+        want = (weights @ kv[1, 0, :keys]).reshape(-1)
+        attention_ok = attention_ok and bool(
+            torch.equal(kv[0, 0, keys - 1], qk[2])
+            and torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+        )
     rounded = rounded_activations(x)
     return attention_ok and bool(
         torch.allclose(q4, rounded @ q4_matrix.dequantize().T, rtol=1e-4, atol=1e-4)
