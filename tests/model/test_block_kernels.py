@@ -257,3 +257,24 @@ def test_vnni_gives_bitwise_the_avx2_results(blocks: int, batch: int, rows: int)
             got[chosen] = [weight.matmul(x) for weight in matrices]
     for avx2, vnni in zip(got["avx2"], got["avx512-vnni"], strict=True):
         assert torch.equal(avx2, vnni)
+
+
+@needs_vnni
+@pytest.mark.parametrize("keys", [5, 16, 43, 300])
+@pytest.mark.parametrize("dim", [64, 40])
+def test_vnni_attention_gives_bitwise_the_avx2_results(keys: int, dim: int) -> None:
+    """The wide attention (16-key scores, 32- and 16-column weighted values) does each
+    lane's AVX2 arithmetic: a prompt token or a step computes the same on either ISA."""
+    generator = torch.Generator().manual_seed(keys + dim)
+    rows, heads, kv_heads = 3, 6, 2
+    base = torch.randn(2, kv_heads, keys + 4, dim, generator=generator)
+    qkv = torch.randn(rows, (heads + 2 * kv_heads) * dim, generator=generator)
+    positions = [keys - 1 - row for row in range(rows)]
+    got: dict[str, torch.Tensor] = {}
+    for chosen in ("avx2", "avx512-vnni"):
+        kernel_isa(chosen)
+        buffers = [base.clone() for _ in range(rows)]
+        got[chosen] = torch.ops.promptcache_blocks.decode_attention_rows(
+            qkv, buffers, positions, heads, kv_heads, 0.125
+        )
+    assert torch.equal(got["avx2"], got["avx512-vnni"])
