@@ -141,9 +141,10 @@ class LlamaRuntime:
         exact = exact_set(self._layers, self._lm_head)
         self._decode = decode_weights(decode_precision, weights, exact)
         self._fused_decode = fused_decode_layers(self._decode.layers, arch, self._dtype)
-        # Prompts on the fused decode layers where they run (precision.py says why).
+        # Prompts on the fused decode layers where they run (precision.py says why); the
+        # fused layers exist only for a float32 model, so None means a float32 KV.
         fused_prompts = self._fused_decode is not None and kv_dtype in (None, torch.float32)
-        if prefill_precision in ("auto", "int4") and fused_prompts and self._dtype == torch.float32:
+        if prefill_precision in ("auto", "int4") and fused_prompts:
             self._prompt = fused_prompt_weights(self._decode, exact)
         else:
             self._prompt = prompt_weights(prefill_precision, exact)

@@ -55,7 +55,7 @@ struct QuantizedRows {
   std::vector<int8_t> q;
   std::vector<float> d;
   std::vector<float> s;
-  std::vector<uint8_t> offset;  // q + 128 (q ^ 0x80): the unsigned side of the Q8 pairs
+  std::vector<uint8_t> offset;  // q + 128 (q ^ 0x80) for the Q8 pairs; empty otherwise
 };
 
 inline float horizontal_max(__m256 v) {
@@ -97,7 +97,7 @@ inline int quantize_block(const float* v, float d, bool scaled, int8_t* q) {
   return horizontal_sum_epi32(sum);
 }
 
-QuantizedRows quantize_rows(const float* x, int64_t rows, int64_t cols) {
+QuantizedRows quantize_rows(const float* x, int64_t rows, int64_t cols, bool offsets) {
   const int64_t blocks = cols / kBlock;
   QuantizedRows out{std::vector<int8_t>(rows * cols), std::vector<float>(rows * blocks),
                     std::vector<float>(rows * blocks)};
@@ -124,9 +124,11 @@ QuantizedRows quantize_rows(const float* x, int64_t rows, int64_t cols) {
       out.s[r * blocks + b] = d * static_cast<float>(sum);
     }
   }
-  out.offset.resize(out.q.size());
-  for (size_t i = 0; i < out.q.size(); ++i)
-    out.offset[i] = static_cast<uint8_t>(out.q[i]) ^ 0x80;
+  if (offsets) {
+    out.offset.resize(out.q.size());
+    for (size_t i = 0; i < out.q.size(); ++i)
+      out.offset[i] = static_cast<uint8_t>(out.q[i]) ^ 0x80;
+  }
   return out;
 }
 
@@ -231,12 +233,12 @@ inline void prefetch(const void* start, int64_t bytes) {
 // first, out8)` writes R activation rows' 8 outputs of one tile, 8 floats a row.
 template <typename TileFn, typename PairFn>
 at::Tensor for_each_tile(const at::Tensor& x, int64_t tiles, int64_t out_features,
-                         TileFn tile_fn, PairFn pair_fn, bool pairs) {
+                         TileFn tile_fn, PairFn pair_fn, bool pairs, bool offsets) {
   const int64_t rows = x.size(0);
   const int64_t cols = x.size(1);
   at::Tensor out = at::empty({rows, out_features}, x.options());
   if (rows == 0 || out_features == 0) return out;
-  const QuantizedRows quantized = quantize_rows(x.data_ptr<float>(), rows, cols);
+  const QuantizedRows quantized = quantize_rows(x.data_ptr<float>(), rows, cols, offsets);
   float* result = out.data_ptr<float>();
   const int64_t threads = at::get_num_threads();
   const int64_t chunk_tiles = tiles_per_chunk(tiles, threads);
@@ -325,7 +327,7 @@ at::Tensor q4_1_linear(const at::Tensor& x, const at::Tensor& nibbles, const at:
     vnni_tiles::q4_tile_pair<R>(tw, tw + tile_bytes, td, td + tile_scales, tm, tm + tile_scales,
                                 blocks, q.q.data(), q.d.data(), q.s.data(), first, cols, out);
   };
-  return for_each_tile(x, tiles, out_features, tile_fn, pair_fn, vnni);
+  return for_each_tile(x, tiles, out_features, tile_fn, pair_fn, vnni, false);
 }
 
 at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::Tensor& scales,
@@ -361,7 +363,8 @@ at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::
     vnni_tiles::q8_tile_pair<R>(tw, tw + tile_bytes, td, td + tile_scales, blocks,
                                 q.offset.data(), q.d.data(), first, cols, out);
   };
-  return for_each_tile(x, tiles, out_features, tile_fn, pair_fn, vnni);
+  // x + 128 bytes: the Q8 pairs' unsigned side (only where pairs run: 2 rows or more).
+  return for_each_tile(x, tiles, out_features, tile_fn, pair_fn, vnni, vnni && x.size(0) > 1);
 }
 
 // ---- Decode queries' attention over float32 KV caches ---------------------------
@@ -381,6 +384,15 @@ at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::
 
 namespace {
 
+// Each of 8 accumulators' 8 lanes summed, the 8 sums times `factor` stored in key order.
+inline void store_eight_sums(const __m256* acc, float factor, float* out) {
+  const __m256 first = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+  const __m256 second = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+  const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(first, second, 0x20),
+                                    _mm256_permute2f128_ps(first, second, 0x31));
+  _mm256_storeu_ps(out, _mm256_mul_ps(sums, _mm256_set1_ps(factor)));
+}
+
 // out[t] = (q . k[t]) * factor for 8 consecutive key rows k [8, dim], dim a multiple of 8.
 inline void eight_scores(const float* q, const float* k, int64_t dim, float factor, float* out) {
   __m256 acc[8];
@@ -389,12 +401,7 @@ inline void eight_scores(const float* q, const float* k, int64_t dim, float fact
     const __m256 query = _mm256_loadu_ps(q + c);
     for (int t = 0; t < 8; ++t) acc[t] = _mm256_fmadd_ps(query, _mm256_loadu_ps(k + t * dim + c), acc[t]);
   }
-  // Each accumulator's 8 lanes summed, the 8 sums into one register in key order.
-  const __m256 first = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
-  const __m256 second = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
-  const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(first, second, 0x20),
-                                    _mm256_permute2f128_ps(first, second, 0x31));
-  _mm256_storeu_ps(out, _mm256_mul_ps(sums, _mm256_set1_ps(factor)));
+  store_eight_sums(acc, factor, out);
 }
 
 // eight_scores for keys 0..7 and 8..15 at once (AVX-512, with the VNNI kernels): lane i
@@ -417,11 +424,7 @@ __attribute__((target("avx512f,avx512dq"))) inline void sixteen_scores(
     __m256 a[8];
     for (int t = 0; t < 8; ++t)
       a[t] = half == 0 ? _mm512_castps512_ps256(acc[t]) : _mm512_extractf32x8_ps(acc[t], 1);
-    const __m256 first = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-    const __m256 second = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-    const __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(first, second, 0x20),
-                                      _mm256_permute2f128_ps(first, second, 0x31));
-    _mm256_storeu_ps(out + 8 * half, _mm256_mul_ps(sums, _mm256_set1_ps(factor)));
+    store_eight_sums(a, factor, out + 8 * half);
   }
 }
 
@@ -462,6 +465,18 @@ float exponentiate(float* scores, int64_t keys) {
 
 // o[q] = sum over keys of p[q][key] * v[key], for G queries, 16 columns at a time in
 // registers (one pass over the keys per 16 columns: a 64-byte line of each row).
+// Columns c.. of weighted_values one at a time (a head size not a multiple of 16).
+template <int G>
+void weighted_columns(int64_t c, const float* p, int64_t keys, const float* v, int64_t dim,
+                      float* o, int64_t o_stride, int64_t p_stride) {
+  for (; c < dim; ++c)
+    for (int q = 0; q < G; ++q) {
+      float total = 0.0f;
+      for (int64_t key = 0; key < keys; ++key) total = std::fma(p[q * p_stride + key], v[key * dim + c], total);
+      o[q * o_stride + c] = total;
+    }
+}
+
 template <int G>
 void weighted_values(const float* p, int64_t keys, const float* v, int64_t dim, float* o,
                      int64_t o_stride, int64_t p_stride) {
@@ -486,12 +501,7 @@ void weighted_values(const float* p, int64_t keys, const float* v, int64_t dim, 
       _mm256_storeu_ps(o + q * o_stride + c + 8, hi[q]);
     }
   }
-  for (; c < dim; ++c)  // a head size not a multiple of 16: the rest one column at a time
-    for (int q = 0; q < G; ++q) {
-      float total = 0.0f;
-      for (int64_t key = 0; key < keys; ++key) total = std::fma(p[q * p_stride + key], v[key * dim + c], total);
-      o[q * o_stride + c] = total;
-    }
+  weighted_columns<G>(c, p, keys, v, dim, o, o_stride, p_stride);
 }
 
 // weighted_values in 512-bit registers (AVX-512, used with the VNNI kernels): the same
@@ -535,12 +545,7 @@ __attribute__((target("avx512f"))) void weighted_values_512(const float* p, int6
     }
     for (int q = 0; q < G; ++q) _mm512_storeu_ps(o + q * o_stride + c, acc[q]);
   }
-  for (; c < dim; ++c)  // as weighted_values: the rest one column at a time
-    for (int q = 0; q < G; ++q) {
-      float total = 0.0f;
-      for (int64_t key = 0; key < keys; ++key) total = std::fma(p[q * p_stride + key], v[key * dim + c], total);
-      o[q * o_stride + c] = total;
-    }
+  weighted_columns<G>(c, p, keys, v, dim, o, o_stride, p_stride);
 }
 
 template <int G>
