@@ -278,3 +278,44 @@ def test_vnni_attention_gives_bitwise_the_avx2_results(keys: int, dim: int) -> N
             qkv, buffers, positions, heads, kv_heads, 0.125
         )
     assert torch.equal(got["avx2"], got["avx512-vnni"])
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "dim"), [(9, 3, 64), (8, 2, 40), (4, 4, 64), (14, 2, 48)]
+)
+@pytest.mark.parametrize(("start", "rows"), [(0, 1), (0, 29), (13, 8), (300, 21)])
+def test_a_prompt_chunks_rows_attend_bitwise_as_each_row_alone(
+    heads: int, kv_heads: int, dim: int, start: int, rows: int
+) -> None:
+    """Rows of one sequence at consecutive positions (a prompt chunk) attend in blocks
+    that share their key and value loads; each row's result is still bitwise what it
+    gets alone, so how a prompt was cut into chunks never changes a token's KV."""
+    generator = torch.Generator().manual_seed(start + rows + heads + dim)
+    kv = torch.randn(2, kv_heads, start + rows + 5, dim, generator=generator)
+    qkv = torch.randn(rows, (heads + 2 * kv_heads) * dim, generator=generator)
+    positions = list(range(start, start + rows))
+    attend = torch.ops.promptcache_blocks.decode_attention_rows
+    together = attend(qkv, [kv] * rows, positions, heads, kv_heads, dim**-0.5)
+    for row, position in enumerate(positions):
+        alone = attend(qkv[row : row + 1], [kv.clone()], [position], heads, kv_heads, dim**-0.5)
+        assert torch.equal(alone[0], together[row]), f"row {row} at position {position}"
+
+
+@needs_vnni
+@pytest.mark.parametrize(("start", "rows"), [(0, 40), (250, 13)])
+def test_vnni_prompt_chunk_attention_gives_bitwise_the_avx2_results(start: int, rows: int) -> None:
+    """The wide kernels' row blocks (query pairs, 12 queries a value pass) against AVX2's
+    one row at a time: the same bits for a prompt chunk on either ISA."""
+    generator = torch.Generator().manual_seed(start + rows)
+    heads, kv_heads, dim = 9, 3, 64
+    base = torch.randn(2, kv_heads, start + rows + 2, dim, generator=generator)
+    qkv = torch.randn(rows, (heads + 2 * kv_heads) * dim, generator=generator)
+    positions = list(range(start, start + rows))
+    got: dict[str, torch.Tensor] = {}
+    for chosen in ("avx2", "avx512-vnni"):
+        kernel_isa(chosen)
+        kv = base.clone()
+        got[chosen] = torch.ops.promptcache_blocks.decode_attention_rows(
+            qkv, [kv] * rows, positions, heads, kv_heads, 0.125
+        )
+    assert torch.equal(got["avx2"], got["avx512-vnni"])

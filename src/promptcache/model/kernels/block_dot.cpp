@@ -380,7 +380,14 @@ at::Tensor q8_0_linear(const at::Tensor& x, const at::Tensor& values, const at::
 // each key and value row is read from memory once for the group, not once a head:
 // past a few hundred positions the KV rows, not the maths, are what a step waits
 // for (SmolLM2: 3 query heads a KV head, 2 MB of KV a layer at 1,400 positions).
-// And a batch's rows run as one work-shared call over (row, KV head) pairs.
+// And a batch's rows run as one work-shared call over (rows, KV head) pairs.
+//
+// A prompt chunk's rows (int4 prompts: one sequence, consecutive positions) attend
+// in blocks of 4 (with the AVX-512 kernels): a block's 12 queries of a KV head share
+// each load of a key or value row, where each row read them from L2 or L3 on its own.
+// 512 rows at positions 848-1359, 2 threads: 9.8 ms a layer before, 5.4-6.2 after.
+// Each query still runs its own operations in its own order, so a prompt token's
+// attention is bitwise a decode step's, however the prompt was chunked.
 
 namespace {
 
@@ -404,27 +411,83 @@ inline void eight_scores(const float* q, const float* k, int64_t dim, float fact
   store_eight_sums(acc, factor, out);
 }
 
-// eight_scores for keys 0..7 and 8..15 at once (AVX-512, with the VNNI kernels): lane i
-// of accumulator t is lane i of eight_scores' accumulator for key t (lanes 0-7) or key
-// t + 8 (lanes 8-15), with the same FMA chain; each half is then reduced as eight_scores
-// reduces, so the 16 scores are bitwise its.
-__attribute__((target("avx512f,avx512dq"))) inline void sixteen_scores(
-    const float* q, const float* k, int64_t dim, float factor, float* out) {
-  __m512 acc[8];
-  for (int t = 0; t < 8; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t c = 0; c < dim; c += 8) {
-    const __m512 query = _mm512_broadcast_f32x8(_mm256_loadu_ps(q + c));
+// AVX-512 has no hadd: two shuffles and an add are _mm256_hadd_ps of both 256-bit halves.
+__attribute__((target("avx512f"))) inline __m512 hadd_halves(__m512 a, __m512 b) {
+  return _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x88), _mm512_shuffle_ps(a, b, 0xDD));
+}
+
+// store_eight_sums for both 256-bit halves of 8 accumulators at once, the same additions
+// per sum: lanes 0-7 of the result are the sums of acc[t]'s low halves (t = 0..7),
+// lanes 8-15 of the high halves, each times `factor`.
+__attribute__((target("avx512f"))) inline __m512 eight_sums_by_half(const __m512* acc,
+                                                                    float factor) {
+  const __m512 first = hadd_halves(hadd_halves(acc[0], acc[1]), hadd_halves(acc[2], acc[3]));
+  const __m512 second = hadd_halves(hadd_halves(acc[4], acc[5]), hadd_halves(acc[6], acc[7]));
+  // 128-bit lanes: first = [0-3 low, 0-3 high] of the low halves, then of the high
+  // halves; second the same for 4-7. low + high is each sum.
+  const __m512 low = _mm512_shuffle_f32x4(first, second, 0x88);
+  const __m512 high = _mm512_shuffle_f32x4(first, second, 0xDD);
+  const __m512 sums = _mm512_add_ps(low, high);  // low halves' 0-3, high's 0-3, 4-7, 4-7
+  return _mm512_mul_ps(_mm512_shuffle_f32x4(sums, sums, 0xD8), _mm512_set1_ps(factor));
+}
+
+// Queries two a register for eight_scores_paired: pack[(pair * steps + step) * 16 ..]
+// holds dims 8 step .. 8 step + 7 of query 2 pair in lanes 0-7 and of query 2 pair + 1
+// in lanes 8-15 (zeros past the last query). steps = dim / 8.
+void pack_query_pairs(const float* const* q, int64_t count, int64_t dim, float* pack) {
+  const int64_t steps = dim / 8;
+  for (int64_t pair = 0; pair < (count + 1) / 2; ++pair)
+    for (int64_t step = 0; step < steps; ++step)
+      for (int half = 0; half < 2; ++half) {
+        float* lanes = pack + (pair * steps + step) * 16 + 8 * half;
+        const int64_t query = 2 * pair + half;
+        if (query < count)
+          std::copy_n(q[query] + 8 * step, 8, lanes);
+        else
+          std::fill_n(lanes, 8, 0.0f);
+      }
+}
+
+// eight_scores of 8 keys k [8, dim] for P (at most 3) query pairs of pack_query_pairs,
+// in 512-bit registers (AVX-512, with the VNNI kernels): out[q] + key gets query q's.
+// A lane runs eight_scores' FMA chain (half 0 for the pair's first query, half 1 for
+// its second) and eight_sums_by_half its reduction, so the scores are bitwise
+// eight_scores'. Each key row is read once for 2P queries, with no shuffles.
+template <int P>
+__attribute__((target("avx512f,avx512dq"))) inline void eight_scores_paired(
+    const float* pack, int64_t steps, const float* k, int64_t dim, float factor,
+    float* const* out, int64_t count, int64_t key) {
+  __m512 acc[P][8];
+  for (int p = 0; p < P; ++p)
+    for (int t = 0; t < 8; ++t) acc[p][t] = _mm512_setzero_ps();
+  for (int64_t step = 0; step < steps; ++step) {
+    __m512 queries[P];
+    for (int p = 0; p < P; ++p) queries[p] = _mm512_loadu_ps(pack + (p * steps + step) * 16);
     for (int t = 0; t < 8; ++t) {
-      const __m512 keys = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(k + t * dim + c)),
-                                             _mm256_loadu_ps(k + (t + 8) * dim + c), 1);
-      acc[t] = _mm512_fmadd_ps(query, keys, acc[t]);
+      const __m512 keys = _mm512_broadcast_f32x8(_mm256_loadu_ps(k + t * dim + 8 * step));
+      for (int p = 0; p < P; ++p) acc[p][t] = _mm512_fmadd_ps(queries[p], keys, acc[p][t]);
     }
   }
-  for (int half = 0; half < 2; ++half) {
-    __m256 a[8];
-    for (int t = 0; t < 8; ++t)
-      a[t] = half == 0 ? _mm512_castps512_ps256(acc[t]) : _mm512_extractf32x8_ps(acc[t], 1);
-    store_eight_sums(a, factor, out + 8 * half);
+  for (int p = 0; p < P; ++p) {
+    const __m512 sums = eight_sums_by_half(acc[p], factor);
+    _mm256_storeu_ps(out[2 * p] + key, _mm512_castps512_ps256(sums));
+    if (2 * p + 1 < count) _mm256_storeu_ps(out[2 * p + 1] + key, _mm512_extractf32x8_ps(sums, 1));
+  }
+}
+
+// eight_scores_paired for `count` packed queries, three pairs at a time.
+__attribute__((target("avx512f,avx512dq"))) inline void eight_scores_packed(
+    const float* pack, int64_t count, const float* k, int64_t dim, float factor,
+    float* const* out, int64_t key) {
+  const int64_t steps = dim / 8;
+  for (int64_t first = 0; first < count; first += 6) {
+    const float* pairs = pack + first / 2 * steps * 16;
+    const int64_t left = count - first;
+    switch ((std::min<int64_t>(6, left) + 1) / 2) {
+      case 3: eight_scores_paired<3>(pairs, steps, k, dim, factor, out + first, left, key); break;
+      case 2: eight_scores_paired<2>(pairs, steps, k, dim, factor, out + first, left, key); break;
+      default: eight_scores_paired<1>(pairs, steps, k, dim, factor, out + first, left, key); break;
+    }
   }
 }
 
@@ -504,112 +567,106 @@ void weighted_values(const float* p, int64_t keys, const float* v, int64_t dim, 
   weighted_columns<G>(c, p, keys, v, dim, o, o_stride, p_stride);
 }
 
-// weighted_values in 512-bit registers (AVX-512, used with the VNNI kernels): the same
-// FMA chain for every output column, 16 columns a register instead of two halves of 8,
-// so the result is bitwise weighted_values'. 32 columns a pass where the head has them,
-// which halves the passes over the value rows and the weight broadcasts.
-template <int G>
-__attribute__((target("avx512f"))) void weighted_values_512(const float* p, int64_t keys,
-                                                            const float* v, int64_t dim, float* o,
-                                                            int64_t o_stride, int64_t p_stride) {
+// weighted_values for Q queries in 512-bit registers (AVX-512, used with the VNNI
+// kernels): query q's weights p[q][0..keys[q]) over value rows v [keys, dim] into o[q].
+// Every output column is the FMA chain over the keys in order that weighted_values
+// runs, 16 columns a register instead of two halves of 8, so each query's result is
+// bitwise weighted_values' alone, whatever it shares a call with. The queries come
+// in row order (the first has the fewest keys); all of them take the keys they share
+// from one load of each value row -- up to 12 queries, a prompt chunk's 4 rows of a
+// KV head's 3 -- and each its own last ones after. 32 columns a pass where the head
+// has them, which halves the passes over the value rows and the weight broadcasts.
+template <int Q>
+__attribute__((target("avx512f"))) void weighted_values_512(const float* const* p,
+                                                            const int64_t* keys, const float* v,
+                                                            int64_t dim, float* const* o) {
+  const int64_t common = keys[0];
+  const int64_t most = keys[Q - 1];
   int64_t c = 0;
   for (; c + 32 <= dim; c += 32) {
-    __m512 lo[G];
-    __m512 hi[G];
-    for (int q = 0; q < G; ++q) lo[q] = hi[q] = _mm512_setzero_ps();
-    for (int64_t key = 0; key < keys; ++key) {
-      if (key + 32 < keys) {  // as the scores do (attend_group)
+    __m512 lo[Q];
+    __m512 hi[Q];
+    for (int q = 0; q < Q; ++q) lo[q] = hi[q] = _mm512_setzero_ps();
+    for (int64_t key = 0; key < most; ++key) {
+      if (key + 32 < most) {  // as the scores do (attend_block)
         _mm_prefetch(reinterpret_cast<const char*>(v + (key + 32) * dim + c), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(v + (key + 32) * dim + c + 16), _MM_HINT_T0);
       }
       const __m512 a = _mm512_loadu_ps(v + key * dim + c);
       const __m512 b = _mm512_loadu_ps(v + key * dim + c + 16);
-      for (int q = 0; q < G; ++q) {
-        const __m512 weight = _mm512_set1_ps(p[q * p_stride + key]);
-        lo[q] = _mm512_fmadd_ps(weight, a, lo[q]);
-        hi[q] = _mm512_fmadd_ps(weight, b, hi[q]);
+      if (key < common) {
+        for (int q = 0; q < Q; ++q) {
+          const __m512 weight = _mm512_set1_ps(p[q][key]);
+          lo[q] = _mm512_fmadd_ps(weight, a, lo[q]);
+          hi[q] = _mm512_fmadd_ps(weight, b, hi[q]);
+        }
+      } else {
+        for (int q = 0; q < Q; ++q)
+          if (key < keys[q]) {
+            const __m512 weight = _mm512_set1_ps(p[q][key]);
+            lo[q] = _mm512_fmadd_ps(weight, a, lo[q]);
+            hi[q] = _mm512_fmadd_ps(weight, b, hi[q]);
+          }
       }
     }
-    for (int q = 0; q < G; ++q) {
-      _mm512_storeu_ps(o + q * o_stride + c, lo[q]);
-      _mm512_storeu_ps(o + q * o_stride + c + 16, hi[q]);
+    for (int q = 0; q < Q; ++q) {
+      _mm512_storeu_ps(o[q] + c, lo[q]);
+      _mm512_storeu_ps(o[q] + c + 16, hi[q]);
     }
   }
-  for (; c + 16 <= dim; c += 16) {
-    __m512 acc[G];
-    for (int q = 0; q < G; ++q) acc[q] = _mm512_setzero_ps();
-    for (int64_t key = 0; key < keys; ++key) {
-      const __m512 a = _mm512_loadu_ps(v + key * dim + c);
-      for (int q = 0; q < G; ++q)
-        acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(p[q * p_stride + key]), a, acc[q]);
+  for (; c + 16 <= dim; c += 16)
+    for (int q = 0; q < Q; ++q) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t key = 0; key < keys[q]; ++key)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(p[q][key]), _mm512_loadu_ps(v + key * dim + c), acc);
+      _mm512_storeu_ps(o[q] + c, acc);
     }
-    for (int q = 0; q < G; ++q) _mm512_storeu_ps(o + q * o_stride + c, acc[q]);
-  }
-  weighted_columns<G>(c, p, keys, v, dim, o, o_stride, p_stride);
+  for (int q = 0; q < Q; ++q) weighted_columns<1>(c, p[q], keys[q], v, dim, o[q], 0, 0);
 }
 
-template <int G>
-inline void weighted_values_any(bool wide, const float* p, int64_t keys, const float* v,
-                                int64_t dim, float* o, int64_t o_stride, int64_t p_stride) {
-  if (wide)
-    weighted_values_512<G>(p, keys, v, dim, o, o_stride, p_stride);
-  else
-    weighted_values<G>(p, keys, v, dim, o, o_stride, p_stride);
+constexpr int64_t kMostWideQueries = 12;
+
+// weighted_values_512 for any number of queries, kMostWideQueries at a time.
+void weighted_values_wide(const float* const* p, const int64_t* keys, int64_t count,
+                          const float* v, int64_t dim, float* const* o) {
+  for (int64_t first = 0; first < count; first += kMostWideQueries) {
+    const float* const* pq = p + first;
+    const int64_t* kq = keys + first;
+    float* const* oq = o + first;
+    switch (std::min(kMostWideQueries, count - first)) {
+      case 12: weighted_values_512<12>(pq, kq, v, dim, oq); break;
+      case 11: weighted_values_512<11>(pq, kq, v, dim, oq); break;
+      case 10: weighted_values_512<10>(pq, kq, v, dim, oq); break;
+      case 9: weighted_values_512<9>(pq, kq, v, dim, oq); break;
+      case 8: weighted_values_512<8>(pq, kq, v, dim, oq); break;
+      case 7: weighted_values_512<7>(pq, kq, v, dim, oq); break;
+      case 6: weighted_values_512<6>(pq, kq, v, dim, oq); break;
+      case 5: weighted_values_512<5>(pq, kq, v, dim, oq); break;
+      case 4: weighted_values_512<4>(pq, kq, v, dim, oq); break;
+      case 3: weighted_values_512<3>(pq, kq, v, dim, oq); break;
+      case 2: weighted_values_512<2>(pq, kq, v, dim, oq); break;
+      default: weighted_values_512<1>(pq, kq, v, dim, oq); break;
+    }
+  }
 }
 
-// The `group` query heads q [group, dim] that share one KV head (k, v [capacity, dim]),
-// over keys 0..keys-1; out [group, dim].
-void attend_group(const float* q, int64_t group, const float* k, const float* v, int64_t keys,
-                  int64_t dim, float factor, float* out) {
-  // One thread-local buffer for the scores and, after them, each head's softmax sum:
-  // no allocation per (row, KV head) and layer.
-  thread_local std::vector<float> scratch;
-  const int64_t stride = keys + 8;
-  scratch.resize(group * stride + group);
-  float* s = scratch.data();
-  float* totals = s + group * stride;
-  // Eight keys at a time (their rows then sit in L1 for the group's other heads): eight
-  // independent chains, reduced together, where one dot a key waited on one chain.
-  const int64_t blocked = dim % 8 == 0 ? keys / 8 * 8 : 0;
-  const bool wide = use_vnni;
-  int64_t key = 0;
-  if (wide)
-    for (; key + 16 <= blocked; key += 16) {
-      // 128 keys ahead (and the values 32 rows ahead, weighted_values_512): a long
-      // context's KV comes from DRAM, and without it 30 layers' attention at 1,400 keys
-      // took 3.4 ms on 2 threads here, 2.0 with it (0.84 against 1.47 at 700).
-      if (key + 144 <= keys)
-        for (int64_t line = 0; line < 16 * dim; line += 16)
-          _mm_prefetch(reinterpret_cast<const char*>(k + (key + 128) * dim + line), _MM_HINT_T0);
-      for (int64_t h = 0; h < group; ++h) sixteen_scores(q + h * dim, k + key * dim, dim, factor, s + h * stride + key);
-    }
-  for (; key < blocked; key += 8) {
-    if (key + 136 <= keys)  // as above
-      for (int64_t line = 0; line < 8 * dim; line += 16)
-        _mm_prefetch(reinterpret_cast<const char*>(k + (key + 128) * dim + line), _MM_HINT_T0);
-    for (int64_t h = 0; h < group; ++h) eight_scores(q + h * dim, k + key * dim, dim, factor, s + h * stride + key);
-  }
-  for (int64_t key = blocked; key < keys; ++key)
-    for (int64_t h = 0; h < group; ++h) s[h * stride + key] = dot(q + h * dim, k + key * dim, dim) * factor;
-  for (int64_t h = 0; h < group; ++h) totals[h] = exponentiate(s + h * stride, keys);
-  // Columns in registers for up to 6 heads at once (12 accumulators).
+// weighted_values (AVX2) for the `group` heads of one row, up to 6 at once (12
+// accumulators of AVX2's 16 registers).
+void weighted_values_row(const float* p, int64_t group, int64_t stride, int64_t keys,
+                         const float* v, int64_t dim, float* o) {
   for (int64_t first = 0; first < group;) {
     const int64_t count = std::min<int64_t>(6, group - first);
-    const float* p = s + first * stride;
-    float* o = out + first * dim;
+    const float* pf = p + first * stride;
+    float* of = o + first * dim;
     switch (count) {
-      case 6: weighted_values_any<6>(wide, p, keys, v, dim, o, dim, stride); break;
-      case 5: weighted_values_any<5>(wide, p, keys, v, dim, o, dim, stride); break;
-      case 4: weighted_values_any<4>(wide, p, keys, v, dim, o, dim, stride); break;
-      case 3: weighted_values_any<3>(wide, p, keys, v, dim, o, dim, stride); break;
-      case 2: weighted_values_any<2>(wide, p, keys, v, dim, o, dim, stride); break;
-      default: weighted_values_any<1>(wide, p, keys, v, dim, o, dim, stride); break;
+      case 6: weighted_values<6>(pf, keys, v, dim, of, dim, stride); break;
+      case 5: weighted_values<5>(pf, keys, v, dim, of, dim, stride); break;
+      case 4: weighted_values<4>(pf, keys, v, dim, of, dim, stride); break;
+      case 3: weighted_values<3>(pf, keys, v, dim, of, dim, stride); break;
+      case 2: weighted_values<2>(pf, keys, v, dim, of, dim, stride); break;
+      default: weighted_values<1>(pf, keys, v, dim, of, dim, stride); break;
     }
     first += count;
-  }
-  for (int64_t h = 0; h < group; ++h) {
-    const float inverse = 1.0f / totals[h];
-    for (int64_t i = 0; i < dim; ++i) out[h * dim + i] *= inverse;
   }
 }
 
@@ -633,35 +690,135 @@ void check_kv(const at::Tensor& kv, int64_t position) {
               " is outside the KV buffer (capacity ", kv.size(2), ")");
 }
 
+// Rows that attend as one: consecutive rows of one sequence (one cache, each at the
+// position after the one before) -- a prompt chunk's. They share the KV rows they
+// read, so a block's queries take each key and value row from one load.
+struct RowBlock {
+  int64_t first;
+  int64_t count;
+};
+
+// Rows[first, first + count) of a block at KV head g: their `group` query heads each,
+// attending over keys 0..position. Every query's scores, softmax and weighted values
+// are the operations it runs alone (count 1), in the same order, so a row's result
+// does not depend on the rows it shares a block with: a prompt token attends bitwise
+// as it would as a decode step.
+void attend_block(const AttentionRow* rows, int64_t count, int64_t g, int64_t group,
+                  int64_t dim, float factor) {
+  const AttentionRow& lead = rows[0];
+  const float* k = lead.cache + g * lead.head_stride;
+  const float* v = lead.cache + lead.half_stride + g * lead.head_stride;
+  const int64_t queries = count * group;
+  const int64_t stride = rows[count - 1].position + 1 + 8;
+  // Thread-local buffers for the scores, each query's softmax sum and pointers: no
+  // allocation per (block, KV head) and layer.
+  thread_local std::vector<float> scratch;
+  thread_local std::vector<const float*> query_rows;
+  thread_local std::vector<float*> score_rows;
+  thread_local std::vector<float*> out_rows;
+  thread_local std::vector<int64_t> keys;
+  scratch.resize(queries * stride + queries);
+  query_rows.resize(queries);
+  score_rows.resize(queries);
+  out_rows.resize(queries);
+  keys.resize(queries);
+  float* totals = scratch.data() + queries * stride;
+  for (int64_t i = 0; i < count; ++i)
+    for (int64_t h = 0; h < group; ++h) {
+      const int64_t query = i * group + h;
+      query_rows[query] = rows[i].qk + (g * group + h) * dim;
+      score_rows[query] = scratch.data() + query * stride;
+      out_rows[query] = rows[i].out + (g * group + h) * dim;
+      keys[query] = rows[i].position + 1;
+    }
+  // Scores eight keys at a time (eight independent chains, reduced together, where one
+  // dot a key waited on one chain) up to the last multiple of 8 of a query's keys,
+  // then one dot a key. The keys the block's first row blocks, all queries share.
+  auto blocked = [&](int64_t query) { return dim % 8 == 0 ? keys[query] / 8 * 8 : 0; };
+  const int64_t shared = blocked(0);
+  const bool wide = use_vnni;
+  thread_local std::vector<float> pack;
+  if (wide && shared > 0) {
+    pack.resize((queries + 1) / 2 * dim * 2);
+    pack_query_pairs(query_rows.data(), queries, dim, pack.data());
+  }
+  for (int64_t key = 0; key < shared; key += 8) {
+    // 128 keys ahead (and the values 32 rows ahead, weighted_values): a long
+    // context's KV comes from DRAM, and without it 30 layers' attention at 1,400 keys
+    // took 3.4 ms on 2 threads here, 2.0 with it (0.84 against 1.47 at 700).
+    if (key + 136 <= shared)
+      for (int64_t line = 0; line < 8 * dim; line += 16)
+        _mm_prefetch(reinterpret_cast<const char*>(k + (key + 128) * dim + line), _MM_HINT_T0);
+    if (wide)
+      eight_scores_packed(pack.data(), queries, k + key * dim, dim, factor, score_rows.data(), key);
+    else
+      for (int64_t query = 0; query < queries; ++query)
+        eight_scores(query_rows[query], k + key * dim, dim, factor, score_rows[query] + key);
+  }
+  for (int64_t query = 0; query < queries; ++query) {
+    const float* q = query_rows[query];
+    float* s = score_rows[query];
+    int64_t own = shared;
+    for (; own < blocked(query); own += 8) eight_scores(q, k + own * dim, dim, factor, s + own);
+    for (; own < keys[query]; ++own) s[own] = dot(q, k + own * dim, dim) * factor;
+    totals[query] = exponentiate(s, keys[query]);
+  }
+  if (wide) {
+    weighted_values_wide(score_rows.data(), keys.data(), queries, v, dim, out_rows.data());
+  } else {
+    for (int64_t i = 0; i < count; ++i)
+      weighted_values_row(score_rows[i * group], group, stride, keys[i * group], v, dim,
+                          out_rows[i * group]);
+  }
+  for (int64_t query = 0; query < queries; ++query) {
+    const float inverse = 1.0f / totals[query];
+    for (int64_t i = 0; i < dim; ++i) out_rows[query][i] *= inverse;
+  }
+}
+
 // Writes each row's key and value at its position, then attends: one chunk per
-// (row, KV head) when there is enough to split, else one for all (handing a chunk
-// over costs a microsecond or so, a head over a few hundred keys not much more).
+// (block, KV head) when there is enough to split, else one for all (handing a chunk
+// over costs a microsecond or so, a head over a few hundred keys not much more). A
+// block is up to kMostWideQueries queries of one sequence's rows with the AVX-512
+// kernels (the AVX2 ones have too few registers to share loads: a row a block).
 void attend_rows(const std::vector<AttentionRow>& rows, int64_t heads, int64_t kv_heads,
                  int64_t dim, double scale) {
   const int64_t group = heads / kv_heads;
+  const int64_t most_rows = use_vnni ? std::max<int64_t>(1, kMostWideQueries / group) : 1;
   int64_t work = 0;
-  for (const AttentionRow& row : rows) {
+  std::vector<RowBlock> blocks;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const AttentionRow& row = rows[r];
     for (int64_t g = 0; g < kv_heads; ++g) {
       std::copy_n(row.qk + (heads + g) * dim, dim, row.cache + g * row.head_stride + row.position * dim);
       std::copy_n(row.value + g * dim, dim,
                   row.cache + row.half_stride + g * row.head_stride + row.position * dim);
     }
     work += (row.position + 1) * dim * heads;
+    const AttentionRow* before = r > 0 ? &rows[r - 1] : nullptr;
+    const bool continues = before != nullptr && blocks.back().count < most_rows &&
+                           before->cache == row.cache && before->head_stride == row.head_stride &&
+                           before->half_stride == row.half_stride &&
+                           before->position + 1 == row.position;
+    if (continues)
+      ++blocks.back().count;
+    else
+      blocks.push_back(RowBlock{static_cast<int64_t>(r), 1});
   }
   const float factor = static_cast<float>(scale);
-  const int64_t pairs = static_cast<int64_t>(rows.size()) * kv_heads;
-  const int64_t pairs_per_chunk = work < 3 * 32768 ? pairs : 1;
+  // KV head first: consecutive chunks then read one head's keys and values, which a
+  // core's L2 holds for a long prompt where all heads' would not.
+  const auto block_count = static_cast<int64_t>(blocks.size());
+  const int64_t items = block_count * kv_heads;
+  const int64_t items_per_chunk = work < 3 * 32768 ? items : 1;
   auto chunk_body = [&](int64_t chunk) {
-    const int64_t end = std::min(pairs, (chunk + 1) * pairs_per_chunk);
-    for (int64_t pair = chunk * pairs_per_chunk; pair < end; ++pair) {
-      const AttentionRow& row = rows[pair / kv_heads];
-      const int64_t g = pair % kv_heads;
-      attend_group(row.qk + g * group * dim, group, row.cache + g * row.head_stride,
-                   row.cache + row.half_stride + g * row.head_stride, row.position + 1, dim,
-                   factor, row.out + g * group * dim);
+    const int64_t end = std::min(items, (chunk + 1) * items_per_chunk);
+    for (int64_t item = chunk * items_per_chunk; item < end; ++item) {
+      const RowBlock& block = blocks[item % block_count];
+      attend_block(rows.data() + block.first, block.count, item / block_count, group, dim, factor);
     }
   };
-  promptcache::share_chunks((pairs + pairs_per_chunk - 1) / pairs_per_chunk,
+  promptcache::share_chunks((items + items_per_chunk - 1) / items_per_chunk,
                             at::get_num_threads(), chunk_body);
 }
 
