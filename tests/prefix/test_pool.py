@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -87,3 +89,54 @@ def test_zero_block_pool_hands_out_nothing() -> None:
     pool = _pool(0)
     assert pool.allocate(4) == []
     assert pool.num_free == 0
+
+
+def _warming_pool(num_blocks: int, *, warm_ahead: int) -> KVBlockPool:
+    block_bytes = 2 * LAYOUT.bytes_per_token
+    return KVBlockPool(
+        LAYOUT,
+        block_size=2,
+        num_blocks=num_blocks,
+        chunk_bytes=3 * block_bytes,
+        warm_ahead=warm_ahead,
+    )
+
+
+def _wait_for_bytes(pool: KVBlockPool, expected: int) -> int:
+    """The pool's allocated bytes once the warming thread has caught up (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while pool.allocated_bytes != expected and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return pool.allocated_bytes
+
+
+def test_a_warming_pool_makes_its_next_chunks_ahead_within_the_budget() -> None:
+    block_bytes = 2 * LAYOUT.bytes_per_token
+    pool = _warming_pool(7, warm_ahead=2)  # chunks of 3, 3 and 1 block
+    # A new pool warms its first chunks before anything is stored.
+    assert _wait_for_bytes(pool, 6 * block_bytes) == 6 * block_bytes
+    pool.allocate(1)  # chunk 0, warmed: now chunks 1 and 2 (cut to the budget) are asked
+    assert _wait_for_bytes(pool, 7 * block_bytes) == 7 * block_bytes
+    pool.allocate(6)  # chunks 1 and 2 are the warmed ones: nothing more is made
+    assert pool.allocated_bytes == 7 * block_bytes
+    assert pool.num_free == 0
+
+
+def test_warmed_chunks_hold_what_is_written_and_go_back_with_unused_chunks() -> None:
+    pool = _warming_pool(8, warm_ahead=3)
+    block_bytes = 2 * LAYOUT.bytes_per_token
+    assert _wait_for_bytes(pool, 8 * block_bytes) == 8 * block_bytes
+    slots = pool.allocate(8)
+    kv = torch.randn(2, 2, 1, 16, 4)
+    pool.write(slots, kv, start=0)
+    out = torch.full((2, 2, 1, 16, 4), float("nan"))
+    pool.read(slots, out)
+    assert torch.equal(out, kv)
+    pool.free(slots)
+    pool.release_unused_chunks()
+    assert pool.allocated_bytes == 0
+
+
+def test_warm_ahead_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="warm_ahead must be >= 0"):
+        _warming_pool(4, warm_ahead=-1)

@@ -52,6 +52,10 @@ from promptcache.prefix.storing import BlockStore
 from promptcache.request import PinTTL
 from promptcache.result import PrefixCacheSnapshot
 
+WARM_CHUNKS = 2
+"""Pool chunks (32 MB each) kept made and faulted in past the newest, on an idle thread
+(``chunk_warmer.py``): a 1,400-token prompt's KV of SmolLM2 fills two."""
+
 __all__ = [
     "CommitReport",
     "KVLayout",
@@ -103,7 +107,9 @@ class PrefixCache(BasePrefixCache):
         super().__init__(config, layout, model_id=model_id)
         self._clock = clock
         num_blocks = config.kv_cache_bytes // self.block_bytes if config.enabled else 0
-        self._pool = KVBlockPool(layout, block_size=config.block_size, num_blocks=num_blocks)
+        self._pool = KVBlockPool(
+            layout, block_size=config.block_size, num_blocks=num_blocks, warm_ahead=WARM_CHUNKS
+        )
         self._disk = (
             open_disk_tier(config, layout, model_id=model_id, extra=fingerprint)
             if config.disk_enabled

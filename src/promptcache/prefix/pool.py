@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from promptcache.prefix.chunk_warmer import ChunkWarmer
+
 DEFAULT_CHUNK_BYTES = 32 << 20
 KV_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -90,11 +92,16 @@ class KVBlockPool:
         block_size: int,
         num_blocks: int,
         chunk_bytes: int | None = None,
+        warm_ahead: int = 0,
     ) -> None:
+        """``warm_ahead``: chunks past the newest one to make and fault in beforehand, on an
+        idle-priority thread (``chunk_warmer.py`` says why), within the budget."""
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         if num_blocks < 0:
             raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+        if warm_ahead < 0:
+            raise ValueError(f"warm_ahead must be >= 0, got {warm_ahead}")
         self.layout = layout
         self.block_size = block_size
         self.num_blocks = num_blocks
@@ -108,6 +115,9 @@ class KVBlockPool:
         # for a budget of millions of tiny blocks.
         self._free: list[int] = []
         self._high_water = 0
+        self._warm_ahead = warm_ahead
+        self._warmer = ChunkWarmer(self._new_chunk) if warm_ahead and num_blocks else None
+        self._ask_ahead(-1)  # the first chunks too: a new pool's first prompt faults none
 
     @property
     def num_free(self) -> int:
@@ -115,10 +125,11 @@ class KVBlockPool:
 
     @property
     def allocated_bytes(self) -> int:
-        """Bytes of tensor memory currently held (whole chunks, used or not)."""
-        return sum(
+        """Bytes of tensor memory currently held (whole chunks, used or not, and warmed ones)."""
+        held = sum(
             chunk.numel() * chunk.element_size() for chunk in self._chunks if chunk is not None
         )
+        return held + (self._warmer.ready_bytes if self._warmer is not None else 0)
 
     def allocate(self, count: int) -> list[int]:
         """Up to ``count`` free slots, ascending; fewer (maybe none) when the pool is full."""
@@ -147,6 +158,8 @@ class KVBlockPool:
         if self.num_free == self.num_blocks:
             self._free.clear()
             self._high_water = 0
+        if self._warmer is not None:
+            self._warmer.drop()
 
     def write(self, slots: Sequence[int], kv: torch.Tensor, *, start: int) -> None:
         """Copy ``len(slots)`` blocks of ``kv`` token positions, from ``start`` on, into slots."""
@@ -183,19 +196,29 @@ class KVBlockPool:
             self._used_per_chunk.append(0)
         chunk = self._chunks[index]
         if chunk is None:
-            layout = self.layout
-            # The last chunk is cut to the budget so the pool never exceeds it.
-            blocks = min(self.blocks_per_chunk, self.num_blocks - index * self.blocks_per_chunk)
-            chunk = torch.empty(
-                (
-                    layout.num_layers,
-                    2,
-                    layout.num_kv_heads,
-                    blocks * self.block_size,
-                    layout.head_dim,
-                ),
-                dtype=layout.dtype,
-                device=layout.device,
-            )
+            chunk = self._warmer.take(index) if self._warmer is not None else None
+            if chunk is None:
+                chunk = self._new_chunk(index)
             self._chunks[index] = chunk
+            self._ask_ahead(index)
         return chunk
+
+    def _ask_ahead(self, newest: int) -> None:
+        """Have the ``warm_ahead`` chunks after chunk ``newest`` warmed, within the budget."""
+        if self._warmer is None:
+            return
+        chunks = -(-self.num_blocks // self.blocks_per_chunk)
+        for ahead in range(newest + 1, min(newest + 1 + self._warm_ahead, chunks)):
+            if ahead >= len(self._chunks) or self._chunks[ahead] is None:
+                self._warmer.ask(ahead)
+
+    def _new_chunk(self, index: int) -> torch.Tensor:
+        """Chunk ``index``'s storage (the last chunk cut to the budget: the pool never
+        exceeds it)."""
+        layout = self.layout
+        blocks = min(self.blocks_per_chunk, self.num_blocks - index * self.blocks_per_chunk)
+        return torch.empty(
+            (layout.num_layers, 2, layout.num_kv_heads, blocks * self.block_size, layout.head_dim),
+            dtype=layout.dtype,
+            device=layout.device,
+        )
