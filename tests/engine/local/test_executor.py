@@ -168,3 +168,75 @@ def test_bad_settings() -> None:
         ModelExecutor(threads=0)
     with pytest.raises(ValueError, match="max_batch"):
         ModelExecutor().lane(RecordingModel(), max_batch=0)
+
+
+class NextTokenModel:
+    """A fake ``decode_batch`` whose argmax is the token after the one stepped (mod 4),
+    with the value 10 + position there; records every (token, position) it runs."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, int]] = []
+
+    def __call__(self, steps: Sequence[DecodeStep]) -> torch.Tensor:
+        rows = torch.zeros(len(steps), 4)
+        for row, (token, _, position) in enumerate(steps):
+            self.steps.append((token, position))
+            rows[row, (token + 1) % 4] = 10 + position
+        return rows
+
+
+def argmax(row: torch.Tensor) -> int:
+    return int(torch.argmax(row))
+
+
+def test_a_greedy_sessions_next_step_runs_ahead_and_is_taken() -> None:
+    model = NextTokenModel()
+    lane = ModelExecutor().lane(model, pick=argmax)
+    kv = torch.empty(1, 1, 1, 10, 1)  # room for positions 0..9
+    token = 1
+    with lane.decoding() as session:
+        for position in range(5):
+            logits = session.step(token, kv, position, then_greedy=True)
+            assert (argmax(logits), float(logits.max())) == ((token + 1) % 4, 10 + position)
+            token = argmax(logits)
+    # Each step after the first was run ahead and taken. The one after the last (position
+    # 5) runs too unless the session closed first; either way it goes with the session.
+    assert model.steps[:5] == [(1, 0), (2, 1), (3, 2), (0, 3), (1, 4)]
+    assert model.steps[5:] in ([], [(2, 5)])
+    assert lane.stats.ahead_taken == 4 and lane.stats.ahead == len(model.steps) - 1
+
+
+def test_a_step_run_ahead_with_another_token_is_computed_again() -> None:
+    model = NextTokenModel()
+    lane = ModelExecutor().lane(model, pick=argmax)
+    kv = torch.empty(1, 1, 1, 10, 1)
+    with lane.decoding() as session:
+        session.step(1, kv, 0, then_greedy=True)  # the argmax is 2: (2, 1) runs ahead
+        logits = session.step(3, kv, 1)  # the request sampled 3 instead
+    assert (argmax(logits), float(logits.max())) == (0, 11)
+    assert model.steps == [(1, 0), (2, 1), (3, 1)]
+    assert lane.stats.ahead_taken == 0
+
+
+def test_no_step_runs_ahead_without_room_a_pick_or_the_sessions_word() -> None:
+    kv = torch.empty(1, 1, 1, 2, 1)  # positions 0 and 1 only
+    for pick, then_greedy, position in ((argmax, True, 1), (None, True, 0), (argmax, False, 0)):
+        model = NextTokenModel()
+        lane = ModelExecutor().lane(model, pick=pick)
+        with lane.decoding() as session:
+            session.step(1, kv, position, then_greedy=then_greedy)
+        assert model.steps == [(1, position)] and lane.stats.ahead == 0
+
+
+def test_a_closed_sessions_step_run_ahead_is_not_given_to_another() -> None:
+    model = NextTokenModel()
+    lane = ModelExecutor().lane(model, pick=argmax)
+    kv = torch.empty(1, 1, 1, 10, 1)
+    with lane.decoding() as first:
+        first.step(1, kv, 0, then_greedy=True)  # (2, 1) runs ahead for `first`
+    with lane.decoding() as second:  # e.g. the request's next choice, over the same buffer
+        logits = second.step(2, kv, 1)
+    assert float(logits.max()) == 11
+    # (2, 1) ran ahead for `first` unless it had closed by then, and again for `second`.
+    assert model.steps.count((2, 1)) == 1 + lane.stats.ahead
+    assert lane.stats.ahead_taken == 0

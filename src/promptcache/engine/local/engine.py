@@ -24,7 +24,11 @@ from promptcache.engine.local.kv_buffers import KVBuffers
 from promptcache.engine.local.kv_fingerprint import model_fingerprint
 from promptcache.engine.local.named_prefixes import PrefixPinner
 from promptcache.engine.local.prompt import ChatRenderer
-from promptcache.engine.local.sampling import DEFAULT_MAX_TOKENS, validate_sampling
+from promptcache.engine.local.sampling import (
+    DEFAULT_MAX_TOKENS,
+    greedy_token,
+    validate_sampling,
+)
 from promptcache.engine.local.structured_output import OutputGrammars
 from promptcache.errors import RequestError
 from promptcache.model.loading import LoadedModel, LoadProgress, load_model
@@ -121,7 +125,7 @@ class LocalEngine:
             )
         )
         self._decoder = self._executor.lane(
-            self._runtime.decode_batch, max_batch=config.decode_batch
+            self._runtime.decode_batch, max_batch=config.decode_batch, pick=greedy_token
         )
         self._renderer = ChatRenderer(loaded.tokenizer)
         self.served_name = config.served_name or loaded.name

@@ -253,7 +253,10 @@ class Generation:
         capture = ToolCallCapture() if tool_calls_allowed(request) else None
         logits = prompt_logits
         position = len(self._tokens)
-        with parts.decoder.decoding():
+        # The next token is this step's argmax (so the lane may run its step ahead) for
+        # greedy sampling with nothing in between: no grammar, bias or penalty.
+        argmax_next = sampler.next_is_argmax and constraint is None
+        with parts.decoder.decoding() as session:
             for step in range(self._max_tokens):
                 if self._cancel.is_set():
                     return outcome
@@ -281,7 +284,12 @@ class Generation:
                     self.commit()  # the first token is out: now the copy costs no TTFT
                 if kv.tensor.shape[3] <= position:  # grow it (a copy: model-thread work)
                     parts.executor.call(functools.partial(kv.ensure, position + 1))
-                logits = parts.decoder.step(token, kv.tensor, position)
+                logits = session.step(
+                    token,
+                    kv.tensor,
+                    position,
+                    then_greedy=argmax_next and step + 2 < self._max_tokens,
+                )
                 position += 1
         tail = stream.flush()
         outcome.text = stream.text

@@ -148,6 +148,15 @@ class TokenSampler:
         else:
             self._generator.seed()
 
+    @property
+    def next_is_argmax(self) -> bool:
+        """Whether :meth:`sample` is :func:`greedy_token` of the logits as they come."""
+        return self._greedy and not self._adjusts_logits
+
+    @property
+    def _adjusts_logits(self) -> bool:
+        return bool(self._bias or self._repetition is not None or self._frequency or self._presence)
+
     def sample(self, logits: torch.Tensor) -> int:
         processed = self.process(logits)
         if self._greedy:
@@ -161,7 +170,7 @@ class TokenSampler:
     def process(self, logits: torch.Tensor) -> torch.Tensor:
         """Steps 1-3: the logits after ``logit_bias`` and the penalties (a new tensor
         when any applies; ``logits`` itself otherwise)."""
-        if not (self._bias or self._repetition is not None or self._frequency or self._presence):
+        if not self._adjusts_logits:
             return logits
         out = logits.float().clone()
         if self._bias:
