@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 
 from promptcache.model.block_weights import BlockWeight
+from promptcache.model.gguf_blocks import BLOCK
 from promptcache.model.quantized import Int4Weight
 from promptcache.model.torch_threads import torch_threads
 
@@ -73,6 +74,14 @@ class Int4Head:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[rows, vocab]`` (float32) of the hidden states ``x`` ``[rows, hidden]``."""
         coarse = self.packed.decode_matmul(x).to(torch.float32)
+        if self._in_one_call and x.dtype == torch.float32:
+            # Every row's bound and refinement in one C++ call (kernels/head_refine.cpp):
+            # a row's bound in torch was half a dozen operations, each a handover of the
+            # GIL that the model thread waited to get back while requests ran Python.
+            torch.ops.promptcache_blocks.refine_block_logits(
+                coarse, x.contiguous(), self._row_norms, self.exact, BLOCK, _MOST_CANDIDATES
+            )
+            return coarse
         # The refinement's vocabulary-wide element-wise operations are the only ones in a
         # decode step large enough for torch to split across OpenMP's team, and after each
         # split that team's threads spin for milliseconds, on the cores the block kernels'
@@ -86,13 +95,6 @@ class Int4Head:
     def _refine(self, logits: torch.Tensor, x: torch.Tensor) -> None:
         """Replace, in place, every logit that could be the largest with its exact value."""
         activation, relative = self.packed.logit_bounds(x)
-        if self._in_one_call and not relative and x.dtype == torch.float32:
-            # The same rule in one C++ call (kernels/head_refine.cpp): eight
-            # vocabulary-wide torch operations a row cost as much as the coarse product.
-            torch.ops.promptcache_blocks.refine_logits(
-                logits, x.contiguous(), self._row_norms, self.exact, activation, _MOST_CANDIDATES
-            )
-            return
         bound = self._row_norms * activation
         if relative:
             bound = bound.add_(logits.abs(), alpha=relative)

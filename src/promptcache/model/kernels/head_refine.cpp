@@ -85,13 +85,55 @@ int64_t refine_logits(const at::Tensor& logits, const at::Tensor& x, const at::T
   return static_cast<int64_t>(candidates.size());
 }
 
+// BlockWeight.logit_bounds' activation term for one row x [hidden] of activations that
+// the block kernels round to 8-bit blocks of `block`: the Euclidean size of half a
+// rounding step an element (a little over), plus the float32 sums' rounding. In
+// double, so within a rounding of the float32 torch operations there.
+double block_activation_bound(const float* x, int64_t hidden, int64_t block) {
+  double steps = 0.0;
+  double squares = 0.0;
+  for (int64_t start = 0; start < hidden; start += block) {
+    float largest = 0.0f;
+    for (int64_t i = start; i < std::min(hidden, start + block); ++i) {
+      largest = std::max(largest, std::fabs(x[i]));
+      squares += static_cast<double>(x[i]) * x[i];
+    }
+    const double step = largest / 127.0f;
+    steps += step * step;
+  }
+  const double rounding = 0.5 * (1 + std::ldexp(1.0, -10)) * std::sqrt(static_cast<double>(block)) *
+                          std::sqrt(steps);
+  return rounding + std::ldexp(1.0, -16) * (std::sqrt(squares) + rounding);
+}
+
+// refine_logits for every row of logits [rows, vocab] and x [rows, hidden] (float32,
+// contiguous), each with its own block_activation_bound: one call a decode step where a
+// row's bound was half a dozen torch operations. Returns the logits recomputed in all.
+int64_t refine_block_logits(const at::Tensor& logits, const at::Tensor& x,
+                            const at::Tensor& row_norms, const at::Tensor& exact, int64_t block,
+                            int64_t most_candidates) {
+  TORCH_CHECK(logits.dim() == 2 && x.dim() == 2 && logits.size(0) == x.size(0) &&
+                  x.is_contiguous() && x.scalar_type() == at::kFloat && block > 0,
+              "logits [rows, vocab] and contiguous float32 x [rows, hidden], one row each");
+  int64_t recomputed = 0;
+  for (int64_t row = 0; row < logits.size(0); ++row) {
+    const at::Tensor activations = x[row];
+    const double bound = block_activation_bound(activations.data_ptr<float>(), x.size(1), block);
+    recomputed += refine_logits(logits[row], activations, row_norms, exact, bound, most_candidates);
+  }
+  return recomputed;
+}
+
 }  // namespace promptcache
 
 TORCH_LIBRARY_FRAGMENT(promptcache_blocks, m) {
   m.def("refine_logits(Tensor(a!) logits, Tensor x, Tensor row_norms, Tensor exact, "
         "float activation, int most_candidates) -> int");
+  m.def("refine_block_logits(Tensor(a!) logits, Tensor x, Tensor row_norms, Tensor exact, "
+        "int block, int most_candidates) -> int");
 }
 
 TORCH_LIBRARY_IMPL(promptcache_blocks, CPU, m) {
   m.impl("refine_logits", &promptcache::refine_logits);
+  m.impl("refine_block_logits", &promptcache::refine_block_logits);
 }
