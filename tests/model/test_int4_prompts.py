@@ -104,3 +104,28 @@ def test_an_int4_prompt_into_a_16_bit_kv_buffer_is_refused(embedded_model: Loade
     kv = runtime.new_kv(16, dtype=torch.float16)
     with pytest.raises(ValueError, match="float32 KV"):
         runtime.prefill([1, 2, 3], kv, 0)
+
+
+def test_chunks_of_several_sequences_in_one_forward_are_each_as_alone(
+    embedded_model: LoadedModel,
+) -> None:
+    """forward_chunks runs several requests' prompt chunks as rows of one call: each
+    sequence's KV and last logits are bitwise those of its own forward."""
+    runtime = int4_runtime(embedded_model)
+    ids = prompt_ids(embedded_model, repeat=2)
+    spans = [(0, 9), (5, 40), (0, 1), (30, 64)]  # (start, end): fresh prompts and suffixes
+    alone, together = [], []
+    for start, end in spans:
+        kv = runtime.new_kv(len(ids))
+        if start:
+            runtime.prefill(ids[:start], kv, 0)
+        together.append(kv.clone())
+        alone.append((kv, runtime.forward(ids[start:end], kv, start)))
+    chunks = [
+        (torch.tensor(ids[start:end]), kv, start)
+        for (start, end), kv in zip(spans, together, strict=True)
+    ]
+    logits = runtime.forward_chunks(chunks)
+    for (kv, want), got_kv, got in zip(alone, together, logits, strict=True):
+        assert torch.equal(got_kv, kv)
+        assert torch.equal(got, want)

@@ -67,6 +67,7 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "SUPPORTED_ROPE_TYPES",
     "LlamaRuntime",
+    "PromptChunk",
 ]
 
 PREFILL_CHUNK_TOKENS = 512
@@ -75,6 +76,8 @@ decode steps and cancellation in between chunks of a long prompt."""
 SHORT_FORWARD_TOKENS = 64
 """Forwards of at most this many tokens run on ``decode_threads`` threads."""
 KV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+PromptChunk = tuple[torch.Tensor, torch.Tensor, int]
+"""(token ids, the sequence's KV buffer, the first token's position): one prefill chunk."""
 """Dtypes a KV buffer may have (``--kv-dtype``): attention runs in the buffer's dtype."""
 
 
@@ -330,6 +333,23 @@ class LlamaRuntime:
         """:meth:`prefill` as one call per chunk, to run in order; each returns its chunk's
         last logits. A caller can run them on another thread, with other work or a
         cancellation check in between (the local engine does)."""
+        return [
+            functools.partial(self.forward, ids, buffer, offset)
+            for ids, buffer, offset in self.prompt_chunks(
+                input_ids, kv, start, chunk_size=chunk_size
+            )
+        ]
+
+    def prompt_chunks(
+        self,
+        input_ids: Sequence[int] | torch.Tensor,
+        kv: torch.Tensor,
+        start: int,
+        *,
+        chunk_size: int = PREFILL_CHUNK_TOKENS,
+    ) -> list[PromptChunk]:
+        """The (ids, kv, start) of each chunk of :meth:`prefill`, checked, to run in order
+        with :meth:`forward_chunks` (alone or with other sequences' chunks)."""
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
         ids = _as_ids(input_ids)
@@ -337,9 +357,50 @@ class LlamaRuntime:
             raise ValueError("prefill needs at least one token.")
         self._check(kv, start, start + int(ids.shape[0]))
         return [
-            functools.partial(self.forward, ids[offset : offset + chunk_size], kv, start + offset)
+            (ids[offset : offset + chunk_size], kv, start + offset)
             for offset in range(0, int(ids.shape[0]), chunk_size)
         ]
+
+    @torch.inference_mode()
+    def forward_chunks(self, chunks: Sequence[PromptChunk]) -> list[torch.Tensor]:
+        """Prompt chunks of several sequences (:meth:`prompt_chunks`, each its own KV
+        buffer) as one forward where prompts run on the fused int4 layers, else one
+        :meth:`forward` each; each chunk's last logits ``[vocab]``, in order.
+
+        With ``int4`` prompts every chunk's tokens are rows of one call, so the weights
+        are read once for all of them (several requests' new prompts at once). Each row
+        is computed as it is alone (the fused layers' rows are independent, and the head
+        runs a chunk's last row on its own), so the results are bitwise
+        :meth:`forward`'s however the chunks are grouped."""
+        if self._prompt.precision != "int4" or len(chunks) < 2:
+            return [self.forward(ids, kv, start) for ids, kv, start in chunks]
+        rows = 0
+        positions: list[int] = []
+        buffers: list[torch.Tensor] = []
+        for ids, kv, start in chunks:
+            count = int(ids.shape[0])
+            self._check(kv, start, start + count)
+            if count == 0 or kv.dtype != torch.float32:
+                raise ValueError("each chunk needs tokens and a float32 KV buffer (int4 prompts)")
+            rows += count
+            positions += range(start, start + count)
+            buffers += [kv] * count
+        assert self._fused_decode is not None  # int4 prompts run only where it exists
+        with torch_threads(
+            self.short_forward_threads if rows <= SHORT_FORWARD_TOKENS else torch.get_num_threads()
+        ):
+            cos, sin = self._rope.at(positions)
+            ids = torch.cat([_as_ids(chunk_ids) for chunk_ids, _, _ in chunks])
+            hidden = self._fused_decode.forward(
+                F.embedding(ids, self._embed), buffers, positions, cos, sin
+            )
+            logits: list[torch.Tensor] = []
+            last = -1
+            for chunk_ids, _, _ in chunks:
+                last += int(chunk_ids.shape[0])
+                x = self._math.norm(hidden[last : last + 1], self._final_norm)
+                logits.append(_head_logits(self._math, x, self._prompt.lm_head)[0])
+        return logits
 
     def greedy(
         self,

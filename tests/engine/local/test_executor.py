@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
@@ -240,3 +241,86 @@ def test_a_closed_sessions_step_run_ahead_is_not_given_to_another() -> None:
     # (2, 1) ran ahead for `first` unless it had closed by then, and again for `second`.
     assert model.steps.count((2, 1)) == 1 + lane.stats.ahead
     assert lane.stats.ahead_taken == 0
+
+
+def hold_the_model_thread(executor: ModelExecutor) -> tuple[threading.Event, threading.Thread]:
+    """A call that keeps the model thread busy until the returned event is set."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def blocking() -> None:
+        started.set()
+        release.wait(timeout=30)
+
+    holder = threading.Thread(target=executor.call, args=(blocking,))
+    holder.start()
+    assert started.wait(timeout=10)
+    return release, holder
+
+
+def queue_calls(
+    executor: ModelExecutor, calls: list[Callable[[], object]]
+) -> tuple[list[threading.Thread], dict[int, object]]:
+    """Each call on its own thread, queued one after another in this order; what each
+    returned or raised, by index, once its thread is joined."""
+    got: dict[int, object] = {}
+
+    def run(index: int) -> None:
+        try:
+            got[index] = calls[index]()
+        except Exception as error:  # the test looks at which call got which error
+            got[index] = error
+
+    threads = []
+    for index in range(len(calls)):
+        thread = threading.Thread(target=run, args=(index,))
+        thread.start()
+        threads.append(thread)
+        for _ in range(1000):  # a bounded wait until it is queued
+            if len(executor._calls) > index:
+                break
+            time.sleep(0.01)
+    assert len(executor._calls) == len(calls)
+    return threads, got
+
+
+def test_batched_calls_waiting_together_run_as_one_up_to_the_size_limit() -> None:
+    executor = ModelExecutor()
+    runs: list[list[str]] = []
+
+    def run_many(items: list[str]) -> list[str]:
+        runs.append(list(items))
+        return [item.upper() for item in items]
+
+    batcher = executor.batcher(run_many, most=5)
+    release, holder = hold_the_model_thread(executor)
+    sizes = [("a", 2), ("b", 2), ("c", 2), ("d", 1)]
+    threads, got = queue_calls(
+        executor, [functools.partial(batcher.call, item, size=size) for item, size in sizes]
+    )
+    release.set()
+    for thread in [*threads, holder]:
+        thread.join(timeout=30)
+    # a and b fill 4 of 5; c (2) does not fit, d (1) does; c runs next, alone.
+    assert runs == [["a", "b", "d"], ["c"]]
+    assert got == {0: "A", 1: "B", 2: "C", 3: "D"}
+
+
+def test_a_failing_batch_is_run_again_one_call_at_a_time() -> None:
+    executor = ModelExecutor()
+    runs: list[list[int]] = []
+
+    def run_many(items: list[int]) -> list[float]:
+        runs.append(list(items))
+        return [1 / item for item in items]  # 0 fails
+
+    batcher = executor.batcher(run_many, most=10)
+    release, holder = hold_the_model_thread(executor)
+    threads, got = queue_calls(executor, [functools.partial(batcher.call, i) for i in (2, 0, 4)])
+    release.set()
+    for thread in [*threads, holder]:
+        thread.join(timeout=30)
+    assert runs == [[2, 0, 4], [2], [0], [4]]
+    assert got[0] == 0.5 and got[2] == 0.25
+    assert isinstance(got[1], ZeroDivisionError)
+    assert executor.call(lambda: "alive") == "alive"

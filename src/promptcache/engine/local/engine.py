@@ -33,7 +33,7 @@ from promptcache.engine.local.structured_output import OutputGrammars
 from promptcache.errors import RequestError
 from promptcache.model.loading import LoadedModel, LoadProgress, load_model
 from promptcache.model.precision_names import DECODE_PRECISIONS, PROMPT_PRECISIONS
-from promptcache.model.runtime import LlamaRuntime
+from promptcache.model.runtime import PREFILL_CHUNK_TOKENS, LlamaRuntime
 from promptcache.prefix.base import BasePrefixCache
 from promptcache.prefix.cache import PrefixCache, PrefixCacheConfig
 from promptcache.prefix.disabled import DisabledPrefixCache
@@ -160,6 +160,9 @@ class LocalEngine:
             runtime=self._runtime,
             executor=self._executor,
             decoder=self._decoder,
+            prefills=self._executor.batcher(
+                self._runtime.forward_chunks, most=PREFILL_CHUNK_TOKENS
+            ),
             cache=self._cache,
             buffers=KVBuffers(self._runtime, dtype=layout.dtype),
             detokenizer=LockedDetokenizer(loaded.tokenizer, self._renderer.tokenizer_lock),

@@ -23,8 +23,11 @@ model's maths all happens here, on one compute thread:
   (it stopped, or sampled another token) is dropped; its KV write lies past the
   request's last position, which the next writer of that slot writes again.
   Rows of a batch are independent, so a step run ahead is the step run on time.
-* **Prefill chunks** (:meth:`~ModelExecutor.call`) take turns with decode
-  batches, so a long new prompt delays running streams by one chunk at a time.
+* **Prefill chunks** take turns with decode batches, so a long new prompt delays
+  running streams by one chunk at a time; and the chunks of several requests
+  waiting at once run as one call (a :class:`CallBatcher`), up to a chunk's worth of
+  tokens: 8 clients arriving together had their 8 prompts prefilled one after another,
+  each with a decode batch in between, before the last could decode.
 * **A failing job fails alone.** Whatever a job raises (a foreign
   ``BaseException`` such as pyo3's ``PanicException`` included) is handed to
   its callers and the thread takes the next job; only the interpreter's own
@@ -57,6 +60,10 @@ RunBatch = Callable[[Sequence[DecodeStep]], torch.Tensor]
 """Steps -> logits ``[len(steps), vocab]`` (``LlamaRuntime.decode_batch``)."""
 
 T = TypeVar("T")
+
+CALL_SLICE_SECONDS = 0.005
+"""How long a turn of calls may go on before waiting decode steps get a batch: about a
+step, so streams wait at most one more step for the short calls of new requests."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,35 @@ class DecodeSession:
 @dataclass(eq=False)
 class _CallJob(_Job):
     work: Callable[[], Any] = field(default=lambda: None)
+
+
+@dataclass(eq=False)
+class _BatchedJob(_Job):
+    batcher: CallBatcher | None = None
+    item: Any = None
+    size: int = 1
+
+
+class CallBatcher:
+    """Calls whose items run together on the compute thread: ``run_many(items)`` gives
+    one result per item, in order; the items queued when one is taken join it, up to
+    ``most`` in total size (the first alone may be larger). A batch that raises is run
+    again one item at a time, so an error stays with the item that caused it."""
+
+    def __init__(
+        self, executor: ModelExecutor, run_many: Callable[[list[Any]], list[Any]], most: int
+    ) -> None:
+        if most < 1:
+            raise ValueError(f"most must be at least 1, got {most}.")
+        self.run_many = run_many
+        self.most = most
+        self._executor = executor
+
+    def call(self, item: Any, *, size: int = 1) -> Any:
+        """``item``'s result from ``run_many``, run with whatever else is waiting."""
+        job = _BatchedJob(batcher=self, item=item, size=size)
+        self._executor._submit(job, self._executor._calls)
+        return job.result
 
 
 class DecodeLane:
@@ -203,7 +239,7 @@ class ModelExecutor:
         self._name = name
         self._cv = threading.Condition()
         self._steps: deque[_StepJob] = deque()
-        self._calls: deque[_CallJob] = deque()
+        self._calls: deque[_CallJob | _BatchedJob] = deque()
         self._call_turn = False
         self._thread: threading.Thread | None = None
 
@@ -218,6 +254,10 @@ class ModelExecutor:
         ``pick``: greedy sampling's argmax of one row of logits, for steps run ahead."""
         return DecodeLane(self, run_batch, max_batch, pick)
 
+    def batcher(self, run_many: Callable[[list[Any]], list[Any]], *, most: int) -> CallBatcher:
+        """Calls batched through ``run_many`` (:class:`CallBatcher`), up to ``most`` in size."""
+        return CallBatcher(self, run_many, most)
+
     def call(self, work: Callable[[], T]) -> T:
         """``work()`` run on the compute thread (loading, a prefill chunk, a KV copy);
         its result, or its exception raised here."""
@@ -225,7 +265,7 @@ class ModelExecutor:
         self._submit(job, self._calls)
         return cast(T, job.result)
 
-    def _submit(self, job: _StepJob | _CallJob, queue: deque[Any]) -> None:
+    def _submit(self, job: _StepJob | _CallJob | _BatchedJob, queue: deque[Any]) -> None:
         with self._cv:
             self._ensure_thread()
             queue.append(job)
@@ -253,21 +293,34 @@ class ModelExecutor:
 
     def _loop(self) -> None:
         torch.set_num_threads(self._threads)
+        calls_began = 0.0
+        in_turn = False  # the last job run was a call
         while True:
             with self._cv:
                 while not (self._steps or self._calls):
                     self._cv.wait()
-                # Calls (prefill chunks) and decode batches take turns when both wait.
+                # Calls (prefill chunks, KV copies) and decode batches take turns when both
+                # wait; a turn of calls goes on while they have taken less than
+                # CALL_SLICE_SECONDS, so a new request's short calls (its commit, a gather)
+                # do not each cost running streams a decode batch.
                 take_call = bool(self._calls) and (self._call_turn or not self._steps)
-                self._call_turn = not take_call
+                if take_call and not in_turn:
+                    calls_began = time.monotonic()
                 if take_call:
                     call = self._calls.popleft()
+                    calls = self._joining(call) if isinstance(call, _BatchedJob) else []
                 else:
                     lane, batch = self._gather()
-            if take_call:
-                self._run_call(call)
-            else:
+            if not take_call:
                 self._run_batch(lane, batch)
+                in_turn, self._call_turn = False, True  # the calls' turn next
+                continue
+            if isinstance(call, _BatchedJob):
+                self._run_batched([call, *calls])
+            else:
+                self._run_call(call)
+            in_turn = True
+            self._call_turn = time.monotonic() - calls_began < CALL_SLICE_SECONDS
 
     def _gather(self) -> tuple[DecodeLane, list[_StepJob]]:
         """The oldest step's lane and up to its ``max_batch`` queued steps, once each of its
@@ -286,6 +339,37 @@ class ModelExecutor:
         for job in batch:
             self._steps.remove(job)
         return lane, batch
+
+    def _joining(self, first: _BatchedJob) -> list[_BatchedJob]:
+        """The queued calls of ``first``'s batcher that join it, in order (cv held)."""
+        assert first.batcher is not None
+        room = first.batcher.most - first.size
+        joining: list[_BatchedJob] = []
+        for job in self._calls:
+            if isinstance(job, _BatchedJob) and job.batcher is first.batcher and job.size <= room:
+                joining.append(job)
+                room -= job.size
+        for job in joining:
+            self._calls.remove(job)
+        return joining
+
+    def _run_batched(self, jobs: list[_BatchedJob]) -> None:
+        batcher = jobs[0].batcher
+        assert batcher is not None
+        try:
+            results = batcher.run_many([job.item for job in jobs])
+            if len(results) != len(jobs):
+                raise RuntimeError(f"{len(results)} results for {len(jobs)} batched calls")
+        except BaseException as caught:
+            if len(jobs) == 1 or is_interpreter_exit(caught):
+                self._publish(jobs, caught)
+                return
+            for job in jobs:  # each alone: the failure stays with its own call
+                self._run_batched([job])
+            return
+        for job, result in zip(jobs, results, strict=True):
+            job.result = result
+        self._publish(jobs, None)
 
     def _run_call(self, job: _CallJob) -> None:
         error: BaseException | None = None

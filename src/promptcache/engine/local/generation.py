@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from promptcache.engine.local.executor import DecodeLane, ModelExecutor
+from promptcache.engine.local.executor import CallBatcher, DecodeLane, ModelExecutor
 from promptcache.engine.local.kv_buffers import KVBuffer, KVBuffers
 from promptcache.engine.local.prompt import RenderedPrompt
 from promptcache.engine.local.sampling import Detokenizer, TextStream, TokenSampler
@@ -78,6 +78,8 @@ class EngineParts:
     runtime: LlamaRuntime
     executor: ModelExecutor
     decoder: DecodeLane
+    prefills: CallBatcher
+    """Prompt chunks, several requests' run as one forward (``LlamaRuntime.forward_chunks``)."""
     cache: BasePrefixCache
     buffers: KVBuffers
     detokenizer: Detokenizer
@@ -193,6 +195,8 @@ class Generation:
         self._kv = KVBuffer(
             self._parts.buffers, prompt + min(room, INITIAL_DECODE_ROOM), prompt + room
         )
+        if self._match.num_tokens == 0:
+            return  # nothing to copy: no turn on the model thread for it
         self._parts.executor.call(
             functools.partial(self._parts.cache.gather, self._match, self._kv.tensor)
         )
@@ -205,12 +209,12 @@ class Generation:
         # decoding. Its KV slot is rewritten with the same values.
         start = min(self._match.num_tokens, len(self._tokens) - 1)
         logits: torch.Tensor | None = None
-        for chunk in self._parts.runtime.prefill_chunks(
+        for chunk in self._parts.runtime.prompt_chunks(
             self._tokens[start:], self._kv.tensor, start
         ):
             if self._cancel.is_set():
                 return None
-            logits = self._parts.executor.call(chunk)
+            logits = self._parts.prefills.call(chunk, size=int(chunk[0].shape[0]))
         self._prefilled = True
         return logits
 
