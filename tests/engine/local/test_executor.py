@@ -324,3 +324,16 @@ def test_a_failing_batch_is_run_again_one_call_at_a_time() -> None:
     assert got[0] == 0.5 and got[2] == 0.25
     assert isinstance(got[1], ZeroDivisionError)
     assert executor.call(lambda: "alive") == "alive"
+
+
+def test_no_step_runs_ahead_while_another_session_decodes_without_a_guess() -> None:
+    """A sampling session's step would wait for the guesses, and they for it: with any
+    session of the lane not in the batch as greedy, nothing runs ahead."""
+    model = NextTokenModel()
+    lane = ModelExecutor(gather_window=0.01).lane(model, pick=argmax)
+    kv = torch.empty(1, 1, 1, 10, 1)
+    with lane.decoding() as greedy, lane.decoding():  # the second samples, and is elsewhere
+        greedy.step(1, kv, 0, then_greedy=True)
+        greedy.step(2, kv, 1, then_greedy=True)
+    assert model.steps == [(1, 0), (2, 1)]
+    assert lane.stats.ahead == 0

@@ -413,8 +413,11 @@ class ModelExecutor:
         return True
 
     def _run_ahead(self, lane: DecodeLane, jobs: list[_StepJob]) -> None:
-        """Run the next steps of the greedy sessions of ``jobs`` now, with the argmax of
-        the logits just published, unless a call waits (its turn comes first)."""
+        """Run the next steps of the sessions of ``jobs`` now, with the argmax of the
+        logits just published, when every decoding session of the lane is among them and
+        greedy, and no call waits (its turn comes first). With a sampling session
+        decoding too, its step would wait for the guesses and the guesses for it: two
+        forwards a round where one batch does."""
         pick = lane.pick
         with self._cv:
             if pick is None or self._calls:
@@ -424,6 +427,8 @@ class ModelExecutor:
                 for job in jobs
                 if job.then_greedy and job.session is not None and job.session.open
             ]
+            if len(sessions) < lane.sessions:
+                return
         steps: list[tuple[DecodeSession, DecodeStep]] = []
         for session, job in sessions:
             _, kv, position = job.step
