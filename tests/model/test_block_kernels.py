@@ -263,7 +263,7 @@ def test_vnni_gives_bitwise_the_avx2_results(blocks: int, batch: int, rows: int)
 @pytest.mark.parametrize("keys", [5, 16, 43, 300])
 @pytest.mark.parametrize("dim", [64, 40])
 def test_vnni_attention_gives_bitwise_the_avx2_results(keys: int, dim: int) -> None:
-    """The wide attention (16-key scores, 32- and 16-column weighted values) does each
+    """The wide attention (query-pair scores, 32- and 16-column weighted values) does each
     lane's AVX2 arithmetic: a prompt token or a step computes the same on either ISA."""
     generator = torch.Generator().manual_seed(keys + dim)
     rows, heads, kv_heads = 3, 6, 2

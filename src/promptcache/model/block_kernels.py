@@ -187,8 +187,8 @@ def _self_check() -> bool:
     with torch.inference_mode():
         q4 = BlockWeight.of(q4_matrix).matmul(x)
         q8 = BlockWeight.of_q8_0(q8_matrix).matmul(x)
-        # 6 keys (the one-key tail) and 43 of 64 dims (16-key, 8-key and tail scores, the
-        # wide kernels' 32- and 16-column passes).
+        # 6 keys (the one-key tail) and 43 of 64 dims (8-key and tail scores, the wide
+        # kernels' 32- and 16-column passes).
         cases = []
         for keys, dim in ((6, 32), (43, 64)):
             kv = torch.randn(2, 1, keys + 2, dim, generator=generator)
@@ -204,6 +204,18 @@ def _self_check() -> bool:
             torch.equal(kv[0, 0, keys - 1], qk[2])
             and torch.allclose(got, want, rtol=1e-5, atol=1e-6)
         )
+    # A prompt chunk: 5 rows of one sequence at positions 38..42 attend as one block.
+    kv = torch.randn(2, 1, 44, 64, generator=generator)
+    qkv = torch.randn(5, 4 * 64, generator=generator)
+    rows = torch.ops.promptcache_blocks.decode_attention_rows(
+        qkv, [kv] * 5, list(range(38, 43)), 2, 1, 0.125
+    )
+    for row in range(5):
+        keys = 39 + row
+        queries = qkv[row, :128].reshape(2, 64)
+        weights = torch.softmax(queries @ kv[0, 0, :keys].T * 0.125, -1)
+        want = (weights @ kv[1, 0, :keys]).reshape(-1)
+        attention_ok = attention_ok and bool(torch.allclose(rows[row], want, rtol=1e-5, atol=1e-6))
     rounded = rounded_activations(x)
     return attention_ok and bool(
         torch.allclose(q4, rounded @ q4_matrix.dequantize().T, rtol=1e-4, atol=1e-4)

@@ -76,9 +76,9 @@ decode steps and cancellation in between chunks of a long prompt."""
 SHORT_FORWARD_TOKENS = 64
 """Forwards of at most this many tokens run on ``decode_threads`` threads."""
 KV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+"""Dtypes a KV buffer may have (``--kv-dtype``): attention runs in the buffer's dtype."""
 PromptChunk = tuple[torch.Tensor, torch.Tensor, int]
 """(token ids, the sequence's KV buffer, the first token's position): one prefill chunk."""
-"""Dtypes a KV buffer may have (``--kv-dtype``): attention runs in the buffer's dtype."""
 
 
 class LlamaRuntime:

@@ -549,7 +549,7 @@ void weighted_values(const float* p, int64_t keys, const float* v, int64_t dim, 
     __m256 hi[G];
     for (int q = 0; q < G; ++q) lo[q] = hi[q] = _mm256_setzero_ps();
     for (int64_t key = 0; key < keys; ++key) {
-      if (key + 32 < keys)  // the values 32 rows ahead (attend_group says why)
+      if (key + 32 < keys)  // the values 32 rows ahead (attend_block says why)
         _mm_prefetch(reinterpret_cast<const char*>(v + (key + 32) * dim + c), _MM_HINT_T0);
       const __m256 a = _mm256_loadu_ps(v + key * dim + c);
       const __m256 b = _mm256_loadu_ps(v + key * dim + c + 8);
