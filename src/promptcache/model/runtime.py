@@ -37,6 +37,7 @@ summation order) as one pass over everything.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -237,10 +238,15 @@ class LlamaRuntime:
         ``all_logits``.
         """
         ids = _as_ids(input_ids)
-        if int(ids.shape[0]) > SHORT_FORWARD_TOKENS:
+        with self._prompt_threads(int(ids.shape[0])):
             return self._forward(ids, kv, start, self._prompt, all_logits=all_logits)
-        with torch_threads(self.short_forward_threads):
-            return self._forward(ids, kv, start, self._prompt, all_logits=all_logits)
+
+    def _prompt_threads(self, rows: int) -> contextlib.AbstractContextManager[None]:
+        """Torch threads for a prompt forward of ``rows`` tokens: a short one's (a suffix
+        after a hit) as preferred now, a long one's all of the current setting."""
+        if rows > SHORT_FORWARD_TOKENS:
+            return contextlib.nullcontext()
+        return torch_threads(self.short_forward_threads)
 
     @torch.inference_mode()
     def step(self, token: int, kv: torch.Tensor, position: int) -> torch.Tensor:
@@ -277,7 +283,7 @@ class LlamaRuntime:
         end = start + count
         self._check(kv, start, end)
         if weights.precision == "int4":
-            x = self._fused_prompt(ids, kv, start)
+            x = self._fused_prompt([(ids, kv, start)])
         else:
             cos, sin = self._rope.span(start, end)
             mask, causal = self._math.mask(start, count)
@@ -286,23 +292,33 @@ class LlamaRuntime:
                 x = self._math.layer(x, layer, kv[index], start, end, cos, sin, mask, causal)
         if not all_logits:
             x = x[-1:]
-        logits = _head_logits(self._math, self._math.norm(x, self._final_norm), weights.lm_head)
+        logits = self._head(x, weights)
         return logits if all_logits else logits[0]
 
-    def _fused_prompt(self, ids: torch.Tensor, kv: torch.Tensor, start: int) -> torch.Tensor:
-        """Prompt tokens as rows of one decode step (``int4`` prompts): each row's KV
-        written at its position in the one buffer, each attending up to itself; the
-        hidden states after the layers."""
-        if kv.dtype != torch.float32 or self._fused_decode is None:
-            raise ValueError(
-                f"int4 prompts run on the fused decode layers, which need a float32 KV "
-                f"buffer; got {kv.dtype}."
-            )
-        count = int(ids.shape[0])
-        positions = list(range(start, start + count))
+    def _head(self, x: torch.Tensor, weights: WeightSet) -> torch.Tensor:
+        """Logits of the hidden states ``x`` [rows, hidden]: final norm, then ``weights``' head."""
+        return _head_logits(self._math, self._math.norm(x, self._final_norm), weights.lm_head)
+
+    def _fused_prompt(self, chunks: Sequence[PromptChunk]) -> torch.Tensor:
+        """Prompt chunks' tokens as rows of one decode step (``int4`` prompts), in order:
+        each row's KV written at its position in its chunk's buffer, each attending up to
+        itself; the hidden states after the layers (chunks checked by the caller)."""
+        positions: list[int] = []
+        buffers: list[torch.Tensor] = []
+        for ids, kv, start in chunks:
+            if kv.dtype != torch.float32 or self._fused_decode is None:
+                raise ValueError(
+                    f"int4 prompts run on the fused decode layers, which need a float32 KV "
+                    f"buffer; got {kv.dtype}."
+                )
+            count = int(ids.shape[0])
+            positions += range(start, start + count)
+            buffers += [kv] * count
+        assert self._fused_decode is not None
         cos, sin = self._rope.at(positions)
+        ids = torch.cat([_as_ids(chunk_ids) for chunk_ids, _, _ in chunks])
         hidden: torch.Tensor = self._fused_decode.forward(
-            F.embedding(ids, self._embed), [kv] * count, positions, cos, sin
+            F.embedding(ids, self._embed), buffers, positions, cos, sin
         )
         return hidden
 
@@ -374,32 +390,18 @@ class LlamaRuntime:
         :meth:`forward`'s however the chunks are grouped."""
         if self._prompt.precision != "int4" or len(chunks) < 2:
             return [self.forward(ids, kv, start) for ids, kv, start in chunks]
-        rows = 0
-        positions: list[int] = []
-        buffers: list[torch.Tensor] = []
         for ids, kv, start in chunks:
-            count = int(ids.shape[0])
-            self._check(kv, start, start + count)
-            if count == 0 or kv.dtype != torch.float32:
-                raise ValueError("each chunk needs tokens and a float32 KV buffer (int4 prompts)")
-            rows += count
-            positions += range(start, start + count)
-            buffers += [kv] * count
-        assert self._fused_decode is not None  # int4 prompts run only where it exists
-        with torch_threads(
-            self.short_forward_threads if rows <= SHORT_FORWARD_TOKENS else torch.get_num_threads()
-        ):
-            cos, sin = self._rope.at(positions)
-            ids = torch.cat([_as_ids(chunk_ids) for chunk_ids, _, _ in chunks])
-            hidden = self._fused_decode.forward(
-                F.embedding(ids, self._embed), buffers, positions, cos, sin
-            )
+            if int(ids.shape[0]) == 0:
+                raise ValueError("a prompt chunk needs at least one token.")
+            self._check(kv, start, start + int(ids.shape[0]))
+        rows = sum(int(ids.shape[0]) for ids, _, _ in chunks)
+        with self._prompt_threads(rows):
+            hidden = self._fused_prompt(chunks)
             logits: list[torch.Tensor] = []
             last = -1
-            for chunk_ids, _, _ in chunks:
-                last += int(chunk_ids.shape[0])
-                x = self._math.norm(hidden[last : last + 1], self._final_norm)
-                logits.append(_head_logits(self._math, x, self._prompt.lm_head)[0])
+            for ids, _, _ in chunks:
+                last += int(ids.shape[0])
+                logits.append(self._head(hidden[last : last + 1], self._prompt)[0])
         return logits
 
     def greedy(
@@ -474,7 +476,7 @@ class LlamaRuntime:
             for number, layer in enumerate(self._decode.layers):
                 layer_buffers = [kv[number] for kv in buffers]
                 x = self._math.decode_rows(x, layer, layer_buffers, positions, cos, sin)
-        return _head_logits(self._math, self._math.norm(x, self._final_norm), self._decode.lm_head)
+        return self._head(x, self._decode)
 
     def _check(self, kv: torch.Tensor, start: int, end: int) -> None:
         expected = (self.num_layers, 2, self._num_kv_heads, self._head_dim)
